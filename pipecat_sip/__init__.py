@@ -1,0 +1,1 @@
+"""pipecat-sip: a SIP/RTP transport for Pipecat."""

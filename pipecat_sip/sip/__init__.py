@@ -1,0 +1,1 @@
+"""SIP protocol code (RFC 3261): messages, transactions and dialogs, sans-IO."""
