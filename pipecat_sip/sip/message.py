@@ -1,0 +1,535 @@
+"""SIP requests and responses: parsing and serialization (RFC 3261 s.7, s.25).
+
+`parse_message(data)` turns one UDP datagram into a `SIPRequest` or
+`SIPResponse`, or raises `SIPParseError` carrying the status to answer with
+and what could be read (enough to address a 400 Bad Request). `bytes(msg)`
+serializes, always writing full header names and a Content-Length equal to
+the body's length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from pipecat_sip.sip.errors import SIPParseError
+from pipecat_sip.sip.headers import (
+    LIST_HEADERS,
+    SINGLE_HEADERS,
+    CSeq,
+    Via,
+    canonical_name,
+)
+from pipecat_sip.sip.uri import (
+    TOKEN_RE,
+    URI,
+    AbsoluteURI,
+    Address,
+    parse_uri,
+    split_outside_quotes,
+)
+
+SIP_VERSION = "SIP/2.0"
+
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
+
+_REQUEST_LINE_RE = re.compile(r"^([^ ]+) ([^ ]+) ([^ ]+)$")
+_STATUS_LINE_RE = re.compile(r"^([^ ]+) (\d{3}) ?(.*)$")
+_VERSION_RE = re.compile(r"^SIP/\d+\.\d+$", re.I)
+
+
+class Headers:
+    """An ordered multi-map of header fields with case-insensitive names.
+
+    Names are stored in canonical form (compact forms expanded); values are
+    the text after the colon, one entry per header line. `get_list` splits
+    comma-separated list headers (Via, Contact, Route, Allow, ...).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a header, or `default`."""
+        lowered = canonical_name(name).lower()
+        for n, v in self._items:
+            if n.lower() == lowered:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every line's value of a header, in order (not split on commas)."""
+        lowered = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == lowered]
+
+    def get_list(self, name: str) -> list[str]:
+        """All values of a list header, split on commas outside quotes and <...>.
+
+        Raises:
+            SIPParseError: A quoted string or <...> is unterminated.
+        """
+        values: list[str] = []
+        for line in self.get_all(name):
+            values.extend(v for v in split_outside_quotes(line, ",") if v)
+        return values
+
+    def add(self, name: str, value: object) -> None:
+        """Append a header line."""
+        self._items.append((canonical_name(name), str(value)))
+
+    def set(self, name: str, value: object) -> None:
+        """Replace every line of a header by one line (in place of the first)."""
+        canon = canonical_name(name)
+        lowered = canon.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == lowered:
+                self._items[i] = (canon, str(value))
+                self._items = [
+                    item
+                    for j, item in enumerate(self._items)
+                    if j <= i or item[0].lower() != lowered
+                ]
+                return
+        self._items.append((canon, str(value)))
+
+    def remove(self, name: str) -> None:
+        """Remove every line of a header."""
+        lowered = canonical_name(name).lower()
+        self._items = [(n, v) for n, v in self._items if n.lower() != lowered]
+
+    def insert_first(self, name: str, value: object) -> None:
+        """Insert a header line before all others of the same name (Via, Record-Route)."""
+        canon = canonical_name(name)
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == canon.lower():
+                self._items.insert(i, (canon, str(value)))
+                return
+        self._items.append((canon, str(value)))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def copy(self) -> Headers:
+        """A shallow copy."""
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """Canonical name -> list of line values, in first-seen order."""
+        out: dict[str, list[str]] = {}
+        for n, v in self._items:
+            out.setdefault(n, []).append(v)
+        return out
+
+
+class SIPMessage:
+    """What requests and responses share: headers, body and typed accessors.
+
+    The typed accessors parse on access and raise `SIPParseError` for bad
+    values; `parse_message` has already checked the mandatory ones.
+    """
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # --- typed accessors ---------------------------------------------------
+    @property
+    def vias(self) -> list[Via]:
+        """The Via values, topmost first."""
+        return [Via.parse(v) for v in self.headers.get_list("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via.
+
+        Raises:
+            SIPParseError: There is no Via.
+        """
+        values = self.headers.get_list("Via")
+        if not values:
+            raise SIPParseError("missing Via")
+        return Via.parse(values[0])
+
+    @property
+    def from_(self) -> Address:
+        """The From address."""
+        return Address.parse(self._required("From"))
+
+    @property
+    def to(self) -> Address:
+        """The To address."""
+        return Address.parse(self._required("To"))
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        return self._required("Call-ID").strip()
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq."""
+        return CSeq.parse(self._required("CSeq"))
+
+    @property
+    def contacts(self) -> list[Address]:
+        """The Contact addresses (empty for `Contact: *`)."""
+        values = self.headers.get_list("Contact")
+        if values == ["*"]:
+            return []
+        return [Address.parse(v) for v in values]
+
+    @property
+    def record_route(self) -> list[Address]:
+        """The Record-Route addresses, topmost first."""
+        return [Address.parse(v) for v in self.headers.get_list("Record-Route")]
+
+    @property
+    def route(self) -> list[Address]:
+        """The Route addresses, topmost first."""
+        return [Address.parse(v) for v in self.headers.get_list("Route")]
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255), or None when absent."""
+        value = self.headers.get("Max-Forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or int(value) > 255:
+            raise SIPParseError(f"invalid Max-Forwards {value!r}")
+        return int(value)
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type of the body without parameters, lower case, or None."""
+        value = self.headers.get("Content-Type")
+        if value is None:
+            return None
+        return value.split(";")[0].strip().lower()
+
+    def option_tags(self, name: str) -> list[str]:
+        """The option tags of Require, Proxy-Require, Supported or Unsupported."""
+        return [t.strip() for t in self.headers.get_list(name) if t.strip()]
+
+    def _required(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise SIPParseError(f"missing {name}")
+        return value
+
+    # --- serialization -----------------------------------------------------
+    def start_line(self) -> str:  # pragma: no cover - overridden
+        """The request or status line."""
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        lines = [self.start_line()]
+        for name, value in self.headers:
+            if name.lower() != "content-length":
+                lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+    def serialize(self) -> bytes:
+        """The message as bytes for the wire (Content-Length set from the body)."""
+        return bytes(self)
+
+
+class SIPRequest(SIPMessage):
+    """A SIP request (RFC 3261 s.7.1).
+
+    Attributes:
+        method: The method, case-sensitive ("INVITE").
+        uri: The Request-URI.
+    """
+
+    def __init__(
+        self, method: str, uri: URI, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        """`Method Request-URI SIP/2.0`."""
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def __repr__(self) -> str:
+        return f"<SIPRequest {self.method} {self.uri}>"
+
+
+class SIPResponse(SIPMessage):
+    """A SIP response (RFC 3261 s.7.2).
+
+    Attributes:
+        status_code: 100-699.
+        reason: The reason phrase.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status_code = status_code
+        self.reason = reason if reason is not None else REASON_PHRASES.get(status_code, "")
+
+    def start_line(self) -> str:
+        """`SIP/2.0 Status-Code Reason-Phrase`."""
+        return f"{SIP_VERSION} {self.status_code} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<SIPResponse {self.status_code} {self.reason}>"
+
+
+def is_keepalive(data: bytes) -> bool:
+    """Whether a datagram is a CRLF keep-alive (RFC 5626 s.3.5.1) rather than a message."""
+    return not data.strip(b"\r\n \t")
+
+
+def parse_message(data: bytes) -> SIPRequest | SIPResponse:
+    """Parse one SIP message from a UDP datagram (RFC 3261 s.7, s.18.3).
+
+    Leading blank lines are skipped; folded header lines are joined; compact
+    header names are expanded; the body is cut to Content-Length (or is the
+    rest of the datagram when the header is absent).
+
+    Args:
+        data: One datagram.
+
+    Returns:
+        The request or response; its mandatory headers (Via, From, To,
+        Call-ID, CSeq) are present and well formed.
+
+    Raises:
+        SIPParseError: The message is malformed. `status_code` is the answer
+            a UAS should give; `partial` holds what was readable, or None.
+    """
+    head_end = data.find(b"\r\n\r\n")
+    sep_len = 4
+    if head_end < 0:
+        head_end = data.find(b"\n\n")
+        sep_len = 2
+    if head_end < 0:
+        head, body = data, b""
+    else:
+        head, body = data[:head_end], data[head_end + sep_len :]
+    text = head.decode("utf-8", "surrogateescape").lstrip("\r\n")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if not lines or not lines[0].strip():
+        raise SIPParseError("empty message")
+
+    msg = _parse_start_line(lines[0])
+    msg.headers, header_error = _parse_header_lines(lines[1:])
+    try:
+        if header_error:
+            raise SIPParseError(header_error)
+        msg.body = _frame_body(msg.headers, body)
+        _validate(msg)
+    except SIPParseError as exc:
+        raise SIPParseError(str(exc), exc.status_code, msg) from None
+    return msg
+
+
+class _BadStartLine(SIPRequest):
+    """A request whose start line could not be read; kept to answer 400."""
+
+
+def _parse_start_line(line: str) -> SIPRequest | SIPResponse:
+    line = line.rstrip("\r")
+    if line.upper().startswith("SIP/"):
+        m = _STATUS_LINE_RE.match(line)
+        if not m or not _VERSION_RE.match(m.group(1)):
+            raise SIPParseError(f"invalid status line {line!r}")
+        if m.group(1).upper() != SIP_VERSION:
+            raise SIPParseError(f"unsupported SIP version {m.group(1)!r}")
+        code = int(m.group(2))
+        if not 100 <= code <= 699:
+            raise SIPParseError(f"invalid status code {code}")
+        return SIPResponse(code, m.group(3))
+    m = _REQUEST_LINE_RE.match(line)
+    if not m or not TOKEN_RE.match(m.group(1)):
+        first = line.split(" ", 1)[0]
+        return _BadStartLine(first if TOKEN_RE.match(first) else "", AbsoluteURI(line))
+    method, uri_text, version = m.groups()
+    if not _VERSION_RE.match(version):
+        return _BadStartLine(method, AbsoluteURI(line))
+    request = SIPRequest(method, AbsoluteURI(uri_text))
+    if version.upper() != SIP_VERSION:
+        request.__class__ = _WrongVersion
+        return request
+    try:
+        request.uri = parse_uri(uri_text)
+    except SIPParseError as exc:
+        request.__class__ = _BadURI if exc.status_code == 416 else _BadStartLine
+    return request
+
+
+class _WrongVersion(SIPRequest):
+    """A request of another SIP version; answered 505."""
+
+
+class _BadURI(SIPRequest):
+    """A request with a Request-URI scheme we do not support; answered 416."""
+
+
+def _parse_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
+    """Headers that could be read, and the first error (bad lines are skipped)."""
+    items: list[tuple[str, str]] = []
+    error: str | None = None
+    for raw in lines:
+        if not raw:
+            continue
+        if raw[0] in " \t":  # header folding (LWS): continue the previous line
+            if items:
+                name, value = items[-1]
+                items[-1] = (name, f"{value} {raw.strip()}")
+            else:
+                error = error or "folded line before the first header"
+            continue
+        name, colon, value = raw.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not TOKEN_RE.match(name):
+            error = error or f"invalid header line {raw[:80]!r}"
+            continue
+        items.append((name, value.strip()))
+    return Headers(items), error
+
+
+def _frame_body(headers: Headers, body: bytes) -> bytes:
+    values = headers.get_all("Content-Length")
+    if not values:
+        return body
+    text = values[0].strip()
+    if not text.isdigit():
+        raise SIPParseError(f"invalid Content-Length {text!r}")
+    length = int(text)
+    if length > len(body):
+        raise SIPParseError(f"Content-Length {length} exceeds the {len(body)} bytes received")
+    return body[:length]
+
+
+def _validate(msg: SIPRequest | SIPResponse) -> None:
+    if isinstance(msg, _BadStartLine):
+        raise SIPParseError(f"invalid request line {msg.uri}")
+    if isinstance(msg, _WrongVersion):
+        raise SIPParseError("unsupported SIP version", 505)
+    if isinstance(msg, _BadURI):
+        raise SIPParseError(f"unsupported Request-URI scheme in {msg.uri}", 416)
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if msg.headers.get(name) is None:
+            raise SIPParseError(f"missing {name}")
+    for name in SINGLE_HEADERS:
+        if len(msg.headers.get_all(name)) > 1:
+            raise SIPParseError(f"more than one {canonical_name(name)} header")
+    msg.vias  # noqa: B018 - parse to validate
+    msg.from_  # noqa: B018
+    msg.to  # noqa: B018
+    cseq = msg.cseq
+    msg.max_forwards  # noqa: B018
+    if not msg.call_id or any(c in msg.call_id for c in " \t"):
+        raise SIPParseError(f"invalid Call-ID {msg.call_id!r}")
+    for name in LIST_HEADERS:
+        msg.headers.get_list(name)
+    if isinstance(msg, SIPRequest) and cseq.method != msg.method:
+        raise SIPParseError(f"CSeq method {cseq.method!r} does not match {msg.method!r}")
+
+
+def make_response(
+    request: SIPRequest,
+    status_code: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, object]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> SIPResponse:
+    """Build a response to `request` (RFC 3261 s.8.2.6).
+
+    Via, From, To, Call-ID and CSeq are copied as received (so this works
+    for a `partial` request from `SIPParseError` too); the To tag is added
+    when the request's To has none and `to_tag` is given.
+
+    Args:
+        request: The request answered.
+        status_code: 100-699.
+        reason: The reason phrase; the standard one when None.
+        to_tag: Our tag for the To header (not on 100 Trying).
+        headers: Further header lines, in order.
+        body: The body.
+        content_type: Content-Type of the body, written in full.
+
+    Returns:
+        The response.
+    """
+    h = Headers()
+    for line in request.headers.get_all("Via"):
+        h.add("Via", line)
+    h.add("From", request.headers.get("From", ""))
+    to = request.headers.get("To", "")
+    if to_tag and status_code != 100:
+        try:
+            address = Address.parse(to)
+            if address.tag is None:
+                to = str(address.with_tag(to_tag))
+        except SIPParseError:
+            pass
+    h.add("To", to)
+    h.add("Call-ID", request.headers.get("Call-ID", ""))
+    h.add("CSeq", request.headers.get("CSeq", ""))
+    if status_code == 100 and "Timestamp" in request.headers:
+        h.add("Timestamp", request.headers.get("Timestamp"))
+    for name, value in headers:
+        h.add(name, value)
+    if body and content_type:
+        h.add("Content-Type", content_type)
+    return SIPResponse(status_code, reason, h, body)
