@@ -1,0 +1,514 @@
+"""The SIP server: a UDP endpoint that drives the sans-IO user agent and hands calls to bot code.
+
+This is the thin asyncio layer of DESIGN.md: it owns the SIP socket and one
+`loop.call_at` timer armed from `UserAgent.get_timer()`, feeds datagrams and
+`loop.time()` to the protocol object, sends what comes out, and turns the
+user agent's events into `SIPCall` objects with their RTP ports and media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from loguru import logger
+
+from pipecat_sip.call import CallFailed, CallInfo, SIPCall
+from pipecat_sip.codecs import SUPPORTED_CODECS, get_codec
+from pipecat_sip.rtp.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.sdp import (
+    NoCommonCodec,
+    SDPParseError,
+    SessionDescription,
+    apply_answer,
+    create_offer,
+    negotiate,
+)
+from pipecat_sip.sip.message import SIPRequest
+from pipecat_sip.sip.transaction import TimerValues
+from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.sip.useragent import (
+    CallAnswered,
+    CallEnded,
+    CallEstablished,
+    CallProgress,
+    CallUpdated,
+    Event,
+    IncomingCall,
+    InfoReceived,
+    UserAgent,
+)
+
+CallHandler = Callable[[SIPCall], Awaitable[Any]]
+
+
+def default_public_address(host: str) -> str:
+    """The address to write into SDP and Contact when none is configured.
+
+    A specific bind address is used as is. For a wildcard bind (0.0.0.0, ::)
+    it is the address of the interface that routes outwards: a UDP socket is
+    *connected* (no packet is sent) to a TEST-NET-1 address (RFC 5737) and
+    asked for its local address; 127.0.0.1 when the host has no route.
+    """
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+class _SIPProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SIPServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            self._server._datagram_received(data, (addr[0], addr[1]))
+        except Exception:  # never out of the socket callback
+            logger.exception(f"SIP: error handling a datagram from {addr}")
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug(f"SIP socket error: {exc}")
+
+
+class SIPServer:
+    """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
+
+    For each acceptable INVITE the server sends 100 Trying and 180 Ringing,
+    negotiates the SDP (488 when no codec is common), leases an RTP port
+    (503 with Retry-After when the pool or `max_calls` is exhausted), and
+    runs `call_handler(call)` in a task. The handler answers with
+    `await call.answer()` (or rejects), then typically runs a Pipecat
+    pipeline with a `SIPTransport(call)`.
+
+    Args:
+        call_handler: Coroutine function called with each new incoming `SIPCall`.
+        host: Address to bind (SIP and RTP), e.g. "0.0.0.0" or "127.0.0.1".
+        port: SIP UDP port; 0 picks a free one (see `port` after `start()`).
+        public_address: Address written into Via, Contact and SDP; by
+            default `default_public_address(host)`.
+        rtp_port_range: (first, last) RTP ports, inclusive.
+        max_calls: Concurrent calls before new INVITEs get 503.
+        retry_after_s: Retry-After seconds sent with 503.
+        codecs: Codec names we accept, in our preference order.
+        rtp_timeout_s: Seconds without RTP before a call is ended (0 disables).
+        send_silence: Send silence packets when the bot is quiet (else nothing).
+        server_name: Server/User-Agent header value; None sends none.
+        user: User part of our Contact URI.
+        timer_values: SIP timers T1/T2/T4 (RFC 3261 s.17).
+
+    Raises:
+        ValueError: A bad argument (port, range, max_calls).
+
+    Example:
+        ```python
+        async def on_call(call):
+            await call.answer()
+            await call.wait_ended()
+
+        server = SIPServer(on_call, host="0.0.0.0", port=6060)
+        await server.start()
+        ```
+    """
+
+    def __init__(
+        self,
+        call_handler: CallHandler | None = None,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 6060,
+        public_address: str | None = None,
+        rtp_port_range: tuple[int, int] = (10000, 15000),
+        max_calls: int = 100,
+        retry_after_s: int = 5,
+        codecs: Sequence[str] = SUPPORTED_CODECS,
+        rtp_timeout_s: float = 30.0,
+        send_silence: bool = True,
+        server_name: str | None = "pipecat-sip",
+        user: str = "pipecat",
+        timer_values: TimerValues | None = None,
+    ) -> None:
+        if not 0 <= port < 65536:
+            raise ValueError(f"invalid SIP port {port}")
+        if max_calls < 1:
+            raise ValueError(f"max_calls must be at least 1, not {max_calls}")
+        self.call_handler = call_handler
+        self.host = host
+        self.port = port
+        self.public_address = public_address or default_public_address(host)
+        self.ports = PortPool(rtp_port_range[0], rtp_port_range[1], host)
+        self.max_calls = max_calls
+        self.retry_after_s = retry_after_s
+        self.codecs = tuple(codecs)
+        self.rtp_timeout_s = rtp_timeout_s
+        self.send_silence = send_silence
+        self.server_name = server_name
+        self.user = user
+        self.timer_values = timer_values
+        self.calls: dict[str, SIPCall] = {}
+        self.ua: UserAgent | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._incoming_handlers: list[Callable[[SIPCall], Any]] = []
+
+    # --- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the SIP socket and start serving.
+
+        Raises:
+            OSError: The SIP port cannot be bound.
+        """
+        self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _SIPProtocol(self), local_addr=(self.host, self.port), family=family
+        )
+        self.port = self._transport.get_extra_info("sockname")[1]
+        self.ua = UserAgent(
+            self.public_address,
+            self.port,
+            user=self.user,
+            server_name=self.server_name,
+            timer_values=self.timer_values,
+        )
+        logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Hang up every call (BYE), wait up to `timeout` s for the BYEs to complete, close."""
+        calls = list(self.calls.values())
+        for call in calls:
+            await call.hangup()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.ua and self.ua.layer.client and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._timer:
+            self._timer.cancel()
+        if self._transport:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> SIPServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def uri(self) -> str:
+        """The SIP URI to call this server at."""
+        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
+        return f"sip:{self.user}@{host}:{self.port}"
+
+    # --- outbound calls ---------------------------------------------------------
+    async def call(
+        self,
+        target: str,
+        *,
+        destination: tuple[str, int] | None = None,
+        from_user: str | None = None,
+        display_name: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        timeout: float | None = 60.0,
+    ) -> SIPCall:
+        """Place a call and wait until it is answered; media is then running.
+
+        Args:
+            target: SIP URI to call (`sip:bot@127.0.0.1:6060`).
+            destination: (host, port) to send the INVITE to; defaults to the URI's.
+            from_user: User part of our From URI.
+            display_name: Our display name.
+            headers: Extra headers for the INVITE.
+            timeout: Seconds to wait for an answer; then the call is cancelled.
+
+        Returns:
+            The established call.
+
+        Raises:
+            CallFailed: Rejected, cancelled or not answered in time.
+            PortPoolExhausted: No RTP port is free.
+        """
+        assert self.ua is not None and self._loop is not None
+        lease = self.ports.acquire()
+        offer = create_offer(
+            local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+        )
+        try:
+            call_id = self.ua.invite(
+                target,
+                offer.serialize(),
+                self._loop.time(),
+                destination=destination,
+                from_user=from_user,
+                display_name=display_name,
+                headers=headers,
+            )
+        except Exception:
+            lease.sock.close()
+            self.ports.release(lease.port)
+            raise
+        invite = self.ua._legs[call_id].invite
+        info = _call_info(invite, "outbound", destination or SIPURI.parse(target).host_port)
+        call = SIPCall(
+            self,
+            info,
+            None,
+            lease,
+            offer=offer,
+            rtp_timeout_s=self.rtp_timeout_s,
+            send_silence=self.send_silence,
+        )
+        self.calls[call_id] = call
+        self._flush()
+        try:
+            await call.wait_answered(timeout)
+        except TimeoutError:
+            await call.hangup()
+            raise CallFailed("no answer", 408) from None
+        return call
+
+    # --- incoming datagrams and timers ---------------------------------------------
+    def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.ua is not None and self._loop is not None
+        self.ua.receive_datagram(data, addr, self._loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.ua is None or self._loop is None:
+            return
+        try:
+            self.ua.handle_timer(self._loop.time())
+        except Exception:
+            logger.exception("SIP: error in timer handling")
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send queued datagrams, dispatch events, re-arm the one timer."""
+        ua = self.ua
+        if ua is None:
+            return
+        while True:
+            for data, addr in ua.datagrams_to_send():
+                if self._transport is not None:
+                    self._transport.sendto(data, addr)
+            event = ua.next_event()
+            if event is None:
+                break
+            try:
+                self._dispatch(event)
+            except Exception:
+                logger.exception(f"SIP: error dispatching {event!r}")
+        deadline = ua.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            self._timer_at = deadline
+            if deadline is not None and self._loop is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, IncomingCall):
+            self._on_incoming(event)
+            return
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return
+        if isinstance(event, CallEstablished):
+            call._set_established()
+        elif isinstance(event, CallAnswered):
+            self._on_answered(call, event)
+        elif isinstance(event, CallUpdated):
+            self._on_reinvite(call, event.request)
+        elif isinstance(event, CallEnded):
+            self._spawn(call._finish(event.reason, event.status_code))
+        elif isinstance(event, CallProgress):
+            logger.debug(f"{call}: {event.response.status_code} {event.response.reason}")
+        elif isinstance(event, InfoReceived):
+            logger.debug(f"{call}: INFO {event.request.content_type}")
+
+    def _on_incoming(self, event: IncomingCall) -> None:
+        assert self.ua is not None and self._loop is not None
+        now = self._loop.time()
+        req = event.request
+        call_id = event.call_id
+        if len(self.calls) >= self.max_calls:
+            logger.warning(f"SIP {call_id}: at capacity ({self.max_calls} calls), 503")
+            self.ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            return
+        if req.content_type != "application/sdp" or not req.body:
+            logger.warning(f"SIP {call_id}: INVITE without an SDP offer, 488")
+            self.ua.reject(call_id, 488, now, reason="Not Acceptable Here (no SDP offer)")
+            return
+        try:
+            offer = SessionDescription.parse(req.body)
+        except SDPParseError as exc:
+            self.ua.reject(call_id, 400, now, reason=f"Bad Request (SDP: {exc})"[:120])
+            return
+        try:
+            lease = self.ports.acquire()
+        except PortPoolExhausted:
+            logger.warning(f"SIP {call_id}: no RTP port free, 503")
+            self.ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            return
+        try:
+            answer, negotiated = negotiate(
+                offer, self.codecs, local_address=self.public_address, local_port=lease.port
+            )
+        except NoCommonCodec as exc:
+            lease.sock.close()
+            self.ports.release(lease.port)
+            logger.info(f"SIP {call_id}: no common codec ({exc}), 488")
+            self.ua.reject(call_id, 488, now)
+            return
+        info = _call_info(req, "inbound", event.source, negotiated)
+        call = SIPCall(
+            self,
+            info,
+            negotiated,
+            lease,
+            answer_sdp=answer,
+            rtp_timeout_s=self.rtp_timeout_s,
+            send_silence=self.send_silence,
+        )
+        self.calls[call_id] = call
+        self.ua.ringing(call_id, now)
+        logger.info(
+            f"{call}: incoming from {info.from_uri} to {info.request_uri} "
+            f"({negotiated.encoding_name}, rtp {lease.port})"
+        )
+        if self.call_handler is None:
+            self._spawn(call.answer())
+        else:
+            self._spawn(self._run_handler(call))
+
+    async def _run_handler(self, call: SIPCall) -> None:
+        assert self.call_handler is not None
+        try:
+            await self.call_handler(call)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(f"{call}: call handler failed")
+            if call.state == "incoming":
+                self._ua_reject(call, 500, None, None)
+                await call._finish("error")
+            else:
+                await call.hangup()
+
+    def _on_answered(self, call: SIPCall, event: CallAnswered) -> None:
+        try:
+            answer = SessionDescription.parse(event.response.body)
+            assert call.offer is not None
+            negotiated = apply_answer(call.offer, answer)
+        except (SDPParseError, NoCommonCodec) as exc:
+            logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
+            self._spawn(call.hangup())
+            return
+        call.negotiated = negotiated
+        resp = event.response
+        call.info = _replace_codec(call.info, negotiated, resp.to.display_name)
+
+        async def start() -> None:
+            await call._start_media()
+            call._set_established()
+
+        self._spawn(start())
+
+    def _on_reinvite(self, call: SIPCall, request: SIPRequest) -> None:
+        if not request.body:
+            return
+        try:
+            offer = SessionDescription.parse(request.body)
+            assert self.ua is not None and call.local_rtp_port is not None
+            _, negotiated = negotiate(
+                offer,
+                (call.negotiated.encoding_name,),
+                local_address=self.public_address,
+                local_port=call.local_rtp_port,
+            )
+        except (SDPParseError, NoCommonCodec) as exc:
+            logger.warning(f"{call}: re-INVITE offer not usable ({exc}); media unchanged")
+            return
+        logger.info(f"{call}: re-INVITE, remote media {negotiated.remote_address}")
+        call._update_remote(negotiated)
+
+    # --- used by SIPCall ------------------------------------------------------------
+    def _ua_answer(self, call: SIPCall, sdp: bytes) -> None:
+        assert self.ua is not None and self._loop is not None
+        self.ua.answer(call.call_id, sdp, self._loop.time())
+        self._flush()
+
+    def _ua_reject(
+        self, call: SIPCall, status: int, reason: str | None, retry_after: int | None
+    ) -> None:
+        assert self.ua is not None and self._loop is not None
+        headers = [("Retry-After", retry_after)] if retry_after is not None else []
+        if call.call_id in self.ua._legs:
+            self.ua.reject(call.call_id, status, self._loop.time(), reason=reason, headers=headers)
+        self._flush()
+
+    def _ua_hangup(self, call: SIPCall) -> None:
+        if self.ua is None or self._loop is None:
+            return
+        self.ua.hangup(call.call_id, self._loop.time())
+        self._flush()
+
+    def _release(self, call: SIPCall, lease: PortLease) -> None:
+        self.ports.release(lease.port)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        logger.info(f"{call}: ended ({call.end_reason}), {call.duration:.1f} s")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _call_info(
+    req: SIPRequest, direction: str, remote: tuple[str, int], negotiated: Any = None
+) -> CallInfo:
+    from_ = req.from_
+    to = req.to
+    return CallInfo(
+        call_id=req.call_id,
+        direction=direction,
+        from_uri=str(from_.uri),
+        from_display_name=from_.display_name,
+        to_uri=str(to.uri),
+        to_display_name=to.display_name,
+        request_uri=str(req.uri),
+        remote_address=remote,
+        codec=negotiated.encoding_name if negotiated else "",
+        sample_rate=get_codec(negotiated.encoding_name).sample_rate if negotiated else 8000,
+        ptime=negotiated.ptime if negotiated else 20,
+        telephone_event=bool(negotiated and negotiated.telephone_event_pt is not None),
+        headers=req.headers.as_dict(),
+    )
+
+
+def _replace_codec(info: CallInfo, negotiated: Any, to_display_name: str | None) -> CallInfo:
+    return replace(
+        info,
+        codec=negotiated.encoding_name,
+        sample_rate=get_codec(negotiated.encoding_name).sample_rate,
+        ptime=negotiated.ptime,
+        telephone_event=negotiated.telephone_event_pt is not None,
+        to_display_name=to_display_name or info.to_display_name,
+    )
