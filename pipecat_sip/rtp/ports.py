@@ -1,0 +1,139 @@
+"""A pool of RTP ports: even ports from a configured range, bound on demand.
+
+RFC 3550 section 11: RTP uses an even port and RTCP the odd port above it.
+The pool hands out only even ports whose odd neighbour is also inside the
+range, never the odd ones. A port some other process on the host already
+holds is skipped (the bind fails with EADDRINUSE). Ports are handed out
+round-robin, so a port just released is reused last: late packets of an
+ended call do not land in a new one.
+"""
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from loguru import logger
+
+__all__ = ["PortLease", "PortPool", "PortPoolExhausted"]
+
+
+class PortPoolExhausted(RuntimeError):
+    """No port of the range is free (all leased or busy on the host)."""
+
+
+@dataclass(frozen=True)
+class PortLease:
+    """A leased RTP port and its bound, non-blocking UDP socket.
+
+    The socket belongs to the caller (an RTPSession closes it); give the port
+    back with :meth:`PortPool.release` when the call ends.
+
+    Attributes:
+        port: The even RTP port; ``port + 1`` is reserved for RTCP.
+        sock: UDP socket bound to ``(host, port)``.
+    """
+
+    port: int
+    sock: socket.socket
+
+
+class PortPool:
+    """Even RTP ports from ``[start, end]``, bound one per call.
+
+    Args:
+        start: First port of the range (raised to the next even port if odd).
+        end: Last port of the range, inclusive; the last RTP port handed out
+            is the highest even port with ``port + 1 <= end``.
+        host: Address to bind the sockets to.
+
+    Raises:
+        ValueError: The range is not within 1-65535 or holds no RTP/RTCP
+            port pair.
+
+    Example:
+        >>> pool = PortPool(10000, 10003, "127.0.0.1")
+        >>> pool.capacity
+        2
+    """
+
+    def __init__(self, start: int, end: int, host: str = "0.0.0.0"):
+        if not 1 <= start <= end <= 65535:
+            raise ValueError(f"RTP port range {start}-{end} is not a port range")
+        if start % 2:
+            start += 1
+        if start >= end:
+            raise ValueError(f"RTP port range {start}-{end} holds no even/odd port pair")
+        self.start = start
+        self.end = end
+        self.host = host
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._ports = range(start, end, 2)  # p + 1 <= end for every p
+        self._leased: set[int] = set()
+        self._next = 0  # index into _ports where the next search starts
+
+    @property
+    def capacity(self) -> int:
+        """How many RTP ports the range holds."""
+        return len(self._ports)
+
+    @property
+    def in_use(self) -> int:
+        """How many ports are leased now."""
+        return len(self._leased)
+
+    @property
+    def available(self) -> int:
+        """How many ports are not leased (some may be busy on the host)."""
+        return len(self._ports) - len(self._leased)
+
+    def acquire(self) -> PortLease:
+        """Lease the next free even port, bound to ``host``.
+
+        Returns:
+            The port and its non-blocking UDP socket.
+
+        Raises:
+            PortPoolExhausted: Every port is leased or busy on the host.
+            OSError: Binding failed for another reason than the port being
+                taken (e.g. ``host`` is not an address of this machine).
+        """
+        count = len(self._ports)
+        busy = 0
+        for i in range(count):
+            index = (self._next + i) % count
+            port = self._ports[index]
+            if port in self._leased:
+                continue
+            sock = self._bind(port)
+            if sock is None:
+                busy += 1
+                continue
+            self._leased.add(port)
+            self._next = (index + 1) % count
+            return PortLease(port, sock)
+        raise PortPoolExhausted(
+            f"no free RTP port in {self.start}-{self.end}: "
+            f"{len(self._leased)} leased, {busy} busy on the host"
+        )
+
+    def release(self, port: int) -> None:
+        """Give a port back. Releasing a port that is not leased does nothing."""
+        if port in self._leased:
+            self._leased.remove(port)
+        elif port not in self._ports:
+            logger.warning(f"port {port} released to a pool it is not part of")
+
+    def _bind(self, port: int) -> socket.socket | None:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return None
+            raise
+        sock.setblocking(False)
+        return sock
+
+    def __repr__(self) -> str:
+        return f"<PortPool {self.host}:{self.start}-{self.end} {self.in_use}/{self.capacity} used>"
