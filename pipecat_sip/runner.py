@@ -1,0 +1,299 @@
+"""`python bot.py --transport sip`: the SIP entry point beside Pipecat's development runner.
+
+Pipecat's runner (`pipecat.runner.run.main`) does not know a "sip"
+transport, so a bot calls our `main()` instead. With `-t sip` /
+`--transport sip` it starts a `SIPServer` and calls the bot module's
+`bot(runner_args)` once per accepted call with `SIPRunnerArguments`; with
+any other transport it hands over to Pipecat's `main()` unchanged.
+
+`create_transport(runner_args, transport_params)` builds a `SIPTransport`
+from the `"sip"` entry for SIP calls and delegates everything else to
+`pipecat.runner.utils.create_transport`.
+
+Configuration (flags override environment, `.env` is read with python-dotenv):
+
+| flag | variable | default |
+|---|---|---|
+| `--sip-host` | `SIP_SERVER_HOST` | 0.0.0.0 |
+| `--sip-port` | `SIP_SERVER_PORT` | 6060 |
+| `--rtp-ports` | `SIP_RTP_PORT_RANGE` | 10000-15000 |
+| `--public-address` | `SIP_PUBLIC_ADDRESS` | the outbound interface's address |
+| `--max-calls` | `SIP_MAX_CALLS` | 100 |
+| `--rtp-timeout` | `SIP_RTP_TIMEOUT` | 30 (seconds; 0 disables) |
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.runner.types import RunnerArguments
+
+from pipecat_sip.call import SIPCall
+from pipecat_sip.server import SIPServer
+
+BotFunction = Callable[[Any], Awaitable[Any]]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable or flag."""
+
+
+@dataclass
+class SIPRunnerArguments(RunnerArguments):
+    """Runner arguments for one SIP call, as Pipecat's runner passes to `bot(runner_args)`.
+
+    Attributes:
+        call: The answered call; `call.info` holds its data (From, To, Call-ID,
+            codec, INVITE headers).
+    """
+
+    call: SIPCall | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class SIPRunnerConfig:
+    """Validated SIP runner settings.
+
+    Attributes:
+        host: Bind address.
+        port: SIP UDP port.
+        rtp_port_range: (first, last) RTP ports, inclusive.
+        public_address: Address for SDP and Contact, or None to detect.
+        max_calls: Concurrent calls before 503.
+        rtp_timeout_s: Seconds without RTP before a call ends (0 disables).
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 6060
+    rtp_port_range: tuple[int, int] = (10000, 15000)
+    public_address: str | None = None
+    max_calls: int = 100
+    rtp_timeout_s: float = 30.0
+
+
+def _port(value: str, name: str, allow_zero: bool = False) -> int:
+    text = value.strip()
+    if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
+        raise ConfigError(f"{name}: {value!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _address(value: str, name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not an IP address") from None
+
+
+def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
+    """Build the settings from flags (winning) and environment variables.
+
+    Raises:
+        ConfigError: A value is invalid; the message names it, in one line.
+    """
+
+    def pick(flag: str, var: str) -> tuple[str | None, str]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            return str(value), "--" + flag.replace("_", "-")
+        return env.get(var) or None, var
+
+    value, name = pick("sip_host", "SIP_SERVER_HOST")
+    host = _address(value, name) if value else "0.0.0.0"
+    value, name = pick("sip_port", "SIP_SERVER_PORT")
+    port = _port(value, name, allow_zero=True) if value else 6060
+    value, name = pick("rtp_ports", "SIP_RTP_PORT_RANGE")
+    rtp_range = (10000, 15000)
+    if value:
+        first, dash, last = value.partition("-")
+        if not dash:
+            raise ConfigError(f"{name}: {value!r} is not a range like 10000-15000")
+        rtp_range = (_port(first, name), _port(last, name))
+        if rtp_range[1] - rtp_range[0] < 1:
+            raise ConfigError(f"{name}: {value!r} must hold at least one even/odd port pair")
+    value, name = pick("public_address", "SIP_PUBLIC_ADDRESS")
+    public = _address(value, name) if value else None
+    value, name = pick("max_calls", "SIP_MAX_CALLS")
+    max_calls = 100
+    if value:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"{name}: {value!r} is not a positive whole number")
+        max_calls = int(value)
+    value, name = pick("rtp_timeout", "SIP_RTP_TIMEOUT")
+    rtp_timeout = 30.0
+    if value:
+        try:
+            rtp_timeout = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if rtp_timeout < 0:
+            raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
+    return SIPRunnerConfig(host, port, rtp_range, public, max_calls, rtp_timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python bot.py --transport sip`."""
+    parser = argparse.ArgumentParser(description="Pipecat bot over SIP (pipecat-sip)")
+    parser.add_argument("-t", "--transport", default="sip", help="transport: sip here")
+    parser.add_argument("--sip-host", help="bind address (SIP_SERVER_HOST, default 0.0.0.0)")
+    parser.add_argument("--sip-port", help="SIP UDP port (SIP_SERVER_PORT, default 6060)")
+    parser.add_argument(
+        "--rtp-ports", help="RTP port range A-B (SIP_RTP_PORT_RANGE, default 10000-15000)"
+    )
+    parser.add_argument("--public-address", help="address for SDP and Contact (SIP_PUBLIC_ADDRESS)")
+    parser.add_argument("--max-calls", help="concurrent calls before 503 (SIP_MAX_CALLS)")
+    parser.add_argument(
+        "--rtp-timeout", help="seconds without RTP before hang-up (SIP_RTP_TIMEOUT)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def wants_sip(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for the SIP transport (`-t sip`, `--transport=sip`, ...)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-t", "--transport") and i + 1 < len(argv):
+            return argv[i + 1] == "sip"
+        if arg.startswith("--transport="):
+            return arg.split("=", 1)[1] == "sip"
+        if arg.startswith("-t") and len(arg) > 2 and not arg.startswith("--"):
+            return arg[2:].lstrip("=") == "sip"
+    return False
+
+
+async def create_transport(runner_args: Any, transport_params: dict[str, Callable[[], Any]]):
+    """Build the transport for `runner_args`: a `SIPTransport` for SIP, else Pipecat's.
+
+    Args:
+        runner_args: `SIPRunnerArguments` or any of Pipecat's runner arguments.
+        transport_params: Transport name to a factory of its params
+            (`{"sip": lambda: SIPParams(...), "webrtc": ...}`).
+
+    Returns:
+        The transport.
+
+    Raises:
+        ValueError: No `"sip"` entry for a SIP call, or what Pipecat raises.
+    """
+    if isinstance(runner_args, SIPRunnerArguments):
+        from pipecat_sip.transport import SIPTransport
+
+        factory = transport_params.get("sip")
+        if factory is None:
+            raise ValueError("Missing transport params for 'sip' in transport_params")
+        if runner_args.call is None:
+            raise ValueError("SIPRunnerArguments has no call")
+        return SIPTransport(runner_args.call, factory())
+    from pipecat.runner.utils import create_transport as pipecat_create_transport
+
+    return await pipecat_create_transport(runner_args, transport_params)
+
+
+def _find_bot() -> BotFunction:
+    main_module = sys.modules.get("__main__")
+    bot = getattr(main_module, "bot", None)
+    if bot is None:
+        import importlib
+
+        bot = getattr(importlib.import_module("bot"), "bot", None)
+    if bot is None:
+        raise RuntimeError("no bot(runner_args) function found in the main module or bot.py")
+    return bot
+
+
+async def serve(
+    bot: BotFunction,
+    config: SIPRunnerConfig,
+    *,
+    stop_event: asyncio.Event | None = None,
+    shutdown_timeout_s: float = 3.0,
+    started: Callable[[SIPServer], Any] | None = None,
+) -> None:
+    """Run the SIP server until `stop_event` is set (or SIGINT/SIGTERM when None).
+
+    Each incoming call is answered and `bot(SIPRunnerArguments(call=call))`
+    runs for it; when the bot returns, the call is hung up if still up. On
+    stop: BYE to every live call, up to `shutdown_timeout_s` for the bots to
+    finish, then they are cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    bot_tasks: set[asyncio.Task] = set()
+
+    async def on_call(call: SIPCall) -> None:
+        await call.answer()
+        runner_args = SIPRunnerArguments(call=call)
+        task = asyncio.current_task()
+        if task is not None:
+            bot_tasks.add(task)
+        try:
+            await bot(runner_args)
+        finally:
+            bot_tasks.discard(task)  # type: ignore[arg-type]
+            await call.hangup()
+
+    server = SIPServer(
+        on_call,
+        host=config.host,
+        port=config.port,
+        public_address=config.public_address,
+        rtp_port_range=config.rtp_port_range,
+        max_calls=config.max_calls,
+        rtp_timeout_s=config.rtp_timeout_s,
+    )
+    if stop_event is None:
+        stop_event = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
+    await server.start()
+    logger.info(f"Ready: call {server.uri}")
+    if started is not None:
+        started(server)
+    try:
+        await stop_event.wait()
+    finally:
+        live = len(server.calls)
+        logger.info(f"Shutting down: hanging up {live} call(s)")
+        await server.stop(timeout=1.0)
+        if bot_tasks:
+            _, pending = await asyncio.wait(set(bot_tasks), timeout=shutdown_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        logger.info("SIP server stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point for bots: `-t sip` runs the SIP server, anything else runs Pipecat's runner."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not wants_sip(argv):
+        from pipecat.runner.run import main as pipecat_main
+
+        pipecat_main()
+        return
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    args = build_parser().parse_args(argv)
+    try:
+        config = parse_config(args, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
+    bot = _find_bot()
+    try:
+        asyncio.run(serve(bot, config))
+    except OSError as exc:
+        print(f"error: cannot listen on udp {config.host}:{config.port}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
