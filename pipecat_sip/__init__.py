@@ -1,1 +1,35 @@
-"""pipecat-sip: a SIP/RTP transport for Pipecat."""
+"""pipecat-sip: let a Pipecat bot answer and place phone calls directly over SIP and RTP.
+
+Public API (imported lazily, so the pure protocol modules load without Pipecat):
+
+- `SIPServer`: the SIP/UDP server handing each call to your code.
+- `SIPCall`, `CallInfo`, `CallFailed`: one call, its data, a failed outbound call.
+- `SIPTransport`, `SIPParams`: the Pipecat transport for one call.
+- `SIPRunnerArguments`, `create_transport`, `main`: `python bot.py --transport sip`.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SIPServer": "pipecat_sip.server",
+    "SIPCall": "pipecat_sip.call",
+    "CallInfo": "pipecat_sip.call",
+    "CallFailed": "pipecat_sip.call",
+    "SIPTransport": "pipecat_sip.transport",
+    "SIPParams": "pipecat_sip.transport",
+    "SIPRunnerArguments": "pipecat_sip.runner",
+    "create_transport": "pipecat_sip.runner",
+    "main": "pipecat_sip.runner",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipecat_sip' has no attribute {name!r}")
+    return getattr(import_module(module), name)

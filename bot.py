@@ -1,0 +1,173 @@
+#
+# The Pipecat quickstart bot, reachable over SIP.
+#
+#   python bot.py --transport sip      # SIP/RTP on udp 6060 (this project)
+#   python bot.py                      # WebRTC, through Pipecat's own runner
+#   python bot.py -t daily | -t twilio # Pipecat's other transports
+#
+"""Pipecat quickstart bot (Deepgram STT, OpenAI LLM, Cartesia TTS, Silero VAD) over SIP.
+
+Without DEEPGRAM_API_KEY, OPENAI_API_KEY or CARTESIA_API_KEY the bot runs as
+a keyless echo bot: a short spoken greeting, then the caller hears themselves;
+key presses are logged.
+"""
+
+import os
+
+from dotenv import load_dotenv
+from loguru import logger
+from pipecat.frames.frames import LLMRunFrame, OutputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.workers.runner import WorkerRunner
+
+from pipecat_sip import SIPParams
+from pipecat_sip.echo import EchoProcessor, load_greeting
+from pipecat_sip.runner import SIPRunnerArguments, create_transport
+
+load_dotenv(override=True)
+
+AI_KEYS = ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "CARTESIA_API_KEY")
+
+SYSTEM_PROMPT = (
+    "You are a friendly AI assistant on a phone call. Keep your answers short and "
+    "conversational; your words are spoken aloud, so avoid lists, symbols and emojis."
+)
+
+
+def missing_ai_keys() -> list[str]:
+    """The API keys of the AI agent that are not set."""
+    return [key for key in AI_KEYS if not os.getenv(key)]
+
+
+def _webrtc_params():
+    return TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+
+
+def _daily_params():
+    from pipecat.transports.daily.transport import DailyParams
+
+    return DailyParams(audio_in_enabled=True, audio_out_enabled=True)
+
+
+def _twilio_params():
+    from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
+
+    return FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True)
+
+
+# One entry per transport; create_transport() picks the one the runner asked for.
+transport_params = {
+    "sip": lambda: SIPParams(),
+    "webrtc": _webrtc_params,
+    "daily": _daily_params,
+    "twilio": _twilio_params,
+}
+
+
+def _ai_pipeline(transport: BaseTransport):
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
+    from pipecat.services.cartesia.tts import CartesiaTTSService
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    llm = OpenAILLMService(
+        api_key=os.environ["OPENAI_API_KEY"],
+        settings=OpenAILLMService.Settings(system_instruction=SYSTEM_PROMPT),
+    )
+    tts = CartesiaTTSService(
+        api_key=os.environ["CARTESIA_API_KEY"],
+        settings=CartesiaTTSService.Settings(
+            voice=os.getenv("CARTESIA_VOICE_ID", "71a7ad14-091c-4e8e-a314-022ece01c121")
+        ),
+    )
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            stt,
+            aggregators.user(),
+            llm,
+            tts,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+
+    async def greet(worker: PipelineWorker) -> None:
+        context.add_message({"role": "developer", "content": "Greet the caller briefly."})
+        await worker.queue_frames([LLMRunFrame()])
+
+    return pipeline, greet
+
+
+def _echo_pipeline(transport: BaseTransport):
+    echo = EchoProcessor()
+    pipeline = Pipeline([transport.input(), echo, transport.output()])
+    greeting, greeting_rate = load_greeting()
+
+    async def greet(worker: PipelineWorker) -> None:
+        echo.mute_for(len(greeting) / 2 / greeting_rate)
+        await worker.queue_frames(
+            [OutputAudioRawFrame(audio=greeting, sample_rate=greeting_rate, num_channels=1)]
+        )
+
+    return pipeline, greet
+
+
+async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None = None):
+    """Run the bot on `transport` until the call or session ends."""
+    missing = missing_ai_keys()
+    pipeline, greet = _echo_pipeline(transport) if missing else _ai_pipeline(transport)
+    rates = {}
+    if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
+        rates = {"audio_in_sample_rate": sample_rate, "audio_out_sample_rate": sample_rate}
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(enable_metrics=True, **rates),
+        idle_timeout_secs=runner_args.pipeline_idle_timeout_secs,
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def on_client_connected(transport, client):
+        logger.info("Client connected")
+        await greet(worker)
+
+    @transport.event_handler("on_client_disconnected")
+    async def on_client_disconnected(transport, client):
+        logger.info("Client disconnected")
+        await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
+    await runner.add_workers(worker)
+    await runner.run()
+
+
+async def bot(runner_args):
+    """Main bot entry point, called once per session (for SIP: once per call)."""
+    transport = await create_transport(runner_args, transport_params)
+    sample_rate = None
+    if isinstance(runner_args, SIPRunnerArguments) and runner_args.call is not None:
+        sample_rate = runner_args.call.info.sample_rate
+    await run_bot(transport, runner_args, sample_rate)
+
+
+if __name__ == "__main__":
+    from pipecat_sip.runner import main
+
+    if missing := missing_ai_keys():
+        logger.warning(
+            f"Missing {', '.join(missing)}: running as a keyless echo bot. "
+            "Set them (see .env.example) for the AI agent."
+        )
+    main()
