@@ -105,7 +105,7 @@ def _ai_pipeline(transport: BaseTransport):
     )
 
     async def greet(worker: PipelineWorker) -> None:
-        context.add_message({"role": "developer", "content": "Greet the caller briefly."})
+        context.add_message({"role": "user", "content": "Say hello and briefly introduce yourself."})
         await worker.queue_frames([LLMRunFrame()])
 
     return pipeline, greet
