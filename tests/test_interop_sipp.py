@@ -1,0 +1,214 @@
+"""Interop: SIPp (Debian package sip-tester) calls the real SIPServer on loopback.
+
+Each test starts a server on a free port, runs a SIPp scenario from
+tests/sipp/ against it, and checks both what SIPp saw (exit code, counters)
+and what the server did (calls created, end reasons, RTP ports returned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from pipecat_sip.call import SIPCall
+from pipecat_sip.server import SIPServer
+from tests.helpers.peers import require_binary
+from tests.helpers.sipp import run_sipp
+
+pytestmark = pytest.mark.interop
+
+
+class Recorder:
+    """A call handler that answers (optionally late), records calls and end reasons."""
+
+    def __init__(self, *, answer: bool = True, answer_delay: float = 0.0, hangup_after=None):
+        self.answer = answer
+        self.answer_delay = answer_delay
+        self.hangup_after = hangup_after
+        self.calls: list[SIPCall] = []
+        self.ended: dict[str, str] = {}
+
+    async def __call__(self, call: SIPCall) -> None:
+        self.calls.append(call)
+        call.add_ended_handler(lambda reason: self.ended.__setitem__(call.call_id, reason))
+        if self.answer_delay:
+            try:
+                await asyncio.wait_for(call.wait_ended(), self.answer_delay)
+                return
+            except TimeoutError:
+                pass
+        if not self.answer:
+            await call.wait_ended()
+            return
+        await call.answer()
+        if self.hangup_after is not None:
+            await call.wait_answered(5)
+            await asyncio.sleep(self.hangup_after)
+            await call.hangup()
+        await call.wait_ended()
+
+
+@pytest.fixture
+def sipp():
+    require_binary("sipp")
+
+
+async def start_server(handler, **kwargs) -> SIPServer:
+    base = random.randrange(20000, 40000, 2)
+    kwargs.setdefault("rtp_port_range", (base, base + 599))
+    server = SIPServer(handler, host="127.0.0.1", port=0, **kwargs)
+    await server.start()
+    return server
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def target(server: SIPServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def test_basic_call_bye_from_caller(sipp):
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_basic.xml", target(server), keys={"hold_ms": "500"})
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["remote_bye"]
+        call = rec.calls[0]
+        assert call.info.codec == "PCMU" and call.info.sample_rate == 8000
+        assert call.info.from_display_name == "SIPp"
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        await server.stop()
+
+
+async def test_server_ends_call_with_bye(sipp):
+    rec = Recorder(hangup_after=0.3)
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_server_bye.xml", target(server))
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["local_bye"]
+        assert await wait_for(lambda: not server.ua.layer.client)  # BYE transaction completed
+        assert server.ports.in_use == 0
+    finally:
+        await server.stop()
+
+
+async def test_cancel_before_answer(sipp):
+    rec = Recorder(answer_delay=10.0)
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_cancel.xml", target(server))
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["cancelled"]
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        await server.stop()
+
+
+async def test_options_health_check(sipp):
+    server = await start_server(Recorder())
+    try:
+        result = await run_sipp("options.xml", target(server))
+        assert result.ok, result.summary()
+        response = next(m for m in result.messages("received") if m.startswith("SIP/2.0 200"))
+        for header in ("Allow:", "Accept:", "Supported:"):
+            assert header in response, response
+        assert "INVITE" in response and "application/sdp" in response
+    finally:
+        await server.stop()
+
+
+async def test_bye_for_unknown_dialog_gets_481(sipp):
+    server = await start_server(Recorder())
+    try:
+        result = await run_sipp("bye_unknown.xml", target(server))
+        assert result.ok, result.summary()
+    finally:
+        await server.stop()
+
+
+async def test_no_common_codec_gets_488(sipp):
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_bad_codec.xml", target(server))
+        assert result.ok, result.summary()
+        assert rec.calls == []  # never reached the application
+        assert server.ports.in_use == 0
+    finally:
+        await server.stop()
+
+
+async def test_retransmitted_invite_makes_one_call(sipp):
+    rec = Recorder(answer_delay=0.3)
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_retransmit_invite.xml", target(server))
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert len(rec.calls) == 1
+        invites = [m for m in result.messages("sent") if m.startswith("INVITE")]
+        assert len(invites) >= 2  # SIPp really did send the INVITE twice
+    finally:
+        await server.stop()
+
+
+async def test_50_concurrent_calls_with_rtp(sipp):
+    rec = Recorder()
+    server = await start_server(rec, max_calls=100)
+    try:
+        result = await run_sipp(
+            "uac_rtp.xml",
+            target(server),
+            calls=50,
+            concurrent=50,
+            rate=50,
+            keys={"hold_ms": "2000"},
+            timeout=60,
+            trace_msg=False,
+        )
+        assert result.ok, result.summary()
+        assert result.successful_calls == 50 and result.failed_calls == 0
+        assert len(rec.calls) == 50
+        assert await wait_for(lambda: len(rec.ended) == 50)
+        assert set(rec.ended.values()) == {"remote_bye"}
+        received = [c.media.stats.packets_received for c in rec.calls if c.media]
+        assert len(received) == 50 and min(received) > 0  # SIPp's RTP reached every call
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        await server.stop()
+
+
+async def test_capacity_limit_gets_503_with_retry_after(sipp):
+    rec = Recorder(answer_delay=1.5)
+    server = await start_server(rec, max_calls=1)
+    try:
+        first = asyncio.create_task(
+            run_sipp("uac_basic.xml", target(server), keys={"hold_ms": "100"})
+        )
+        assert await wait_for(lambda: len(rec.calls) == 1)
+        result = await run_sipp("uac_basic.xml", target(server), keys={"hold_ms": "100"})
+        assert not result.ok
+        received = result.messages("received")
+        busy = [m for m in received if m.startswith("SIP/2.0 503")]
+        assert busy, result.summary()
+        assert "Retry-After:" in busy[0]
+        assert (await first).ok  # the admitted call is unaffected
+        assert len(rec.calls) == 1
+    finally:
+        await server.stop()
