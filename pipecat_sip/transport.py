@@ -1,0 +1,831 @@
+"""Pipecat transport for one SIP call.
+
+:class:`SIPTransport` wraps an answered :class:`~pipecat_sip.call.SIPCall` and
+its :class:`~pipecat_sip.media.RTPSession` as a Pipecat transport:
+
+- input: one ``InputAudioRawFrame`` per received RTP packet (20 ms) at the
+  pipeline's input rate, and one ``InputDTMFFrame`` per key press;
+- output: ``OutputAudioRawFrame`` of any length, handed to the RTP session,
+  which paces it out one packet per ptime; ``OutputDTMFFrame`` and
+  ``OutputDTMFUrgentFrame`` as RFC 4733 events (or in-band tones);
+- lifecycle: the bot's ``EndFrame`` or ``CancelFrame`` hangs up (BYE); the
+  caller's BYE or an RTP timeout fires ``on_client_disconnected``.
+
+Audio is resampled only when the pipeline rate differs from the codec rate
+(8000 Hz for G.711), with :class:`LowLatencyResampler`, which adds a fixed
+8 ms of delay instead of the ~100 ms bursts of a streaming high-quality
+resampler fed 20 ms packets.
+"""
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import soxr
+from loguru import logger
+from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.frames.frames import (
+    CancelFrame,
+    CancelWorkerFrame,
+    ClientConnectedFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputDTMFFrame,
+    OutputDTMFUrgentFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.utils.utils import obj_id
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from pipecat_sip.call import CallInfo, SIPCall
+    from pipecat_sip.media import RTPSession
+
+__all__ = [
+    "LowLatencyResampler",
+    "SIPInputTransport",
+    "SIPOutputTransport",
+    "SIPParams",
+    "SIPTransport",
+]
+
+# Look-ahead (and history) each soxr quality needs for the windowed output to
+# match a whole-signal resample to within rounding (measured, see tests).
+_MARGIN_MS = {"LQ": 2.5, "MQ": 8.0}
+
+# Received packets waiting for the receive task: 250 packets = 5 s of audio.
+_RX_QUEUE_PACKETS = 250
+
+# How long the end of the pipeline waits for the last queued audio to be sent.
+_DRAIN_TIMEOUT_S = 1.0
+
+
+class LowLatencyResampler:
+    """Streaming PCM16 mono resampler whose added delay is a fixed few ms.
+
+    ``soxr.ResampleStream`` processes in internal blocks: fed 20 ms packets it
+    holds back 60-140 ms and then emits a burst (VHQ, HQ, MQ, LQ), and its
+    only low-latency setting (QQ) has no anti-aliasing filter. This class
+    instead runs soxr's one-shot resampler over a sliding window: each call
+    resamples ``history + new input + look-ahead`` and keeps the part of the
+    output whose filter support lies inside the window, so the result matches
+    resampling the whole signal at once (within 2 LSB) and every call returns
+    exactly ``len(input) * out_rate / in_rate`` samples once the rates'
+    step (``in_rate / gcd``) divides the input.
+
+    The stream is primed with look-ahead zeros, so the added delay is the
+    look-ahead: 8.0 ms with ``quality="MQ"`` (flat to 3.6 kHz at 8 kHz, alias
+    rejection above 110 dB) and 2.5 ms with ``"LQ"`` (-8 dB at 3.4 kHz), for
+    8 kHz <-> 16 kHz and 24 kHz -> 8 kHz alike (measured in
+    ``tests/test_transport.py``). Cost: one soxr one-shot call per chunk,
+    about 0.15 ms of CPU per 20 ms packet with MQ (0.1 ms with LQ), i.e.
+    under 1% of a core per resampled direction of a call; a pipeline at the
+    codec rate needs no resampling at all.
+
+    Args:
+        in_rate: Input sample rate, Hz.
+        out_rate: Output sample rate, Hz.
+        quality: soxr quality recipe, ``"MQ"`` (default) or ``"LQ"``.
+
+    Raises:
+        ValueError: A rate is not positive, or the quality is unknown.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, quality: str = "MQ"):
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate} Hz")
+        if quality not in _MARGIN_MS:
+            raise ValueError(f"quality must be one of {sorted(_MARGIN_MS)}, got {quality!r}")
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self.quality = quality
+        gcd = math.gcd(in_rate, out_rate)
+        # Windows start on multiples of the step, so every soxr stage sees the
+        # same phase as in a whole-signal resample.
+        self._step_in = in_rate // gcd
+        self._step_out = out_rate // gcd
+        self._margin_steps = math.ceil(in_rate * _MARGIN_MS[quality] / 1000 / self._step_in)
+        self._margin = self._margin_steps * self._step_in  # input samples
+        self.reset()
+
+    @property
+    def delay_ms(self) -> float:
+        """Delay the resampler adds, ms (its look-ahead)."""
+        return 1000.0 * self._margin / self.in_rate
+
+    def reset(self) -> None:
+        """Drop held audio and start a new stream (e.g. after an interruption)."""
+        # `margin` samples of history, then `margin` samples of primed look-ahead.
+        self._buf = np.zeros(2 * self._margin, dtype=np.int16)
+        self._carry = b""
+
+    def resample(self, pcm: bytes) -> bytes:
+        """Resample the next piece of the stream.
+
+        Args:
+            pcm: PCM16 little-endian mono at ``in_rate``; any length (an odd
+                trailing byte is kept for the next call).
+
+        Returns:
+            PCM16 little-endian mono at ``out_rate``, delayed by ``delay_ms``.
+        """
+        data = self._carry + pcm
+        cut = len(data) - len(data) % 2
+        self._carry = data[cut:]
+        if cut:
+            self._buf = np.concatenate((self._buf, np.frombuffer(data[:cut], dtype="<i2")))
+        margin = self._margin
+        steps = (len(self._buf) - 2 * margin) // self._step_in
+        if steps <= 0:
+            return b""
+        end = margin + steps * self._step_in
+        out = soxr.resample(self._buf[: end + margin], self.in_rate, self.out_rate, self.quality)
+        first = self._margin_steps * self._step_out
+        chunk = out[first : first + steps * self._step_out]
+        self._buf = self._buf[end - margin :]
+        return chunk.astype("<i2", copy=False).tobytes()
+
+    def flush(self) -> bytes:
+        """Return the audio held in the look-ahead and reset the stream.
+
+        Returns:
+            PCM16 at ``out_rate``: the tail of the stream.
+        """
+        tail = self.resample(bytes(2 * self._margin))
+        self.reset()
+        return tail
+
+
+class SIPParams(TransportParams):
+    """Configuration for :class:`SIPTransport`.
+
+    Sample rates follow Pipecat's rule: ``audio_in_sample_rate`` /
+    ``audio_out_sample_rate`` here, else the pipeline's
+    (``PipelineParams``, 16000 / 24000 Hz by default), else the call's codec
+    rate. Audio is resampled only where that rate differs from the codec
+    rate; run the pipeline at 8000 Hz (``PipelineParams(audio_in_sample_rate=
+    8000, audio_out_sample_rate=8000)``) to resample nothing. STT services
+    assume input at the pipeline rate, so set rates on the pipeline rather
+    than here.
+
+    Parameters:
+        audio_in_enabled: Receive the caller's audio. Default True.
+        audio_out_enabled: Send the bot's audio. Default True.
+        audio_out_10ms_chunks: Pipecat cuts output audio into chunks of this
+            many 10 ms; 2 (one 20 ms RTP packet) keeps barge-in tight.
+        audio_out_end_silence_secs: Seconds of silence sent after the last
+            audio on ``EndFrame`` before BYE, so the far end's jitter buffer
+            plays the last words. Default 1.
+        send_silence_when_idle: Send silence packets when the bot has nothing
+            to say (keeps NAT bindings and peers' RTP timers alive); False
+            sends nothing. The RTP session is created when the call is
+            answered, so this applies only to a session with a writable
+            ``send_silence``; otherwise configure it where calls are answered.
+        rtp_timeout_s: End the call when no RTP arrives for this many seconds;
+            0 disables. As above, applies to a session with a writable
+            ``rtp_timeout_s``; otherwise configure the server (the runner's
+            ``SIP_RTP_TIMEOUT``). The call then ends with reason
+            ``"rtp_timeout"`` and ``on_client_disconnected`` fires.
+        max_backlog_ms: Audio, ms, the transport lets queue in the RTP session
+            before ``write_audio_frame`` returns; the rest waits in Pipecat's
+            queues, where an interruption drops it. Default 20 (one packet).
+        dtmf_duration_ms: Duration of each sent DTMF key press, ms.
+        hangup_timeout_s: How long pipeline shutdown waits for the BYE
+            transaction before moving on (the BYE still completes).
+        cancel_on_disconnect: When the far end ends the call (BYE, RTP
+            timeout), cancel the pipeline after ``on_client_disconnected`` so
+            it ends even without a handler doing so.
+        resampler_quality: soxr quality for rate conversion, ``"MQ"`` (8 ms
+            delay) or ``"LQ"`` (2.5 ms, audible roll-off above 3 kHz).
+    """
+
+    audio_in_enabled: bool = True
+    audio_out_enabled: bool = True
+    audio_out_10ms_chunks: int = 2
+    audio_out_end_silence_secs: int = 1
+    send_silence_when_idle: bool = True
+    rtp_timeout_s: float = Field(default=30.0, ge=0)
+    max_backlog_ms: int = Field(default=20, ge=0)
+    dtmf_duration_ms: int = Field(default=100, ge=10, le=5000)
+    hangup_timeout_s: float = Field(default=2.0, ge=0)
+    cancel_on_disconnect: bool = True
+    resampler_quality: Literal["MQ", "LQ"] = "MQ"
+
+
+class SIPInputTransport(BaseInputTransport):
+    """Input side of :class:`SIPTransport`: caller audio and DTMF into the pipeline.
+
+    The RTP session's datagram callback (synchronous) only queues the decoded
+    packet; a receive task resamples it if needed and hands it to
+    ``push_audio_frame``, so the socket callback never waits on the pipeline.
+    """
+
+    def __init__(
+        self, transport: "SIPTransport", call: "SIPCall", params: SIPParams, **kwargs: Any
+    ):
+        """Create the input transport.
+
+        Args:
+            transport: The owning transport (events, call state).
+            call: The answered call.
+            params: Transport parameters.
+            **kwargs: Passed to ``BaseInputTransport`` (e.g. ``name``).
+        """
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._call = call
+        self._params = params
+        self._rx_queue: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=_RX_QUEUE_PACKETS)
+        self._rx_task: asyncio.Task | None = None
+        self._resampler: LowLatencyResampler | None = None
+        self._media: RTPSession | None = None
+        self._dropped = 0
+        self._connect_task: asyncio.Task | None = None
+        self.started = False
+
+    async def setup(self, setup: FrameProcessorSetup):
+        """Resolve the input rate and set up resampling.
+
+        Args:
+            setup: Pipeline setup (carries the pipeline's sample rates).
+        """
+        await super().setup(setup)
+        codec_rate = self._transport.codec_sample_rate
+        if not self._sample_rate:
+            self._sample_rate = codec_rate
+        if self._sample_rate != codec_rate:
+            self._resampler = LowLatencyResampler(
+                codec_rate, self._sample_rate, self._params.resampler_quality
+            )
+
+    async def start(self, frame: StartFrame):
+        """Start receiving: fire ``on_client_connected`` and attach to the media.
+
+        Args:
+            frame: The pipeline's StartFrame.
+        """
+        await super().start(frame)
+        self.started = True
+        if self._transport.far_end_gone:
+            # The caller hung up before the pipeline started.
+            self._transport.schedule_far_end_hangup(self)
+        elif self._call.state == "established":
+            await self._client_connected()
+        elif not self._connect_task:
+            # Answered, ACK not in yet: connect when it arrives.
+            self._connect_task = self.create_task(self._connect_when_established())
+        await self.set_transport_ready(frame)
+
+    async def set_transport_ready(self, frame: StartFrame):
+        """Create Pipecat's audio queue, then take packets from the media.
+
+        Args:
+            frame: The pipeline's StartFrame.
+        """
+        await super().set_transport_ready(frame)
+        if not self._rx_task:
+            self._rx_task = self.create_task(self._receive_task_handler())
+        if not self._transport.far_end_gone:
+            self._attach()
+
+    async def stop(self, frame: EndFrame):
+        """Stop receiving (the output side hangs up once its audio is played).
+
+        Args:
+            frame: The EndFrame.
+        """
+        await super().stop(frame)
+        await self._teardown()
+
+    async def cancel(self, frame: CancelFrame):
+        """Stop receiving at once.
+
+        Args:
+            frame: The CancelFrame.
+        """
+        await super().cancel(frame)
+        await self._teardown()
+
+    async def cleanup(self):
+        """Release resources; hang up if the pipeline ended some other way."""
+        await super().cleanup()
+        await self._teardown()
+        await self._transport.end_call("pipeline cleanup")
+        await self._transport.cleanup()
+
+    def detach(self) -> None:
+        """Stop taking callbacks from the RTP session (idempotent)."""
+        media, self._media = self._media, None
+        if media is None:
+            return
+        if media.on_audio == self._on_media_audio:
+            media.on_audio = None
+        if media.on_dtmf == self._on_media_dtmf:
+            media.on_dtmf = None
+
+    def _attach(self) -> None:
+        media = self._transport.media
+        if media is None:
+            logger.error(f"{self} the call has no RTP session; was it answered?")
+            return
+        self._media = media
+        media.on_audio = self._on_media_audio
+        media.on_dtmf = self._on_media_dtmf
+
+    async def _teardown(self) -> None:
+        self.detach()
+        for task in (self._connect_task, self._rx_task):
+            if task:
+                await self.cancel_task(task)
+        self._connect_task = self._rx_task = None
+
+    async def _client_connected(self) -> None:
+        logger.info(
+            f"{self} call established ({self._transport.call_info.codec}, "
+            f"codec {self._transport.codec_sample_rate} Hz, pipeline {self.sample_rate} Hz)"
+        )
+        await self._transport.client_connected()
+        await self.push_frame(ClientConnectedFrame())
+
+    async def _connect_when_established(self) -> None:
+        try:
+            await self._call.wait_answered()
+        except Exception as error:  # CallFailed: the ended handler reports it
+            logger.debug(f"{self} call ended before it was established: {error!r}")
+            return
+        if not self._transport.call_ended:
+            await self._client_connected()
+
+    def _on_media_audio(self, pcm: bytes) -> None:
+        """RTP session callback (sync, from the datagram handler): queue one packet."""
+        self._enqueue(pcm)
+
+    def _on_media_dtmf(self, key: str) -> None:
+        """RTP session callback (sync): queue one key press, in order with audio."""
+        self._enqueue(str(key))
+
+    def _enqueue(self, item: bytes | str) -> None:
+        try:
+            self._rx_queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 500 == 0:
+                logger.warning(
+                    f"{self} pipeline is not keeping up: dropped {self._dropped} packets"
+                )
+
+    async def _receive_task_handler(self) -> None:
+        while True:
+            item = await self._rx_queue.get()
+            if isinstance(item, bytes):
+                await self._push_audio(item)
+            else:
+                await self._push_dtmf(item)
+
+    async def _push_audio(self, pcm: bytes) -> None:
+        if self._resampler:
+            pcm = self._resampler.resample(pcm)
+        if pcm:
+            await self.push_audio_frame(
+                InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1)
+            )
+
+    async def _push_dtmf(self, key: str) -> None:
+        logger.debug(f"{self} DTMF {key!r} received")
+        await self._transport.dtmf_received(key)
+        try:
+            button = KeypadEntry(key)
+        except ValueError:
+            logger.debug(f"{self} DTMF {key!r} has no keypad entry; not pushed as a frame")
+            return
+        await self.push_frame(InputDTMFFrame(button=button))
+
+
+class SIPOutputTransport(BaseOutputTransport):
+    """Output side of :class:`SIPTransport`: bot audio and DTMF to the caller.
+
+    ``write_audio_frame`` resamples to the codec rate if needed, queues the
+    audio in the RTP session and waits until at most ``max_backlog_ms`` of it
+    is left, so Pipecat's queues (which an interruption drops) hold the rest.
+    On ``InterruptionFrame`` it also drops the RTP session's queue, so the
+    caller stops hearing the bot within a packet or two.
+    """
+
+    def __init__(
+        self, transport: "SIPTransport", call: "SIPCall", params: SIPParams, **kwargs: Any
+    ):
+        """Create the output transport.
+
+        Args:
+            transport: The owning transport (events, call state).
+            call: The answered call.
+            params: Transport parameters.
+            **kwargs: Passed to ``BaseOutputTransport`` (e.g. ``name``).
+        """
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self._call = call
+        self._params = params
+        self._resamplers: dict[int, LowLatencyResampler] = {}
+        self._carry = b""
+        self._max_backlog_bytes = 0
+        # Interruptible frames with an id below this were created before the
+        # last interruption: one may still be in the audio task's hands.
+        self._interrupted_below = 0
+        self._writing_uninterruptible = False
+        self.started = False
+
+    async def setup(self, setup: FrameProcessorSetup):
+        """Resolve the output rate and the backlog bound.
+
+        Args:
+            setup: Pipeline setup (carries the pipeline's sample rates).
+        """
+        await super().setup(setup)
+        codec_rate = self._transport.codec_sample_rate
+        if not self._sample_rate:
+            self._sample_rate = codec_rate
+            self._audio_chunk_size = (
+                codec_rate // 100 * self._params.audio_out_channels * 2
+            ) * self._params.audio_out_10ms_chunks
+        self._max_backlog_bytes = codec_rate * self._params.max_backlog_ms // 1000 * 2
+
+    async def start(self, frame: StartFrame):
+        """Start the output transport.
+
+        Args:
+            frame: The pipeline's StartFrame.
+        """
+        await super().start(frame)
+        self.started = True
+        await self.set_transport_ready(frame)
+
+    async def stop(self, frame: EndFrame):
+        """Play out everything queued (Pipecat's queue, then ours), then hang up.
+
+        Args:
+            frame: The EndFrame.
+        """
+        await super().stop(frame)
+        await self._drain()
+        await self._transport.end_call("pipeline ended")
+
+    async def cancel(self, frame: CancelFrame):
+        """Hang up at once.
+
+        Args:
+            frame: The CancelFrame.
+        """
+        await super().cancel(frame)
+        await self._transport.end_call("pipeline cancelled")
+
+    async def cleanup(self):
+        """Release resources; hang up if the pipeline ended some other way."""
+        await super().cleanup()
+        await self._transport.end_call("pipeline cleanup")
+        await self._transport.cleanup()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Let Pipecat handle the frame; on interruption also drop the media queue.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            self._interrupt()
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        """Queue one chunk of bot audio for sending.
+
+        Args:
+            frame: PCM16 audio at any rate; resampled to the codec rate if needed.
+
+        Returns:
+            False when the call has no media any more, or the chunk was queued
+            before an interruption; True when it was handed to the RTP session.
+        """
+        media = self._transport.media
+        if media is None or self._transport.call_ended:
+            return False
+        if frame.interruptible and frame.id < self._interrupted_below:
+            return False
+        self._writing_uninterruptible = not frame.interruptible
+        pcm = self._to_codec_rate(frame)
+        if pcm:
+            media.send_audio(pcm)
+        await media.wait_for_backlog(self._max_backlog_bytes)
+        return True
+
+    def _supports_native_dtmf(self) -> bool:
+        return True
+
+    async def _write_dtmf_native(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame):
+        """Send each key of the frame through the RTP session, in order.
+
+        Args:
+            frame: The DTMF frame (``button`` or ``buttons``).
+        """
+        media = self._transport.media
+        if media is None or self._transport.call_ended:
+            return
+        buttons = frame.buttons or ([frame.button] if frame.button else [])
+        for button in buttons:
+            key = button.value if isinstance(button, KeypadEntry) else str(button)
+            logger.debug(f"{self} sending DTMF {key!r}")
+            try:
+                media.send_dtmf(key, self._params.dtmf_duration_ms)
+            except ValueError as error:
+                logger.warning(f"{self} DTMF {key!r} not sent: {error}")
+
+    def _to_codec_rate(self, frame: OutputAudioRawFrame) -> bytes:
+        pcm = self._carry + frame.audio
+        cut = len(pcm) - len(pcm) % 2
+        pcm, self._carry = pcm[:cut], pcm[cut:]
+        if frame.num_channels > 1:
+            samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % (2 * frame.num_channels)], "<i2")
+            mono = samples.reshape(-1, frame.num_channels).mean(axis=1)
+            pcm = mono.astype("<i2").tobytes()
+        codec_rate = self._transport.codec_sample_rate
+        if frame.sample_rate == codec_rate:
+            return pcm
+        resampler = self._resamplers.get(frame.sample_rate)
+        if resampler is None:
+            resampler = LowLatencyResampler(
+                frame.sample_rate, codec_rate, self._params.resampler_quality
+            )
+            self._resamplers[frame.sample_rate] = resampler
+        return resampler.resample(pcm)
+
+    def _interrupt(self) -> None:
+        self._interrupted_below = obj_id()
+        self._carry = b""
+        for resampler in self._resamplers.values():
+            resampler.reset()
+        media = self._transport.media
+        if media is None or self._writing_uninterruptible:
+            return
+        dropped = media.backlog_bytes
+        media.clear_audio()
+        logger.debug(f"{self} interruption: dropped {dropped} bytes queued for the caller")
+
+    async def _drain(self) -> None:
+        """Send what the resamplers hold and wait until the RTP session sent it all."""
+        media = self._transport.media
+        if media is None or self._transport.call_ended:
+            return
+        for resampler in self._resamplers.values():
+            tail = resampler.flush()
+            if tail:
+                media.send_audio(tail)
+        try:
+            await asyncio.wait_for(media.wait_for_backlog(0), timeout=_DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(f"{self} audio still queued after {_DRAIN_TIMEOUT_S}s; hanging up")
+
+
+class SIPTransport(BaseTransport):
+    """Pipecat transport for one answered SIP call.
+
+    The pipeline talks to the caller through ``transport.input()`` and
+    ``transport.output()``. The bot's ``EndFrame`` hangs up (BYE) after the
+    queued audio has been played; ``CancelFrame`` hangs up at once. When the
+    caller hangs up (BYE) or RTP stops for ``rtp_timeout_s``, the transport
+    fires ``on_client_disconnected``, cancels the pipeline (unless
+    ``cancel_on_disconnect`` is False) and sends no BYE of its own.
+
+    Event handlers available:
+
+    - on_client_connected(transport, call): the pipeline started and the
+      call is established (ACK received); a good moment to greet the caller.
+    - on_client_disconnected(transport, call): the far end ended the call
+      (BYE, RTP timeout, ...); ``transport.end_reason`` says why.
+    - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#",
+      RFC 4733 "A"-"D"); also pushed downstream as ``InputDTMFFrame``.
+
+    The ``call`` passed to handlers is the :class:`~pipecat_sip.call.SIPCall`;
+    ``transport.get_client_id(call)`` is its Call-ID.
+
+    Example::
+
+        async def bot(runner_args):
+            call = runner_args.call
+            transport = SIPTransport(call, SIPParams())
+            pipeline = Pipeline([transport.input(), stt, user_agg, llm, tts,
+                                 transport.output(), assistant_agg])
+            worker = PipelineWorker(pipeline, params=PipelineParams(
+                audio_in_sample_rate=8000, audio_out_sample_rate=8000))
+
+            @transport.event_handler("on_client_connected")
+            async def on_connected(transport, call):
+                logger.info(f"Call from {call.info.from_uri}")
+                await worker.queue_frames([LLMRunFrame()])
+
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(worker)
+            await runner.run()
+    """
+
+    def __init__(
+        self,
+        call: "SIPCall",
+        params: SIPParams | None = None,
+        input_name: str | None = None,
+        output_name: str | None = None,
+    ):
+        """Create the transport for an answered call.
+
+        Args:
+            call: The call, answered (its ``media`` is the RTP session).
+            params: Transport parameters; ``SIPParams()`` when None.
+            input_name: Name of the input processor (default includes the Call-ID).
+            output_name: Name of the output processor (default includes the Call-ID).
+        """
+        call_id = call.call_id
+        super().__init__(
+            name=f"SIPTransport[{call_id}]",
+            input_name=input_name or f"SIPInputTransport[{call_id}]",
+            output_name=output_name or f"SIPOutputTransport[{call_id}]",
+        )
+        self._call = call
+        self._params = params or SIPParams()
+        self._hangup_task: asyncio.Task | None = None
+        self._far_end_task: asyncio.Task | None = None
+        self._hangup_requested = False
+        self._end_reason: str | None = None
+
+        self._apply_media_params()
+        self._input = SIPInputTransport(self, call, self._params, name=self._input_name)
+        self._output = SIPOutputTransport(self, call, self._params, name=self._output_name)
+
+        self._register_event_handler("on_client_connected")
+        self._register_event_handler("on_client_disconnected")
+        self._register_event_handler("on_dtmf")
+
+        call.add_ended_handler(self._on_call_ended)
+        if call.state == "ended" and self._end_reason is None:
+            self._end_reason = getattr(call, "end_reason", None) or "ended"
+
+    def input(self) -> SIPInputTransport:
+        """The input processor: caller audio and DTMF.
+
+        Returns:
+            The input transport.
+        """
+        return self._input
+
+    def output(self) -> SIPOutputTransport:
+        """The output processor: bot audio and DTMF.
+
+        Returns:
+            The output transport.
+        """
+        return self._output
+
+    @property
+    def call(self) -> "SIPCall":
+        """The SIP call this transport carries."""
+        return self._call
+
+    @property
+    def call_info(self) -> "CallInfo":
+        """The call's INVITE details (From, To, headers, codec)."""
+        return self._call.info
+
+    @property
+    def media(self) -> "RTPSession | None":
+        """The call's RTP session, or None before answer."""
+        return getattr(self._call, "media", None)
+
+    @property
+    def codec_sample_rate(self) -> int:
+        """Sample rate of the call's codec, Hz (8000 for G.711)."""
+        media = self.media
+        if media is not None:
+            return media.sample_rate
+        return self._call.info.sample_rate
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the far end ended the call ("remote_bye", "rtp_timeout", ...), else None."""
+        return self._end_reason
+
+    @property
+    def far_end_gone(self) -> bool:
+        """Whether the call ended from the far side (or before the pipeline started)."""
+        return self._end_reason is not None
+
+    @property
+    def call_ended(self) -> bool:
+        """Whether the call is over, whoever ended it."""
+        return self.far_end_gone or self._hangup_requested or self._call.state == "ended"
+
+    def get_client_id(self, client: Any) -> str:
+        """The Call-ID of the call passed to event handlers.
+
+        Args:
+            client: The call, as passed to ``on_client_connected``.
+
+        Returns:
+            Its Call-ID.
+        """
+        return client.call_id
+
+    async def client_connected(self) -> None:
+        """Fire ``on_client_connected`` (called by the input transport on start)."""
+        await self._call_event_handler("on_client_connected", self._call)
+
+    async def dtmf_received(self, key: str) -> None:
+        """Fire ``on_dtmf`` (called by the input transport per key press).
+
+        Args:
+            key: The key, e.g. "5".
+        """
+        await self._call_event_handler("on_dtmf", key)
+
+    async def end_call(self, why: str) -> None:
+        """Hang up (BYE) unless the call already ended; idempotent.
+
+        Waits up to ``hangup_timeout_s`` for the BYE transaction, which keeps
+        running in the background if it takes longer.
+
+        Args:
+            why: For the log line.
+        """
+        self._input.detach()
+        if self._hangup_task is None and not self.far_end_gone and self._call.state != "ended":
+            self._hangup_requested = True
+            logger.info(f"{self} hanging up ({why})")
+            self._hangup_task = asyncio.create_task(self._call.hangup())
+            self._hangup_task.add_done_callback(self._on_hangup_done)
+        task = self._hangup_task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=self._params.hangup_timeout_s)
+
+    def schedule_far_end_hangup(self, processor: FrameProcessor) -> None:
+        """Handle the far end's hang-up from a running processor's task.
+
+        Args:
+            processor: A started processor of this transport, to run the task.
+        """
+        if self._far_end_task is None:
+            self._far_end_task = processor.create_task(self._handle_far_end_hangup(processor))
+
+    def _on_call_ended(self, reason: str) -> None:
+        """SIPCall ended handler (sync): the far side or the network ended the call."""
+        if self._hangup_requested or reason == "local_bye" or self._end_reason is not None:
+            return
+        self._end_reason = reason
+        logger.info(f"{self} call ended by the far end ({reason})")
+        self._input.detach()
+        media = self.media
+        if media is not None:
+            media.clear_audio()  # releases a write waiting on the backlog
+        for processor in (self._input, self._output):
+            if processor.started:
+                self.schedule_far_end_hangup(processor)
+                break
+
+    async def _handle_far_end_hangup(self, processor: FrameProcessor) -> None:
+        await self._call_event_handler("on_client_disconnected", self._call)
+        if self._params.cancel_on_disconnect:
+            await processor.push_frame(
+                CancelWorkerFrame(reason=f"SIP call ended: {self._end_reason}"),
+                FrameDirection.UPSTREAM,
+            )
+
+    def _on_hangup_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            logger.error(f"{self} hang-up failed: {error!r}")
+
+    def _apply_media_params(self) -> None:
+        """Hand the media settings to the RTP session when it takes them after creation."""
+        media = self.media
+        if media is None:
+            return
+        settings = (
+            ("send_silence_when_idle", "send_silence"),
+            ("rtp_timeout_s", "rtp_timeout_s"),
+        )
+        for field, attribute in settings:
+            value = getattr(self._params, field)
+            if hasattr(media, attribute):
+                setattr(media, attribute, value)
+            elif field in self._params.model_fields_set:
+                logger.warning(
+                    f"{self} {field}={value!r} not applied: this RTP session takes it only "
+                    "when created (set it where the call is answered)"
+                )
