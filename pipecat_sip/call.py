@@ -241,6 +241,7 @@ class SIPCall:
             codec=codec,
             payload_type=neg.payload_type,
             telephone_event_pt=neg.telephone_event_pt,
+            extra_telephone_event_pts=self._offered_telephone_event_pts(),
             ptime_ms=neg.ptime,
             send_silence=self._send_silence,
             rtp_timeout_s=self._rtp_timeout_s,
@@ -248,6 +249,22 @@ class SIPCall:
         )
         self.media.on_timeout = self._on_rtp_timeout
         await self.media.start()
+
+    def _offered_telephone_event_pts(self) -> list[int]:
+        """Every telephone-event payload type of the offer.
+
+        Some peers (linphone) send DTMF on one of their own numbers rather than
+        the one the answer kept.
+        """
+        if self.offer is None:
+            return []
+        return [
+            fmt.payload_type
+            for media in self.offer.media
+            if media.media == "audio"
+            for fmt in media.formats
+            if fmt.encoding_name.lower() == "telephone-event"
+        ]
 
     def _on_rtp_timeout(self) -> None:
         if self.state == "ended":

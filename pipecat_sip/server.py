@@ -383,6 +383,7 @@ class SIPServer:
             negotiated,
             lease,
             answer_sdp=answer,
+            offer=offer,
             rtp_timeout_s=self.rtp_timeout_s,
             send_silence=self.send_silence,
         )
