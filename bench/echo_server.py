@@ -1,0 +1,151 @@
+"""Echo server for the load benchmark (a script, not a test).
+
+Answers every call on 127.0.0.1 and echoes the caller, in one of two modes:
+
+- ``pipeline``: a real Pipecat pipeline per call, like bot.py's keyless echo
+  bot without the greeting: ``Pipeline([transport.input(), EchoProcessor(),
+  transport.output()])`` at 8 kHz (the codec rate, nothing resampled).
+- ``media``: no pipeline; the RTP session echoes at the codec level
+  (``media.on_audio = media.send_audio``: decode, queue, encode, paced send).
+
+Prints one JSON line ``{"ready": true, "port": ..., "pid": ...}`` once it
+listens, and on SIGTERM/SIGINT a JSON line with the shared media clock's
+counters, then exits. Logging is at WARNING so that per-call INFO lines do not
+weigh on the figures (``--log-level INFO`` to see them).
+
+Usage: .venv/bin/python bench/echo_server.py --mode pipeline [--port 0] [--uvloop]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loguru import logger  # noqa: E402
+
+from pipecat_sip.call import SIPCall  # noqa: E402
+from pipecat_sip.media import MediaClock  # noqa: E402
+from pipecat_sip.server import SIPServer  # noqa: E402
+
+
+def build_handler(mode: str, counters: dict, lean: bool = False):
+    if mode == "pipeline":
+        from pipecat.pipeline.pipeline import Pipeline
+        from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+        from pipecat.workers.runner import WorkerRunner
+
+        from pipecat_sip.echo import EchoProcessor
+        from pipecat_sip.transport import SIPParams, SIPTransport
+
+        async def on_call(call: SIPCall) -> None:
+            await call.answer()
+            counters["answered"] += 1
+            try:
+                transport = SIPTransport(call, SIPParams())
+                pipeline = Pipeline([transport.input(), EchoProcessor(), transport.output()])
+                # As bot.py runs a phone call: codec rate, metrics on, defaults otherwise.
+                extra = {"enable_rtvi": False, "enable_turn_tracking": False} if lean else {}
+                worker = PipelineWorker(
+                    pipeline,
+                    params=PipelineParams(
+                        audio_in_sample_rate=8000,
+                        audio_out_sample_rate=8000,
+                        enable_metrics=not lean,
+                    ),
+                    idle_timeout_secs=None,
+                    **extra,
+                )
+                runner = WorkerRunner(handle_sigint=False)
+                await runner.add_workers(worker)
+                await runner.run()
+            except Exception:
+                counters["errors"] += 1
+                logger.exception(f"{call}: pipeline failed")
+            finally:
+                await call.hangup()
+
+        return on_call
+
+    async def on_call_media(call: SIPCall) -> None:
+        await call.answer()
+        counters["answered"] += 1
+        media = call.media
+        assert media is not None
+        media.on_audio = media.send_audio
+        await call.wait_ended()
+
+    return on_call_media
+
+
+async def serve(args: argparse.Namespace) -> None:
+    counters = {"answered": 0, "errors": 0}
+    server = SIPServer(
+        build_handler(args.mode, counters, args.lean),
+        host="127.0.0.1",
+        port=args.port,
+        public_address="127.0.0.1",
+        rtp_port_range=(args.rtp_first, args.rtp_last),
+        max_calls=args.max_calls,
+        rtp_timeout_s=args.rtp_timeout,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    clock = MediaClock.for_loop(loop, 20)
+    print(json.dumps({"ready": True, "port": server.port, "pid": os.getpid()}), flush=True)
+    try:
+        await asyncio.wait_for(stop.wait(), args.max_seconds)
+    except TimeoutError:
+        pass
+    report = {
+        "server_stats": True,
+        "mode": args.mode,
+        "uvloop": args.uvloop,
+        "lean": args.lean,
+        "answered": counters["answered"],
+        "errors": counters["errors"],
+        "live_calls": len(server.calls),
+        "clock_ticks": clock.ticks,
+        "clock_late_ticks": clock.late_ticks,
+        "clock_skipped_deadlines": clock.skipped_deadlines,
+        "time": time.time(),
+    }
+    print(json.dumps(report), flush=True)
+    await server.stop(timeout=1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("pipeline", "media"), default="pipeline")
+    parser.add_argument("--port", type=int, default=0, help="SIP UDP port (0: a free one)")
+    parser.add_argument("--rtp-first", type=int, default=20000)
+    parser.add_argument("--rtp-last", type=int, default=29999)
+    parser.add_argument("--max-calls", type=int, default=2000)
+    parser.add_argument("--rtp-timeout", type=float, default=10.0)
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--lean", action="store_true", help="pipeline without metrics, RTVI and turn tracking"
+    )
+    args = parser.parse_args()
+    logger.remove()
+    logger.add(sys.stderr, level=args.log_level)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
