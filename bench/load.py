@@ -251,6 +251,7 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         "dev_p99_ms",
         "dev_max_ms",
         "receiver_drops",
+        "echo_pct",
         "error",
     ):
         if key in peer_stats:
@@ -330,8 +331,10 @@ async def main_async(args: argparse.Namespace) -> None:
         out.close()
     print(table(rows))
     for h in headlines:
-        print(f"calls per core ({h['mode']}): {h['calls_per_core']}  (p99 <= {P99_BOUND_MS} ms, "
-              f"0 gaps, 0 failed; {info['cpu']}, nproc {info['nproc']})")
+        print(
+            f"calls per core ({h['mode']}): {h['calls_per_core']}  (p99 <= {P99_BOUND_MS} ms, "
+            f"0 gaps, 0 failed; {info['cpu']}, nproc {info['nproc']})"
+        )
 
 
 def main() -> None:

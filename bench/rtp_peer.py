@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> None:
     ssrc_out = 0x5EED0000
     deadline = time.monotonic() + args.max_seconds
     phase_seq = 0
+    silence = PCMU.silence(SAMPLES)
+    received = echoed = 0  # packets from the server / of them not silence (the echo)
     while not stop:
         now = time.monotonic()
         if now > deadline:
@@ -220,11 +222,15 @@ def run(args: argparse.Namespace) -> None:
                 order.append(st)
                 heapq.heappush(heap, (st.next_send, id(st), st))
             seq, _ssrc = unpack_hdr(data)
+            received += 1
+            if data[12:] != silence:
+                echoed += 1
             st.ts.append(ts_ns or time.time_ns())
             st.seq.append(seq)
             st.last_rx = time.monotonic()
     result = analyse(order, args.settle, overflow)
     result["input_packets_sent"] = sum(s.sent for s in order)
+    result["echo_pct"] = round(100.0 * echoed / max(1, received), 1)
     print(json.dumps({"peer_stats": True} | result), flush=True)
 
 

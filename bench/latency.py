@@ -1,0 +1,317 @@
+"""Added-latency benchmark of the SIP transport (a script, not a test).
+
+In one process: a real RTPSession on a loopback UDP socket, a SIPTransport
+over it (the call is tests/fakes.FakeCall: no SIP signalling is involved in
+these figures) and a pipeline ``[input, Probe, output]`` at 8 kHz or 16 kHz.
+A peer (two threads with their own UDP socket) plays the caller.
+
+1. Echo phase: the peer sends 20 ms PCMU packets every 20.1 ms (so the
+   packets' phase against the transport's send clock sweeps through a whole
+   period), low noise with a 1 ms pulse in every 5th packet. The Probe
+   echoes each InputAudioRawFrame as an OutputAudioRawFrame.
+   - input delay: packet handed to the socket (peer, ``time.time_ns`` just
+     before sendto) -> the InputAudioRawFrame holding the pulse reaches the
+     Probe, plus the pulse's shift inside the audio (resampler look-ahead);
+   - output delay: the Probe pushes the OutputAudioRawFrame holding the
+     pulse -> the RTP packet holding it arrives at the peer (kernel
+     timestamp, SO_TIMESTAMPNS), plus the pulse's shift inside the audio.
+     This includes waiting for the next 20 ms send tick (0-20 ms).
+2. Barge-in phase: the bot speaks (1 s tone queued into the pipeline); after
+   300-600 ms the Probe broadcasts an InterruptionFrame; the figure is the
+   arrival of the last loud packet at the peer minus the interruption time.
+
+Prints one JSON line per pipeline rate, then a table.
+
+Usage: .venv/bin/python bench/latency.py [--rates 8000,16000] [--seconds 6] [--bargeins 10]
+       .venv/bin/python bench/latency.py --quick
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loguru import logger  # noqa: E402
+from pipecat.frames.frames import (  # noqa: E402
+    Frame,
+    InputAudioRawFrame,
+    OutputAudioRawFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.workers.runner import WorkerRunner  # noqa: E402
+
+from pipecat_sip.codecs import PCMU  # noqa: E402
+from pipecat_sip.media import RTPSession  # noqa: E402
+from pipecat_sip.rtp import RtpSender  # noqa: E402
+from pipecat_sip.transport import SIPParams, SIPTransport  # noqa: E402
+from tests.fakes import FakeCall  # noqa: E402
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+PULSE_AT = 8  # sample of the pulse in its 160-sample packet
+PULSE_EVERY = 5
+PULSE_LEVEL = 8000  # detection threshold (pulses are 20000, noise 100)
+LOUD_LEVEL = 2000  # barge-in: a packet of bot speech (tone 10000, silence 0)
+SEND_PERIOD_S = 0.0201
+
+
+def pulse_packet_pcm(pulse: bool, rng: np.random.Generator) -> bytes:
+    pcm = rng.normal(0, 100, 160)
+    if pulse:
+        pcm[PULSE_AT : PULSE_AT + 8] = 20000
+    return pcm.clip(-32768, 32767).astype("<i2").tobytes()
+
+
+def peak(pcm: bytes) -> tuple[int, int]:
+    """(max |sample|, its index) of PCM16."""
+    a = np.abs(np.frombuffer(pcm, "<i2").astype(np.int32))
+    i = int(np.argmax(a))
+    return int(a[i]), i
+
+
+class Peer:
+    """The caller: a sending thread and a receiving thread on one UDP socket."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.addr = self.sock.getsockname()
+        self.dest: tuple | None = None
+        self.mode = "silence"  # or "pulses"
+        self.sent: list[tuple[int, bool]] = []  # (time_ns before sendto, has pulse)
+        self.received: list[tuple[int, bytes]] = []  # (kernel time ns, decoded PCM)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._send_loop, daemon=True),
+            threading.Thread(target=self._recv_loop, daemon=True),
+        ]
+
+    def start(self, dest: tuple) -> None:
+        self.dest = dest
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        self.sock.close()
+
+    def _send_loop(self) -> None:
+        sender = RtpSender(0, 8000)
+        rng = np.random.default_rng(2)
+        silence = PCMU.encode(bytes(320))
+        start = time.monotonic()
+        k = 0
+        index = 0
+        while not self._stop.is_set():
+            k += 1
+            delay = start + k * SEND_PERIOD_S - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if self.mode == "pulses":
+                pulse = index % PULSE_EVERY == 0
+                payload = PCMU.encode(pulse_packet_pcm(pulse, rng))
+                index += 1
+            else:
+                pulse, payload = False, silence
+            packet = sender.packet(payload, 160)
+            now = time.time_ns()
+            self.sock.sendto(packet, self.dest)
+            if pulse:
+                self.sent.append((now, True))
+
+    def _recv_loop(self) -> None:
+        space = socket.CMSG_SPACE(16)
+        while not self._stop.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(2048, space)
+            except (TimeoutError, OSError):
+                continue
+            ts = time.time_ns()
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("=qq", cdata[:16])
+                    ts = sec * 1_000_000_000 + nsec
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                self.received.append((ts, PCMU.decode(data[12:])))
+
+
+class Probe(FrameProcessor):
+    """Echoes input audio (when `echo`), recording frame times and pulse positions."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.echo = True
+        self.inputs: list[tuple[int, int, int]] = []  # (time ns, sample rate, pulse index)
+        self.outputs: list[tuple[int, int, int]] = []  # (time ns before push, rate, index)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            now = time.time_ns()
+            level, index = peak(frame.audio)
+            if level >= PULSE_LEVEL:
+                self.inputs.append((now, frame.sample_rate, index))
+            if self.echo:
+                out = OutputAudioRawFrame(
+                    audio=frame.audio, sample_rate=frame.sample_rate, num_channels=1
+                )
+                now = time.time_ns()
+                if level >= PULSE_LEVEL:
+                    self.outputs.append((now, frame.sample_rate, index))
+                await self.push_frame(out)
+            return
+        await self.push_frame(frame, direction)
+
+
+def stats(values_ms: list[float]) -> dict:
+    if not values_ms:
+        return {"n": 0}
+    a = np.array(values_ms)
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), 2),
+        "p95": round(float(np.percentile(a, 95)), 2),
+        "max": round(float(a.max()), 2),
+        "mean": round(float(a.mean()), 2),
+    }
+
+
+async def run_rate(rate: int, seconds: float, bargeins: int) -> dict:
+    peer = Peer()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    media = RTPSession(sock=sock, remote_addr=peer.addr, codec=PCMU, rtp_timeout_s=0)
+    await media.start()
+    call = FakeCall(media=media)
+    transport = SIPTransport(call, SIPParams())
+    probe = Probe()
+    worker = PipelineWorker(
+        Pipeline([transport.input(), probe, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=rate, audio_out_sample_rate=rate),
+        idle_timeout_secs=None,
+    )
+    connected = asyncio.Event()
+
+    @transport.event_handler("on_client_connected")
+    async def on_connected(transport, client):
+        connected.set()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    result: dict = {"bench": "latency", "pipeline_rate": rate}
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        peer.start(media.local_addr)
+        # 1. echo: input and output delay
+        peer.mode = "pulses"
+        await asyncio.sleep(seconds)
+        peer.mode = "silence"
+        await asyncio.sleep(0.3)
+        probe.echo = False
+        sent = list(peer.sent)
+        inputs = list(probe.inputs)
+        outputs = list(probe.outputs)
+        wire = [(ts, *peak(pcm)) for ts, pcm in peer.received]
+        wire_pulses = [(ts, i) for ts, level, i in wire if level >= PULSE_LEVEL]
+        n_in = min(len(sent), len(inputs))
+        in_ms = [
+            (inputs[k][0] - sent[k][0]) / 1e6
+            + (inputs[k][2] / inputs[k][1] - PULSE_AT / 8000) * 1e3
+            for k in range(n_in)
+        ]
+        n_out = min(len(outputs), len(wire_pulses))
+        out_ms = [
+            (wire_pulses[k][0] - outputs[k][0]) / 1e6
+            + (wire_pulses[k][1] / 8000 - outputs[k][2] / outputs[k][1]) * 1e3
+            for k in range(n_out)
+        ]
+        result["pulses_sent"] = len(sent)
+        result["pulses_in"] = len(inputs)
+        result["pulses_out_wire"] = len(wire_pulses)
+        result["input_ms"] = stats(in_ms)
+        result["output_ms"] = stats(out_ms)
+        # 2. barge-in
+        rng = random.Random(3)
+        tone_t = np.arange(rate) / rate
+        speech = (10000 * np.sin(2 * np.pi * 440 * tone_t)).astype("<i2").tobytes()
+        barge_ms = []
+        for _ in range(bargeins):
+            await asyncio.sleep(0.3)
+            await worker.queue_frames(
+                [OutputAudioRawFrame(audio=speech, sample_rate=rate, num_channels=1)]
+            )
+            await asyncio.sleep(rng.uniform(0.3, 0.6))
+            t_int = time.time_ns()
+            await probe.broadcast_interruption()
+            await asyncio.sleep(0.4)
+            loud = [
+                ts for ts, pcm in peer.received if ts > t_int - 1e9 and peak(pcm)[0] >= LOUD_LEVEL
+            ]
+            if loud:
+                barge_ms.append((max(loud) - t_int) / 1e6)
+        result["bargein_ms"] = stats(barge_ms)
+        result["resampler_delay_ms"] = 0.0 if rate == 8000 else 8.0
+    finally:
+        await worker.cancel()
+        await asyncio.wait({task}, timeout=5)
+        peer.stop()
+        await media.close()
+    return result
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'rate Hz':>8} {'direction':>10} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+    lines = [head]
+    for row in rows:
+        for key, name in (("input_ms", "in"), ("output_ms", "out"), ("bargein_ms", "barge-in")):
+            s = row.get(key, {})
+            lines.append(
+                f"{row['pipeline_rate']:>8} {name:>10} {s.get('n', 0):>5} {s.get('p50', '-'):>8} "
+                f"{s.get('p95', '-'):>8} {s.get('max', '-'):>8}"
+            )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    rows = []
+    for rate in [int(r) for r in args.rates.split(",")]:
+        row = await run_rate(rate, args.seconds, args.bargeins)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(table(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", default="8000,16000", help="pipeline sample rates, Hz")
+    parser.add_argument("--seconds", type=float, default=6.0, help="echo phase length")
+    parser.add_argument("--bargeins", type=int, default=10)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.bargeins = 1.5, 2
+    logger.remove()
+    logger.add(sys.stderr, level=args.log_level)
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
