@@ -17,8 +17,11 @@ A peer (two threads with their own UDP socket) plays the caller.
      timestamp, SO_TIMESTAMPNS), plus the pulse's shift inside the audio.
      This includes waiting for the next 20 ms send tick (0-20 ms).
 2. Barge-in phase: the bot speaks (1 s tone queued into the pipeline); after
-   300-600 ms the Probe broadcasts an InterruptionFrame; the figure is the
-   arrival of the last loud packet at the peer minus the interruption time.
+   300-600 ms the Probe broadcasts an InterruptionFrame. ``bargein_ms``: the
+   arrival of the last loud packet at the peer minus the interruption time
+   (negative: the last bot packet had already left when the interruption
+   came, nothing was sent after it); ``bargein_quiet_ms``: the first quiet
+   packet after it, i.e. when the caller's ear gets silence.
 
 Prints one JSON line per pipeline rate, then a table.
 
@@ -251,7 +254,8 @@ async def run_rate(rate: int, seconds: float, bargeins: int) -> dict:
         rng = random.Random(3)
         tone_t = np.arange(rate) / rate
         speech = (10000 * np.sin(2 * np.pi * 440 * tone_t)).astype("<i2").tobytes()
-        barge_ms = []
+        barge_ms: list[float] = []  # last loud packet on the wire (< 0: none after)
+        quiet_ms: list[float] = []  # first quiet packet after the last loud one
         for _ in range(bargeins):
             await asyncio.sleep(0.3)
             await worker.queue_frames(
@@ -261,12 +265,16 @@ async def run_rate(rate: int, seconds: float, bargeins: int) -> dict:
             t_int = time.time_ns()
             await probe.broadcast_interruption()
             await asyncio.sleep(0.4)
-            loud = [
-                ts for ts, pcm in peer.received if ts > t_int - 1e9 and peak(pcm)[0] >= LOUD_LEVEL
-            ]
+            recent = [(ts, peak(pcm)[0] >= LOUD_LEVEL) for ts, pcm in peer.received]
+            recent = [(ts, loud) for ts, loud in recent if ts > t_int - 1e9]
+            loud = [ts for ts, is_loud in recent if is_loud]
             if loud:
                 barge_ms.append((max(loud) - t_int) / 1e6)
+                quiet = [ts for ts, is_loud in recent if ts > max(loud) and not is_loud]
+                if quiet:
+                    quiet_ms.append((min(quiet) - t_int) / 1e6)
         result["bargein_ms"] = stats(barge_ms)
+        result["bargein_quiet_ms"] = stats(quiet_ms)
         result["resampler_delay_ms"] = 0.0 if rate == 8000 else 8.0
     finally:
         await worker.cancel()
@@ -280,7 +288,12 @@ def table(rows: list[dict]) -> str:
     head = f"{'rate Hz':>8} {'direction':>10} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
     lines = [head]
     for row in rows:
-        for key, name in (("input_ms", "in"), ("output_ms", "out"), ("bargein_ms", "barge-in")):
+        for key, name in (
+            ("input_ms", "in"),
+            ("output_ms", "out"),
+            ("bargein_ms", "barge-in"),
+            ("bargein_quiet_ms", "quiet"),
+        ):
             s = row.get(key, {})
             lines.append(
                 f"{row['pipeline_rate']:>8} {name:>10} {s.get('n', 0):>5} {s.get('p50', '-'):>8} "
