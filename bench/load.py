@@ -164,6 +164,21 @@ def cpu_and_rss(samples: list, start: float, end: float, baseline_rss: int, n: i
     }
 
 
+async def profile(pid: int, delay: float, seconds: float, folder: str, mode: str, n: int) -> None:
+    """py-spy (folded stacks) of the server over the steady window; see bench/folded.py."""
+    await asyncio.sleep(delay)
+    out = Path(folder) / f"{mode}-{n}.folded"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(PYTHON).parent / "py-spy"
+    proc = await asyncio.create_subprocess_exec(
+        str(py_spy) if py_spy.exists() else "py-spy",
+        "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+        "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.wait_for(proc.wait(), seconds + 20)
+
+
 async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
     ramp_s = n / args.rate
     hold_s = ramp_s + args.settle + args.steady + 1.0
@@ -205,6 +220,11 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
                 await asyncio.sleep(0.2)
 
         sampler = asyncio.ensure_future(sample())
+        profiler = None
+        if args.profile:
+            profiler = asyncio.ensure_future(
+                profile(pid, ramp_s + args.settle + 0.5, args.steady, args.profile, mode, n)
+            )
         sipp = await run_sipp(
             SCENARIO,
             f"127.0.0.1:{ready['port']}",
@@ -217,6 +237,8 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
             extra_args=["-max_socket", "4096"],
         )
         sampler.cancel()
+        if profiler is not None:
+            await profiler
         peer_stats = await peer.stop("peer_stats")
         server_stats = await server.stop("server_stats")
     finally:
@@ -353,6 +375,7 @@ def main() -> None:
     parser.add_argument("--lean", action="store_true", help="pipeline without metrics/RTVI")
     parser.add_argument("--full", action="store_true", help="do not stop a sweep at a miss")
     parser.add_argument("--out", help="append JSON lines to this file")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the server's steady window")
     parser.add_argument("--quick", action="store_true", help="a few seconds: N=5, both modes")
     args = parser.parse_args()
     if args.quick:
