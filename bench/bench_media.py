@@ -1,0 +1,172 @@
+"""Per-packet CPU cost of the media path (a script, not a test).
+
+1. Pure path, per codec, timed with time.perf_counter over a bounded number
+   of iterations (best of several rounds):
+   - receive: RtpPacket.parse + codec.decode of one 20 ms packet,
+   - send: codec.encode + RtpSender.packet of one 20 ms packet,
+   and their parts.
+2. Loaded loop: N RTPSessions paired over loopback UDP on one MediaClock,
+   all talking for a few seconds; process CPU time per packet (sent and
+   received, syscalls included), CPU use of the core, and the clock's late
+   ticks.
+
+Prints one JSON object per figure, then a short table.
+
+Usage: .venv/bin/python bench/bench_media.py [--iterations 20000] [--sessions 200] [--seconds 3]
+"""
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from pipecat_sip.codecs import PCMA, PCMU
+from pipecat_sip.media import MediaClock, RTPSession
+from pipecat_sip.rtp import RtpPacket, RtpSender
+
+ROUNDS = 5
+
+
+def speech_like_pcm(samples: int) -> bytes:
+    rng = np.random.default_rng(0)
+    return (rng.normal(0, 3000, samples)).clip(-32768, 32767).astype("<i2").tobytes()
+
+
+def per_call_us(fn, iterations: int) -> float:
+    """Best-of-ROUNDS mean time of one fn() call, in microseconds."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        best = min(best, (time.perf_counter() - start) / iterations)
+    return best * 1e6
+
+
+def bench_pure(iterations: int) -> list[dict]:
+    results = []
+    pcm = speech_like_pcm(160)
+    for codec in (PCMU, PCMA):
+        sender = RtpSender(codec.payload_type, 8000)
+        payload = codec.encode(pcm)
+        wire = sender.packet(payload, 160)
+
+        def receive(codec=codec, wire=wire):
+            codec.decode(RtpPacket.parse(wire).payload)
+
+        def send(codec=codec, sender=sender):
+            sender.packet(codec.encode(pcm), 160)
+
+        figures = {
+            "receive": receive,
+            "send": send,
+            "parse": lambda wire=wire: RtpPacket.parse(wire),
+            "decode": lambda codec=codec, payload=payload: codec.decode(payload),
+            "encode": lambda codec=codec: codec.encode(pcm),
+            "serialize": lambda sender=sender, payload=payload: sender.packet(payload, 160),
+        }
+        for path, fn in figures.items():
+            results.append(
+                {
+                    "bench": "pure",
+                    "codec": codec.encoding_name,
+                    "path": path,
+                    "us_per_packet": round(per_call_us(fn, iterations), 3),
+                    "iterations": iterations * ROUNDS,
+                }
+            )
+    return results
+
+
+async def bench_sessions(count: int, seconds: float) -> dict:
+    """Pairs of sessions talking to each other over loopback on one clock."""
+    socks = []
+    for _ in range(count + count % 2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    sessions = []
+    received = 0
+
+    def on_audio(pcm: bytes) -> None:
+        nonlocal received
+        received += 1
+
+    for i, sock in enumerate(socks):
+        peer = socks[i ^ 1].getsockname()
+        session = RTPSession(sock=sock, remote_addr=peer, codec=PCMU, rtp_timeout_s=0)
+        session.on_audio = on_audio
+        sessions.append(session)
+    for session in sessions:
+        await session.start()
+    pcm = speech_like_pcm(int(8000 * (seconds + 1)))
+    for session in sessions:
+        session.send_audio(pcm)
+    clock = MediaClock.for_loop()
+    await asyncio.sleep(0.5)  # settle
+    sent0 = sum(s.stats.packets_sent for s in sessions)
+    received0, ticks0, late0 = received, clock.ticks, clock.late_ticks
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    sent = sum(s.stats.packets_sent for s in sessions) - sent0
+    got = received - received0
+    result = {
+        "bench": "sessions",
+        "codec": "PCMU",
+        "sessions": len(sessions),
+        "seconds": round(wall, 2),
+        "packets_sent": sent,
+        "packets_received": got,
+        "expected_packets_per_session": round(wall / 0.02),
+        "cpu_percent": round(100 * cpu / wall, 1),
+        "us_per_packet": round(1e6 * cpu / max(1, sent + got), 2),
+        "ticks": clock.ticks - ticks0,
+        "late_ticks": clock.late_ticks - late0,
+        "skipped_deadlines": clock.skipped_deadlines,
+    }
+    for session in sessions:
+        await session.close()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=20000, help="calls per round (5 rounds)")
+    parser.add_argument("--sessions", type=int, default=200, help="sessions for the loaded run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the loaded run")
+    args = parser.parse_args()
+    iterations = max(100, min(args.iterations, 1_000_000))
+
+    results = bench_pure(iterations)
+    if args.sessions > 0:
+        results.append(asyncio.run(bench_sessions(min(args.sessions, 2000), min(args.seconds, 60))))
+    for result in results:
+        print(json.dumps(result))
+
+    print()
+    print(f"{'codec':<6} {'path':<10} {'us/packet':>10}")
+    for r in results:
+        if r["bench"] == "pure":
+            print(f"{r['codec']:<6} {r['path']:<10} {r['us_per_packet']:>10.2f}")
+    for r in results:
+        if r["bench"] == "sessions":
+            print(
+                f"\n{r['sessions']} sessions on one clock for {r['seconds']} s: "
+                f"{r['cpu_percent']}% of a core, {r['us_per_packet']} us CPU per packet "
+                f"(sent + received, syscalls included), "
+                f"{r['late_ticks']}/{r['ticks']} late ticks"
+            )
+    pure = [r["us_per_packet"] for r in results if r["bench"] == "pure"]
+    print(f"(pure path median {statistics.median(pure):.2f} us over {len(pure)} figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
