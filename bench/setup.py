@@ -1,0 +1,165 @@
+"""Call-setup benchmark: INVITE-to-200 OK time and the sustained call rate (a script, not a test).
+
+The server (bench/echo_server.py, pinned to one core, ``pipeline`` mode by
+default: each call runs the echo pipeline) is called by SIPp with
+bench/sipp/uac_load.xml (held ``--hold`` s, media from bench/rtp_peer.py).
+
+1. At ``--rate`` calls/s (20) for ``--seconds`` s: INVITE-to-200 OK time
+   p50/p95/max from SIPp's response-time trace (``-trace_rtt``, one
+   value per call, ms resolution: the ``rtd`` on the 200 OK).
+2. Ramp: the same at each rate of ``--ramp`` (a fresh server each time)
+   until a step has a failed call (or SIPp had to retransmit an INVITE,
+   i.e. a 200 came later than 500 ms); the last clean rate is the sustained
+   call rate.
+
+Prints one JSON line per run, then a table.
+
+Usage: .venv/bin/python bench/setup.py [--rate 20] [--ramp 20,40,60,80,100,150,200]
+       .venv/bin/python bench/setup.py --quick
+"""
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+from load import PYTHON, SCENARIO, Child, machine  # noqa: E402
+
+from tests.helpers.sipp import run_sipp  # noqa: E402
+
+
+def read_rtt(workdir: Path) -> list[float]:
+    """Response times (ms) from SIPp's ``*_rtt.csv`` (``-trace_rtt``)."""
+    values: list[float] = []
+    for path in workdir.glob("*_rtt.csv"):
+        with path.open(newline="", encoding="latin-1") as f:
+            for row in csv.reader(f, delimiter=";"):
+                if len(row) >= 2:
+                    try:
+                        values.append(float(row[1]))
+                    except ValueError:
+                        continue  # the header
+    return values
+
+
+async def run_rate(rate: float, args: argparse.Namespace) -> dict:
+    calls = max(1, int(rate * args.seconds))
+    budget = args.seconds + args.hold + 40
+    peer = await Child.start(
+        "rtp_peer", PYTHON, str(BENCH / "rtp_peer.py"), "--max-seconds", str(budget), cpu=0
+    )
+    server_argv = [PYTHON, str(BENCH / "echo_server.py"), "--mode", args.mode]
+    server_argv += ["--max-seconds", str(budget)]
+    if args.uvloop:
+        server_argv.append("--uvloop")
+    server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-setup-"))
+    drain = None
+    try:
+        peer_port = (await peer.line("ready", 30))["port"]
+        ready = await server.line("ready", 60)
+        drain = asyncio.ensure_future(server.drain_stderr())
+        await asyncio.sleep(0.5)
+        sipp = await run_sipp(
+            SCENARIO,
+            f"127.0.0.1:{ready['port']}",
+            calls=calls,
+            rate=rate,
+            keys={"hold_ms": str(int(args.hold * 1000)), "peer_port": str(peer_port)},
+            timeout=budget,
+            trace_msg=False,
+            workdir=workdir,
+            extra_args=["-trace_rtt", "-rtt_freq", "1", "-max_socket", "4096"],
+        )
+        rtt = read_rtt(workdir)
+    finally:
+        await peer.stop("peer_stats", timeout=5)
+        await server.stop("server_stats", timeout=5)
+        if drain is not None:
+            drain.cancel()
+        shutil.rmtree(workdir, ignore_errors=True)
+    failed = sipp.failed_calls + max(0, calls - sipp.successful_calls - sipp.failed_calls)
+    row = {
+        "bench": "setup",
+        "mode": args.mode,
+        "uvloop": args.uvloop,
+        "rate": rate,
+        "calls": calls,
+        "calls_failed": failed,
+        "retransmissions": sipp.retransmissions,
+    }
+    if rtt:
+        a = np.array(rtt)
+        row |= {
+            "invite_200_n": int(a.size),
+            "invite_200_p50_ms": round(float(np.percentile(a, 50)), 2),
+            "invite_200_p95_ms": round(float(np.percentile(a, 95)), 2),
+            "invite_200_max_ms": round(float(a.max()), 2),
+        }
+    row["clean"] = failed == 0 and sipp.retransmissions == 0
+    return row
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    os.sched_setaffinity(0, {0})
+    if args.nice < 0:
+        os.nice(args.nice // 2)
+    info = machine()
+    rows = [await run_rate(args.rate, args)]
+    print(json.dumps(rows[0] | {"step": "fixed"} | info), flush=True)
+    sustained = None
+    for rate in [float(r) for r in args.ramp.split(",") if r]:
+        row = await run_rate(rate, args)
+        rows.append(row)
+        print(json.dumps(row | {"step": "ramp"}), flush=True)
+        if not row["clean"]:
+            break
+        sustained = rate
+    if args.ramp:
+        print(json.dumps({"bench": "setup_headline", "sustained_cps": sustained} | info))
+    titles = ("rate/s", "calls", "fail", "retr", "p50 ms", "p95 ms", "max ms")
+    print(" ".join(f"{t:>7}" for t in titles))
+    for r in rows:
+        print(
+            f"{r['rate']:>7g} {r['calls']:>6} {r['calls_failed']:>5} {r['retransmissions']:>5} "
+            f"{r.get('invite_200_p50_ms', '-'):>7} {r.get('invite_200_p95_ms', '-'):>7} "
+            f"{r.get('invite_200_max_ms', '-'):>7}"
+        )
+    if args.ramp:
+        print(f"sustained call rate without failure: {sustained} calls/s ({args.mode})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("pipeline", "media"), default="pipeline")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls/s for the p50/p95")
+    parser.add_argument("--seconds", type=float, default=10.0, help="s of new calls per run")
+    parser.add_argument("--hold", type=float, default=2.0, help="s each call is held")
+    parser.add_argument("--ramp", default="20,40,60,80,100,150,200", help="'' to skip")
+    parser.add_argument("--server-cpu", type=int, default=1)
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument(
+        "--nice", type=int, default=-10 if os.geteuid() == 0 else 0, help="server niceness"
+    )
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.hold, args.ramp = 1.0, 0.5, ""
+    if (os.cpu_count() or 1) < 2:
+        args.server_cpu = 0
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The benchmarks' quick modes run (so the scripts cannot rot); their figures are not judged."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+def run_script(*argv: str, timeout: float = 60.0) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    rows = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+    return rows
+
+
+def require_sipp() -> None:
+    # Under CI conftest.py turns this skip of an interop test into a failure.
+    if shutil.which("sipp") is None:
+        pytest.skip("sipp (sip-tester) is not installed")
+
+
+@pytest.mark.interop
+def test_load_quick(tmp_path):
+    require_sipp()
+    out = tmp_path / "load.jsonl"
+    rows = run_script(str(BENCH / "load.py"), "--quick", "--out", str(out))
+    load = [r for r in rows if r.get("bench") == "load"]
+    assert {r["mode"] for r in load} == {"pipeline", "media"}
+    for row in load:
+        for key in ("calls_failed", "cpu_pct", "rss_per_call_kb", "seq_gaps", "dev_p99_ms"):
+            assert key in row, row
+    png = tmp_path / "load.png"
+    subprocess.run(
+        [sys.executable, str(BENCH / "plot.py"), str(out), "-o", str(png)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert png.stat().st_size > 1000
+
+
+def test_latency_quick():
+    rows = run_script(str(BENCH / "latency.py"), "--quick", "--rates", "16000")
+    (row,) = rows
+    for key in ("input_ms", "output_ms", "bargein_ms"):
+        assert row[key]["n"] > 0, row
+
+
+@pytest.mark.interop
+def test_setup_quick():
+    require_sipp()
+    rows = run_script(str(BENCH / "setup.py"), "--quick", "--mode", "media")
+    assert rows and rows[0]["bench"] == "setup" and "invite_200_p95_ms" in rows[0], rows
