@@ -474,7 +474,11 @@ class SIPServer:
         self.ports.release(lease.port)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
-        logger.info(f"{call}: ended ({call.end_reason}), {call.duration:.1f} s")
+        info = call.info
+        logger.info(
+            f"{call}: ended ({call.end_reason}) from {info.from_uri} to {info.to_uri}, "
+            f"{call.duration:.1f} s, {info.codec or 'no codec'}"
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
