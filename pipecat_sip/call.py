@@ -269,7 +269,8 @@ class SIPCall:
     def _on_rtp_timeout(self) -> None:
         if self.state == "ended":
             return
-        logger.warning(f"{self}: no RTP for {self._rtp_timeout_s} s, hanging up")
+        timeout = self.media.rtp_timeout_s if self.media else self._rtp_timeout_s
+        logger.warning(f"{self}: no RTP for {timeout:g} s, hanging up")
         self._server._ua_hangup(self)
         self._spawn(self._finish("rtp_timeout"))
 

@@ -366,6 +366,24 @@ class RTPSession:
     # --- public API -------------------------------------------------------------------
 
     @property
+    def send_silence(self) -> bool:
+        """Send silence packets when no audio is queued (else send nothing)."""
+        return self._send_silence
+
+    @send_silence.setter
+    def send_silence(self, value: bool) -> None:
+        self._send_silence = bool(value)
+
+    @property
+    def rtp_timeout_s(self) -> float:
+        """Seconds without received RTP before `on_timeout` fires; 0 disables."""
+        return self._rtp_timeout
+
+    @rtp_timeout_s.setter
+    def rtp_timeout_s(self, value: float) -> None:
+        self._rtp_timeout = max(0.0, float(value))
+
+    @property
     def ssrc(self) -> int:
         """Our SSRC."""
         return self._rtp.ssrc

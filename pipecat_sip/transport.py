@@ -821,10 +821,12 @@ class SIPTransport(BaseTransport):
             ("rtp_timeout_s", "rtp_timeout_s"),
         )
         for field, attribute in settings:
+            if field not in self._params.model_fields_set:
+                continue  # keep what the server configured for the call
             value = getattr(self._params, field)
             if hasattr(media, attribute):
                 setattr(media, attribute, value)
-            elif field in self._params.model_fields_set:
+            else:
                 logger.warning(
                     f"{self} {field}={value!r} not applied: this RTP session takes it only "
                     "when created (set it where the call is answered)"
