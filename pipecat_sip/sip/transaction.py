@@ -60,6 +60,14 @@ class TransactionUser(Protocol):
     def on_ack_timeout(self, txn: ServerInviteTransaction) -> None:
         """No ACK for our 2xx within 64*T1 (Timer H in the Accepted state)."""
 
+    def on_transaction_terminated(self, txn: Transaction) -> None:
+        """The transaction reached Terminated and left the layer (optional method).
+
+        Called after the report that caused it (`on_response`,
+        `on_transaction_timeout`), so the TU can drop what it keeps per
+        transaction.
+        """
+
 
 class Transaction:
     """Common machinery: state, named timers and sending through the layer."""
@@ -301,6 +309,7 @@ class ClientInviteTransaction(ClientTransaction):
             ("calling", "terminated"),
             ("proceeding", "completed"),
             ("proceeding", "accepted"),
+            ("proceeding", "terminated"),  # no final 64*T1 after CANCEL (s.9.1)
             ("completed", "terminated"),
             ("accepted", "terminated"),
         }
@@ -341,6 +350,16 @@ class ClientInviteTransaction(ClientTransaction):
         elif self.state == "accepted" and 200 <= code < 300:
             tu.on_response(self, response)
 
+    def cancel_sent(self, now: float) -> None:
+        """The TU sent a CANCEL for this INVITE (RFC 3261 s.9.1).
+
+        If no final response arrives within 64*T1, the transaction is
+        destroyed and the TU told through `on_transaction_timeout`.
+        """
+        if self.state in ("calling", "proceeding"):
+            self._start_timer("cancel", now, 64 * self.layer.timer_values.t1)
+            self.layer._reschedule(self)
+
     def _make_ack(self, response: SIPResponse) -> SIPRequest:
         """ACK for a non-2xx final response (RFC 3261 s.17.1.1.3)."""
         req = self.request
@@ -365,6 +384,10 @@ class ClientInviteTransaction(ClientTransaction):
 
     def _timer_D(self, now: float) -> None:
         self._go("terminated")
+
+    def _timer_cancel(self, now: float) -> None:
+        self._go("terminated")
+        self.layer.tu.on_transaction_timeout(self)
 
     def _timer_M(self, now: float) -> None:
         self._go("terminated")
@@ -464,6 +487,7 @@ class TransactionLayer:
         self.client: dict[tuple, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._counter = itertools.count()
+        self._ended: list[Transaction] = []
 
     def send(self, data: bytes, addr: Addr) -> None:
         """Queue a datagram for the I/O layer."""
@@ -485,11 +509,13 @@ class TransactionLayer:
         """Send `response` through `txn` and re-arm its timers."""
         txn.send_response(response, now)
         self._reschedule(txn)
+        self._report_terminated()
 
     def receive_request(self, txn: ServerTransaction, request: SIPRequest, now: float) -> None:
         """Hand a retransmission (or an ACK) to its server transaction."""
         txn.receive_request(request, now)
         self._reschedule(txn)
+        self._report_terminated()
 
     def start_client(self, request: SIPRequest, addr: Addr, now: float) -> ClientTransaction:
         """Create and start a client transaction for `request` (its top Via has the branch)."""
@@ -509,6 +535,7 @@ class TransactionLayer:
             return False
         txn.receive_response(response, now)
         self._reschedule(txn)
+        self._report_terminated()
         return True
 
     def get_timer(self) -> float | None:
@@ -531,6 +558,7 @@ class TransactionLayer:
                 continue
             txn.handle_timer(now)
             self._reschedule(txn)
+        self._report_terminated()
 
     def _reschedule(self, txn: Transaction) -> None:
         deadline = txn.next_deadline()
@@ -541,3 +569,12 @@ class TransactionLayer:
         table = self.server if isinstance(txn, ServerTransaction) else self.client
         if table.get(txn.key) is txn:
             del table[txn.key]
+        self._ended.append(txn)
+
+    def _report_terminated(self) -> None:
+        """Tell the TU which transactions ended, once what ended them was reported."""
+        report = getattr(self.tu, "on_transaction_terminated", None)
+        while self._ended:
+            txn = self._ended.pop(0)
+            if report is not None:
+                report(txn)

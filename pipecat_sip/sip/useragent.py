@@ -152,6 +152,7 @@ class _Leg:
     local_sdp: bytes = b""
     pending_bye: bool = False
     pending_cancel: bool = False
+    cancel_sent: bool = False
     ack_bytes: bytes | None = None
     extra: dict = field(default_factory=dict)
 
@@ -189,7 +190,8 @@ class UserAgent:
         self._events: deque[Event] = deque()
         self._legs: dict[str, _Leg] = {}
         self._by_dialog: dict[DialogId, _Leg] = {}
-        self._by_txn: dict[int, _Leg] = {}
+        # Transaction -> its call, for as long as the transaction lives.
+        self._by_txn: dict[Transaction, _Leg] = {}
         host_literal = f"[{host}]" if ":" in host and not host.startswith("[") else host
         self.contact = Address(SIPURI(host_literal, user=user, port=port))
         self._via_host = host_literal
@@ -232,7 +234,7 @@ class UserAgent:
         try:
             msg = parse_message(data)
         except SIPParseError as exc:
-            self._reject_malformed(exc, addr)
+            self._reject_malformed(exc, addr, now)
             return
         try:
             if isinstance(msg, SIPRequest):
@@ -241,11 +243,15 @@ class UserAgent:
                 self._on_response(msg, addr, now)
         except SIPParseError as exc:  # a header read lazily turned out bad
             exc.partial = exc.partial or msg
-            self._reject_malformed(exc, addr)
+            self._reject_malformed(exc, addr, now)
         except Exception:
             logger.exception(f"SIP: error handling {msg!r} from {addr}")
-            if isinstance(msg, SIPRequest) and msg.method != "ACK":
-                self.layer.send(bytes(make_response(msg, 500)), addr)
+            try:
+                if isinstance(msg, SIPRequest) and msg.method != "ACK":
+                    if not self._fail_transaction(msg, 500, None, now):
+                        self.layer.send(bytes(make_response(msg, 500)), addr)
+            except Exception:
+                logger.exception(f"SIP: could not answer 500 to {msg!r}")
 
     # --- UAS actions ------------------------------------------------------------
     def ringing(self, call_id: str, now: float) -> None:
@@ -379,14 +385,15 @@ class UserAgent:
         elif leg.state == "calling":
             leg.pending_cancel = True
         elif leg.state == "early":
-            self._send_cancel(leg, now)
+            if not leg.cancel_sent:
+                self._send_cancel(leg, now)
         else:
             self._send_bye(leg, now)
 
     # --- TransactionUser --------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: SIPResponse) -> None:
         """Responses to our INVITE, BYE and CANCEL."""
-        leg = self._by_txn.get(id(txn))
+        leg = self._by_txn.get(txn)
         if leg is None:
             return
         code = response.status_code
@@ -415,18 +422,25 @@ class UserAgent:
 
     def on_transaction_timeout(self, txn: Transaction) -> None:
         """Timer B/F, or Timer H for a non-2xx final response."""
-        leg = self._by_txn.get(id(txn))
+        leg = self._by_txn.get(txn)
         if leg is None or leg.state == "ended":
             return
         if isinstance(txn, ClientInviteTransaction):
-            self._end(leg, "timeout", 408)
+            if leg.cancel_sent:  # no final response 64*T1 after CANCEL (s.9.1)
+                self._end(leg, "cancelled")
+            else:
+                self._end(leg, "timeout", 408)
         elif txn.method == "BYE":
             logger.warning(f"SIP {leg.call_id}: BYE got no response")
             self._end(leg, "local_bye", 408)
 
+    def on_transaction_terminated(self, txn: Transaction) -> None:
+        """Forget a finished transaction's link to its call."""
+        self._by_txn.pop(txn, None)
+
     def on_ack_timeout(self, txn: ServerInviteTransaction) -> None:
         """No ACK for our 2xx within 64*T1: end the call with BYE (RFC 3261 s.13.3.1.4)."""
-        leg = self._by_txn.get(id(txn))
+        leg = self._by_txn.get(txn)
         if leg is None or leg.state == "ended" or txn is not leg.invite_txn:
             return
         logger.warning(f"SIP {leg.call_id}: no ACK for 200 OK, ending the call")
@@ -538,9 +552,8 @@ class UserAgent:
             content_type=SDP,
         )
         if isinstance(txn, ServerInviteTransaction):
-            self._untrack(leg.invite_txn)
             leg.invite_txn = txn
-            self._by_txn[id(txn)] = leg
+            self._by_txn[txn] = leg
         self.layer.respond(txn, response, now)
         self._events.append(CallUpdated(leg.call_id, req))
 
@@ -548,6 +561,9 @@ class UserAgent:
         leg = self._by_dialog.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
         if leg is None:
             return
+        txn = leg.invite_txn
+        if isinstance(txn, ServerInviteTransaction) and req.cseq.seq != txn.request.cseq.seq:
+            return  # not the ACK for our latest 2xx (RFC 3261 s.13.2.2.4, s.17.1.1.3)
         self._stop_2xx_retransmission(leg)
         if leg.state == "answered":
             leg.state = "established"
@@ -563,7 +579,7 @@ class UserAgent:
             self._respond_txn(cancel_txn, 481, now)
             return
         self._respond_txn(cancel_txn, 200, now)
-        leg = self._by_txn.get(id(invite_txn))
+        leg = self._by_txn.get(invite_txn)
         if invite_txn.state == "proceeding" and leg is not None:
             self.layer.respond(invite_txn, self._response(leg, 487), now)
             self._end(leg, "cancelled", 487)
@@ -583,7 +599,12 @@ class UserAgent:
                 self.layer.send(leg.ack_bytes, leg.dialog.next_hop())
 
     def _confirm_uac(self, leg: _Leg, response: SIPResponse) -> None:
-        dialog = Dialog.from_uac(leg.invite, response, leg.source)
+        try:
+            dialog = Dialog.from_uac(leg.invite, response, leg.source)
+        except LocalProtocolError as exc:  # 2xx without Contact: no dialog possible
+            logger.warning(f"SIP {leg.call_id}: unusable 2xx: {exc}")
+            self._end(leg, "error", response.status_code)
+            return
         leg.dialog = dialog
         self._by_dialog[dialog.id] = leg
         ack = dialog.create_request(
@@ -593,7 +614,7 @@ class UserAgent:
         self.layer.send(leg.ack_bytes, dialog.next_hop())
         leg.state = "established"
         self._events.append(CallAnswered(leg.call_id, response))
-        if leg.pending_cancel:
+        if leg.pending_cancel or leg.cancel_sent:  # we hung up meanwhile (s.9.1, s.15)
             leg.pending_cancel = False
             self._send_bye(leg, self._now)
 
@@ -608,10 +629,7 @@ class UserAgent:
 
     def _track(self, leg: _Leg, txn: Transaction) -> None:
         self._legs[leg.call_id] = leg
-        self._by_txn[id(txn)] = leg
-
-    def _untrack(self, txn: Transaction) -> None:
-        self._by_txn.pop(id(txn), None)
+        self._by_txn[txn] = leg
 
     def _end(self, leg: _Leg, reason: str, status_code: int | None = None) -> None:
         if leg.state == "ended":
@@ -636,7 +654,7 @@ class UserAgent:
             "BYE", self._via_host, self.port, headers=self._ua_headers()
         )
         txn = self.layer.start_client(bye, leg.dialog.next_hop(), now)
-        self._by_txn[id(txn)] = leg
+        self._by_txn[txn] = leg
         leg.state = "terminating"
         if reason != "local_bye":
             self._end(leg, reason)
@@ -654,7 +672,10 @@ class UserAgent:
         h.add("CSeq", CSeq(inv.cseq.seq, "CANCEL"))
         cancel = SIPRequest("CANCEL", inv.uri, h)
         txn = self.layer.start_client(cancel, leg.source, now)
-        self._by_txn[id(txn)] = leg
+        self._by_txn[txn] = leg
+        leg.cancel_sent = True
+        if isinstance(leg.invite_txn, ClientInviteTransaction):
+            leg.invite_txn.cancel_sent(now)
 
     def _new_via(self) -> Via:
         return Via("UDP", self._via_host, self.port, {"branch": new_branch(), "rport": None})
@@ -743,21 +764,54 @@ class UserAgent:
             txn, make_response(txn.request, code, reason, to_tag=to_tag, headers=extra), now
         )
 
-    def _reject_malformed(self, exc: SIPParseError, addr: Addr) -> None:
-        partial = exc.partial
-        readable = isinstance(partial, SIPRequest) and all(
-            partial.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")
-        )
-        if not readable or partial.method == "ACK":  # type: ignore[union-attr]
-            logger.warning(f"SIP: dropped unreadable datagram from {addr}: {exc}")
-            return
-        detail = str(exc).replace("\r", " ").replace("\n", " ")[:120]
-        reason = f"{make_response(partial, exc.status_code).reason} ({detail})"  # type: ignore[arg-type]
-        response = make_response(partial, exc.status_code, reason)  # type: ignore[arg-type]
+    def _reject_malformed(self, exc: SIPParseError, addr: Addr, now: float) -> None:
+        try:
+            partial = exc.partial
+            readable = isinstance(partial, SIPRequest) and all(
+                partial.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")
+            )
+            if not readable or partial.method == "ACK":  # type: ignore[union-attr]
+                logger.warning(f"SIP: dropped unreadable datagram from {addr}: {exc}")
+                return
+            detail = str(exc).replace("\r", " ").replace("\n", " ")[:120]
+            reason = f"{make_response(partial, exc.status_code).reason} ({detail})"  # type: ignore[arg-type]
+            logger.info(f"SIP: {exc.status_code} to malformed request from {addr}: {exc}")
+            # Found bad after its transaction was made: answer through it, so that
+            # retransmissions get the same answer and the transaction ends.
+            if self._fail_transaction(partial, exc.status_code, reason, now):  # type: ignore[arg-type]
+                return
+            response = make_response(partial, exc.status_code, reason)  # type: ignore[arg-type]
+            if self.server_name:
+                response.headers.add("Server", self.server_name)
+            self.layer.send(bytes(response), addr)
+        except Exception:  # never raise for bad input
+            logger.exception(f"SIP: could not answer malformed datagram from {addr}")
+
+    def _fail_transaction(self, req: SIPRequest, code: int, reason: str | None, now: float) -> bool:
+        """Answer `req` with an error through the server transaction created for it.
+
+        Returns:
+            False when no transaction was created for this very request, or it
+            has already sent a final response.
+        """
+        try:
+            txn = self.layer.find_server(req)
+        except SIPParseError:
+            return False
+        if txn is None or txn.request is not req or txn.state not in ("trying", "proceeding"):
+            return False
+        extra: list[tuple[str, object]] = []
         if self.server_name:
-            response.headers.add("Server", self.server_name)
-        logger.info(f"SIP: {exc.status_code} to malformed request from {addr}: {exc}")
-        self.layer.send(bytes(response), addr)
+            extra.append(("Server", self.server_name))
+        leg = self._by_txn.get(txn)
+        if leg is not None and (leg.invite_txn is not txn or leg.dialog is not None):
+            leg = None  # a re-INVITE failed: the call itself goes on
+        to_tag = leg.local_tag if leg is not None else new_tag()
+        response = make_response(req, code, reason, to_tag=to_tag, headers=extra)
+        self.layer.respond(txn, response, now)
+        if leg is not None:
+            self._end(leg, "error", code)
+        return True
 
     @staticmethod
     def _stamp_via(req: SIPRequest, addr: Addr) -> None:
@@ -766,7 +820,8 @@ class UserAgent:
         top = Via.parse(values[0])
         host = top.host[1:-1] if top.host.startswith("[") else top.host
         changed = False
-        if host != addr[0]:
+        # RFC 3581 s.4: with rport, received is added even when equal to sent-by.
+        if host != addr[0] or top.has_param("rport"):
             top.params["received"] = addr[0]
             changed = True
         if top.has_param("rport") and not top.get_param("rport"):
