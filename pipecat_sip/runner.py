@@ -20,6 +20,10 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--public-address` | `SIP_PUBLIC_ADDRESS` | the outbound interface's address |
 | `--max-calls` | `SIP_MAX_CALLS` | 100 |
 | `--rtp-timeout` | `SIP_RTP_TIMEOUT` | 30 (seconds; 0 disables) |
+| `--allowed-networks` | `SIP_ALLOWED_NETWORKS` | empty: all (CIDRs, comma-separated; others 403) |
+| `--rate-limit` | `SIP_RATE_LIMIT` | 100 (requests/s per source IP; 0 disables) |
+| `--rate-burst` | `SIP_RATE_BURST` | 200 (requests at once per source IP) |
+| `--server-name` | `SIP_SERVER_NAME` | pipecat-sip (Server/User-Agent header; `none` sends none) |
 """
 
 from __future__ import annotations
@@ -38,7 +42,12 @@ from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import SIPCall
-from pipecat_sip.server import SIPServer
+from pipecat_sip.server import (
+    DEFAULT_RATE_BURST,
+    DEFAULT_RATE_LIMIT,
+    SIPServer,
+    parse_networks,
+)
 
 BotFunction = Callable[[Any], Awaitable[Any]]
 
@@ -70,6 +79,10 @@ class SIPRunnerConfig:
         public_address: Address for SDP and Contact, or None to detect.
         max_calls: Concurrent calls before 503.
         rtp_timeout_s: Seconds without RTP before a call ends (0 disables).
+        allowed_networks: CIDR networks allowed to place calls (empty: all).
+        rate_limit: Requests/s accepted per source IP (0 disables).
+        rate_burst: Requests accepted at once per source IP.
+        server_name: Server/User-Agent header value, or None for none.
     """
 
     host: str = "0.0.0.0"
@@ -78,6 +91,10 @@ class SIPRunnerConfig:
     public_address: str | None = None
     max_calls: int = 100
     rtp_timeout_s: float = 30.0
+    allowed_networks: tuple[str, ...] = ()
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    rate_burst: int = DEFAULT_RATE_BURST
+    server_name: str | None = "pipecat-sip"
 
 
 def _port(value: str, name: str, allow_zero: bool = False) -> int:
@@ -137,7 +154,48 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
         if rtp_timeout < 0:
             raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
-    return SIPRunnerConfig(host, port, rtp_range, public, max_calls, rtp_timeout)
+    value, name = pick("allowed_networks", "SIP_ALLOWED_NETWORKS")
+    networks: tuple[str, ...] = ()
+    if value:
+        try:
+            networks = tuple(str(n) for n in parse_networks(value))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("rate_limit", "SIP_RATE_LIMIT")
+    rate_limit = DEFAULT_RATE_LIMIT
+    if value:
+        try:
+            rate_limit = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of requests/s") from None
+        if not 0 <= rate_limit < float("inf"):
+            raise ConfigError(f"{name}: {value!r} must be 0 (off) or more requests/s")
+    value, name = pick("rate_burst", "SIP_RATE_BURST")
+    rate_burst = DEFAULT_RATE_BURST
+    if value:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"{name}: {value!r} is not a positive whole number")
+        rate_burst = int(value)
+    value, name = pick("server_name", "SIP_SERVER_NAME")
+    server_name: str | None = "pipecat-sip"
+    if value is not None:
+        server_name = value.strip()
+        if server_name.lower() in ("", "none"):
+            server_name = None
+        elif len(server_name) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in server_name):
+            raise ConfigError(f"{name}: {value!r} must be one line of at most 128 characters")
+    return SIPRunnerConfig(
+        host,
+        port,
+        rtp_range,
+        public,
+        max_calls,
+        rtp_timeout,
+        allowed_networks=networks,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        server_name=server_name,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-calls", help="concurrent calls before 503 (SIP_MAX_CALLS)")
     parser.add_argument(
         "--rtp-timeout", help="seconds without RTP before hang-up (SIP_RTP_TIMEOUT)"
+    )
+    parser.add_argument(
+        "--allowed-networks",
+        help="CIDRs allowed to call, comma-separated (SIP_ALLOWED_NETWORKS, default: all)",
+    )
+    parser.add_argument(
+        "--rate-limit", help="requests/s per source IP, 0 = off (SIP_RATE_LIMIT, default 100)"
+    )
+    parser.add_argument(
+        "--rate-burst", help="requests at once per source IP (SIP_RATE_BURST, default 200)"
+    )
+    parser.add_argument(
+        "--server-name", help="Server header value, 'none' for none (SIP_SERVER_NAME)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -248,6 +319,10 @@ async def serve(
         rtp_port_range=config.rtp_port_range,
         max_calls=config.max_calls,
         rtp_timeout_s=config.rtp_timeout_s,
+        allowed_networks=config.allowed_networks,
+        rate_limit=config.rate_limit,
+        rate_burst=config.rate_burst,
+        server_name=config.server_name,
     )
     if stop_event is None:
         stop_event = asyncio.Event()

@@ -9,8 +9,9 @@ user agent's events into `SIPCall` objects with their RTP ports and media.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,8 @@ from pipecat_sip.sdp import (
     create_offer,
     negotiate,
 )
-from pipecat_sip.sip.message import SIPRequest
+from pipecat_sip.sip.errors import SIPParseError
+from pipecat_sip.sip.message import SIPRequest, is_keepalive, make_response, parse_message
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import (
@@ -43,6 +45,98 @@ from pipecat_sip.sip.useragent import (
 )
 
 CallHandler = Callable[[SIPCall], Awaitable[Any]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Default largest SIP datagram accepted, bytes (RFC 3261 s.18.1.1 keeps UDP
+#: requests under the path MTU; 16 KiB leaves room for big SDP offers).
+DEFAULT_MAX_MESSAGE_SIZE = 16384
+#: Default most header lines accepted in one message.
+DEFAULT_MAX_HEADERS = 128
+#: Default per-source request rate (requests/s) and burst for the token bucket.
+DEFAULT_RATE_LIMIT = 100.0
+DEFAULT_RATE_BURST = 200
+_DROP_LOG_INTERVAL_S = 10.0
+_MAX_TRACKED_SOURCES = 10000
+
+
+def parse_networks(networks: Iterable[str | Network] | str) -> tuple[Network, ...]:
+    """Parse CIDR networks (`"10.0.0.0/8"`, `"192.0.2.7"`, `"2001:db8::/32"`).
+
+    Args:
+        networks: Networks as text or `ipaddress` networks; a string may hold
+            several, separated by commas or spaces. Host bits are allowed
+            (`10.1.2.3/8` means `10.0.0.0/8`).
+
+    Returns:
+        The networks.
+
+    Raises:
+        ValueError: One is not a network; the message names it.
+    """
+    if isinstance(networks, str):
+        networks = networks.replace(",", " ").split()
+    out: list[Network] = []
+    for net in networks:
+        if isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            out.append(net)
+            continue
+        try:
+            out.append(ipaddress.ip_network(str(net).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{net!r} is not a network like 10.0.0.0/8") from None
+    return tuple(out)
+
+
+def _in_networks(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+class RateLimiter:
+    """Token buckets per source IP: `rate` requests/s on average, `burst` at once.
+
+    Pure: the caller passes the time. Buckets of sources idle long enough to be
+    full again are forgotten when many sources are tracked, so a flood from
+    spoofed addresses cannot grow memory without bound.
+
+    Args:
+        rate: Tokens added per second (requests/s); must be > 0.
+        burst: Bucket size (requests accepted at once after a quiet period).
+
+    Raises:
+        ValueError: rate <= 0 or burst < 1.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate limit needs rate > 0 and burst >= 1, not {rate}/{burst}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, last time)
+
+    def allow(self, host: str, now: float) -> bool:
+        """Take one token for `host` at time `now` (seconds); False when none is left."""
+        tokens, last = self._buckets.get(host, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if host not in self._buckets and len(self._buckets) >= _MAX_TRACKED_SOURCES:
+            self._prune(now)
+        self._buckets[host] = (tokens, now)
+        return allowed
+
+    def _prune(self, now: float) -> None:
+        full_after = self.burst / self.rate
+        self._buckets = {h: v for h, v in self._buckets.items() if now - v[1] < full_after}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 def default_public_address(host: str) -> str:
@@ -101,12 +195,26 @@ class SIPServer:
         codecs: Codec names we accept, in our preference order.
         rtp_timeout_s: Seconds without RTP before a call is ended (0 disables).
         send_silence: Send silence packets when the bot is quiet (else nothing).
-        server_name: Server/User-Agent header value; None sends none.
+        server_name: Server/User-Agent header value; None sends none (a
+            value without a version reveals less to scanners).
         user: User part of our Contact URI.
         timer_values: SIP timers T1/T2/T4 (RFC 3261 s.17).
+        max_message_size: Largest SIP datagram accepted, bytes. A larger
+            request is answered 413 (when its headers can be read), anything
+            else larger is dropped.
+        max_headers: Most header lines accepted in one message; a request
+            with more is answered 400, anything else dropped.
+        allowed_networks: Source networks (CIDR text or `ipaddress`
+            networks) allowed to place calls; INVITEs from elsewhere get 403.
+            Empty: calls from anywhere.
+        rate_limit: Requests per second accepted from one source IP (token
+            bucket); the excess is dropped with a rate-limited warning. 0
+            disables the limit.
+        rate_burst: Requests accepted at once from one source IP after a
+            quiet period (the bucket size).
 
     Raises:
-        ValueError: A bad argument (port, range, max_calls).
+        ValueError: A bad argument (port, range, max_calls, network, limit).
 
     Example:
         ```python
@@ -135,11 +243,31 @@ class SIPServer:
         server_name: str | None = "pipecat-sip",
         user: str = "pipecat",
         timer_values: TimerValues | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        allowed_networks: Iterable[str | Network] | str = (),
+        rate_limit: float = DEFAULT_RATE_LIMIT,
+        rate_burst: int = DEFAULT_RATE_BURST,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, not {max_calls}")
+        if max_message_size < 1024:
+            raise ValueError(f"max_message_size must be at least 1024, not {max_message_size}")
+        if max_headers < 8:
+            raise ValueError(f"max_headers must be at least 8, not {max_headers}")
+        if rate_limit < 0:
+            raise ValueError(f"rate_limit must be 0 (off) or more, not {rate_limit}")
+        self.max_message_size = max_message_size
+        self.max_headers = max_headers
+        self.allowed_networks = parse_networks(allowed_networks)
+        self.rate_limiter = RateLimiter(rate_limit, rate_burst) if rate_limit else None
+        self.dropped_rate_limited = 0
+        self.dropped_oversized = 0
+        self.rejected_forbidden = 0
+        self._drops_logged_at: float | None = None
+        self._drops_unlogged = 0
         self.call_handler = call_handler
         self.host = host
         self.port = port
@@ -283,8 +411,79 @@ class SIPServer:
     # --- incoming datagrams and timers ---------------------------------------------
     def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.ua is not None and self._loop is not None
-        self.ua.receive_datagram(data, addr, self._loop.time())
+        now = self._loop.time()
+        if is_keepalive(data):
+            return
+        limiter = self.rate_limiter
+        if limiter is not None and not limiter.allow(addr[0], now):
+            self._note_rate_limited(addr, now)
+            return
+        if not self._screen(data, addr):
+            return
+        self.ua.receive_datagram(data, addr, now)
         self._flush()
+
+    def _screen(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Enforce the size and header-count limits; False when the datagram is refused.
+
+        The head (start line and headers) is found without parsing; only a
+        refused request is parsed, to answer 413 (too large) or 400 (too many
+        headers) statelessly when its headers are readable.
+        """
+        size = len(data)
+        data = data.lstrip(b"\r\n")  # as the parser does (RFC 3261 s.7.5)
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            end = data.find(b"\n\n")
+        head = data if end < 0 else data[:end]
+        if size > self.max_message_size:
+            status, reason = 413, "Request Entity Too Large"
+        elif head.count(b"\n") > self.max_headers:
+            status, reason = 400, f"Bad Request (more than {self.max_headers} headers)"
+        else:
+            return True
+        self.dropped_oversized += 1  # too large or too many headers
+        try:
+            self._refuse(head, addr, status, reason)
+        except Exception:  # never out of the socket callback for bad input
+            logger.exception(f"SIP: could not answer {status} to {addr}")
+        return False
+
+    def _refuse(self, head: bytes, addr: tuple[str, int], status: int, reason: str) -> None:
+        try:
+            request = parse_message(head + b"\r\n\r\n")
+        except SIPParseError as exc:
+            request = exc.partial  # type: ignore[assignment]
+        readable = isinstance(request, SIPRequest) and all(
+            request.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")
+        )
+        if not readable or request.method == "ACK":  # type: ignore[union-attr]
+            logger.warning(f"SIP: dropped a datagram from {addr[0]}:{addr[1]} ({reason})")
+            return
+        assert isinstance(request, SIPRequest)
+        headers: list[tuple[str, object]] = []
+        if self.server_name:
+            headers.append(("Server", self.server_name))
+        response = make_response(request, status, reason, headers=headers)
+        try:
+            destination = UserAgent._response_address(request, addr)
+        except SIPParseError:
+            destination = addr
+        logger.warning(f"SIP: {status} to {request.method} from {addr[0]}:{addr[1]} ({reason})")
+        if self._transport is not None:
+            self._transport.sendto(bytes(response), destination)
+
+    def _note_rate_limited(self, addr: tuple[str, int], now: float) -> None:
+        self.dropped_rate_limited += 1
+        self._drops_unlogged += 1
+        last = self._drops_logged_at
+        if last is None or now - last >= _DROP_LOG_INTERVAL_S:
+            logger.warning(
+                f"SIP: rate limit ({self.rate_limiter.rate:g}/s per source): dropped "  # type: ignore[union-attr]
+                f"{self._drops_unlogged} datagram(s), the latest from {addr[0]}:{addr[1]}"
+            )
+            self._drops_logged_at = now
+            self._drops_unlogged = 0
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -347,6 +546,11 @@ class SIPServer:
         now = self._loop.time()
         req = event.request
         call_id = event.call_id
+        if self.allowed_networks and not _in_networks(event.source[0], self.allowed_networks):
+            self.rejected_forbidden += 1
+            logger.warning(f"SIP {call_id}: INVITE from {event.source[0]}, not allowed, 403")
+            self.ua.reject(call_id, 403, now)
+            return
         if len(self.calls) >= self.max_calls:
             logger.warning(f"SIP {call_id}: at capacity ({self.max_calls} calls), 503")
             self.ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])

@@ -618,3 +618,260 @@ async def test_sigterm_with_20_live_calls_byes_all_and_exits_0(sipp):
         assert "SIP server stopped" in bot.log
     finally:
         await bot.close()
+
+
+# --- 8. limits and hardening -------------------------------------------------------------------
+
+
+def options_bytes(peer_port: int, server_port: int, *, extra: str = "", cseq: int = 1) -> bytes:
+    return (
+        f"OPTIONS sip:bot@127.0.0.1:{server_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{peer_port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@127.0.0.1:{peer_port}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:bot@127.0.0.1:{server_port}>\r\n"
+        f"Call-ID: opt-{secrets.token_hex(6)}\r\n"
+        f"CSeq: {cseq} OPTIONS\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def padded_invite(peer: RawPeer, *, body_bytes: int = 0, headers: int = 0) -> bytes:
+    """An INVITE grown by SDP attribute lines (`body_bytes`) or X- headers (`headers`)."""
+    data = peer.invite_bytes()
+    head, _, sdp = data.partition(b"\r\n\r\n")
+    if body_bytes:
+        line = b"a=x-pad:" + b"p" * 90 + b"\r\n"
+        sdp += line * (body_bytes // len(line) + 1)
+        head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(sdp), head)
+    if headers:
+        head += b"".join(b"\r\nX-Pad-%d: %d" % (i, i) for i in range(headers))
+    return head + b"\r\n\r\n" + sdp
+
+
+async def test_oversized_request_gets_413_and_oversized_junk_is_dropped():
+    rec = Recorder()
+    server = await start_server(rec, rtp_timeout_s=5)
+    peer = await RawPeer.open(server)
+    try:
+        big = padded_invite(peer, body_bytes=20000)
+        assert len(big) > 16384
+        peer.sip.send(big, peer.server_addr)
+        assert await wait_for(lambda: peer.responses(413), 2.0), peer.messages()
+        response = peer.responses(413)[0]
+        assert response.call_id == peer.call_id and response.headers.get("Server") == "pipecat-sip"
+        # oversized junk and an oversized response: no answer at all
+        peer.sip.send(b"\x00" * 20000, peer.server_addr)
+        peer.sip.send(b"SIP/2.0 200 OK\r\n" + b"X: y\r\n" * 4000 + b"\r\n", peer.server_addr)
+        await asyncio.sleep(0.3)
+        assert len(peer.sip.datagrams) == 1 and rec.calls == []
+        assert server.dropped_oversized == 3
+        # a large but allowed INVITE makes a call
+        peer.sip.send(padded_invite(peer, body_bytes=10000), peer.server_addr)
+        ok = await peer.wait_200()
+        assert ok.call_id == peer.call_id and len(rec.calls) == 1
+    finally:
+        peer.close()
+        await server.stop()
+
+
+async def test_max_message_size_is_configurable():
+    server = await start_server(Recorder(), max_message_size=4096)
+    peer = await RawPeer.open(server)
+    try:
+        peer.sip.send(padded_invite(peer, body_bytes=5000), peer.server_addr)
+        assert await wait_for(lambda: peer.responses(413), 2.0), peer.messages()
+        peer.sip.send(padded_invite(peer, body_bytes=2000), peer.server_addr)
+        await peer.wait_200()
+    finally:
+        peer.close()
+        await server.stop()
+    with pytest.raises(ValueError, match="max_message_size"):
+        SIPServer(port=0, max_message_size=100)
+
+
+async def test_too_many_headers_gets_400():
+    rec = Recorder()
+    server = await start_server(rec)
+    peer = await RawPeer.open(server)
+    try:
+        many = padded_invite(peer, headers=200)
+        assert len(many) < 16384
+        peer.sip.send(many, peer.server_addr)
+        assert await wait_for(lambda: peer.responses(400), 2.0), peer.messages()
+        assert "128 headers" in peer.responses(400)[0].reason
+        # leading CRLFs (allowed before a message) do not hide the headers
+        hidden = options_bytes(peer.sip.port, server.port, extra="X: 1\r\n" * 200)
+        peer.sip.send(b"\r\n\r\n" + hidden, peer.server_addr)
+        assert await wait_for(lambda: peer.responses(400, "OPTIONS"), 2.0), peer.messages()
+        assert rec.calls == [] and server.dropped_oversized == 2
+        peer.sip.send(padded_invite(peer, headers=100), peer.server_addr)  # 111 headers: fine
+        await peer.wait_200()
+        assert len(rec.calls) == 1
+    finally:
+        peer.close()
+        await server.stop()
+
+
+async def test_allowed_networks_403_for_other_sources():
+    rec = Recorder()
+    server = await start_server(rec, allowed_networks="10.0.0.0/8, 192.168.0.0/16")
+    peer = await RawPeer.open(server)
+    try:
+        peer.send_invite()
+        assert await wait_for(lambda: peer.responses(403), 2.0), peer.messages()
+        assert rec.calls == [] and server.rejected_forbidden == 1
+        assert server.ports.in_use == 0 and not server.calls
+        # OPTIONS (health checks) are still answered
+        peer.sip.send(options_bytes(peer.sip.port, server.port), peer.server_addr)
+        assert await wait_for(lambda: peer.responses(200, "OPTIONS"), 2.0)
+    finally:
+        peer.close()
+        await server.stop()
+
+    server = await start_server(rec, allowed_networks=["10.0.0.0/8", "127.0.0.0/8"])
+    peer = await RawPeer.open(server)
+    try:
+        peer.send_invite()
+        await peer.wait_200()
+        assert len(rec.calls) == 1
+    finally:
+        peer.close()
+        await server.stop()
+
+
+def test_parse_networks():
+    from pipecat_sip.server import _in_networks, parse_networks
+
+    nets = parse_networks("10.1.2.3/8, 2001:db8::/32 192.0.2.7")
+    assert [str(n) for n in nets] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
+    assert _in_networks("10.9.9.9", nets) and _in_networks("::ffff:10.0.0.1", nets)
+    assert _in_networks("2001:db8::5", nets) and not _in_networks("192.0.2.8", nets)
+    assert not _in_networks("not-an-ip", nets)
+    with pytest.raises(ValueError, match="'10.0.0.0/33' is not a network"):
+        parse_networks(["10.0.0.0/33"])
+    with pytest.raises(ValueError, match="is not a network"):
+        SIPServer(port=0, allowed_networks="example.com")
+
+
+def test_rate_limiter_token_bucket():
+    from pipecat_sip.server import RateLimiter
+
+    limiter = RateLimiter(rate=10, burst=5)
+    assert [limiter.allow("192.0.2.1", 0.0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("192.0.2.2", 0.0)  # other sources have their own bucket
+    assert not limiter.allow("192.0.2.1", 0.05)  # half a token
+    assert limiter.allow("192.0.2.1", 0.1)
+    assert [limiter.allow("192.0.2.1", 100.0) for _ in range(6)] == [True] * 5 + [False]
+    with pytest.raises(ValueError):
+        RateLimiter(rate=0, burst=5)
+
+
+def test_rate_limiter_forgets_idle_sources():
+    import pipecat_sip.server as server_module
+
+    limiter = server_module.RateLimiter(rate=100, burst=10)
+    n = server_module._MAX_TRACKED_SOURCES
+    for i in range(n):
+        limiter.allow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 0.0)
+    assert len(limiter) == n
+    limiter.allow("192.0.2.1", 1.0)  # all others idle for 1 s > burst/rate: full, forgotten
+    assert len(limiter) == 1
+
+
+async def test_rate_limit_drops_excess_with_one_warning():
+    from loguru import logger
+
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
+    server = await start_server(Recorder(), rate_limit=20, rate_burst=5)
+    probe = await UdpSocket.open()
+    try:
+        for i in range(30):
+            probe.send(
+                options_bytes(probe.port, server.port, cseq=i + 1), ("127.0.0.1", server.port)
+            )
+        await asyncio.sleep(0.3)
+        answered = len(probe.datagrams)
+        assert 5 <= answered <= 12, answered  # the burst, plus what 20/s refilled meanwhile
+        assert server.dropped_rate_limited == 30 - answered
+        assert len([w for w in warnings if "rate limit" in w]) == 1  # rate-limited warning
+        await asyncio.sleep(0.3)  # refilled: served again
+        probe.send(options_bytes(probe.port, server.port), ("127.0.0.1", server.port))
+        assert await wait_for(lambda: len(probe.datagrams) == answered + 1, 2.0)
+    finally:
+        logger.remove(sink)
+        probe.close()
+        await server.stop()
+
+
+async def test_rate_limit_zero_disables():
+    server = await start_server(Recorder(), rate_limit=0)
+    probe = await UdpSocket.open()
+    try:
+        assert server.rate_limiter is None
+        for i in range(250):  # above the default burst, in about 0.25 s
+            probe.send(
+                options_bytes(probe.port, server.port, cseq=i + 1), ("127.0.0.1", server.port)
+            )
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)
+        assert await wait_for(lambda: len(probe.datagrams) == 250, 3.0), len(probe.datagrams)
+        assert server.dropped_rate_limited == 0
+    finally:
+        probe.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("server_name", [None, "acme-voice"])
+async def test_server_header_configurable(server_name):
+    rec = Recorder()
+    server = await start_server(rec, server_name=server_name)
+    peer = await RawPeer.open(server)
+    try:
+        peer.sip.send(options_bytes(peer.sip.port, server.port), peer.server_addr)
+        await peer.establish()
+        assert await wait_for(lambda: peer.responses(200, "OPTIONS"))
+        for response in [*peer.responses(), *peer.responses(method="OPTIONS")]:
+            assert response.headers.get("Server") == server_name, response
+        if server_name is None:
+            for data, _ in peer.sip.datagrams:
+                assert b"\r\nServer:" not in data and b"\r\nUser-Agent:" not in data, data
+    finally:
+        peer.close()
+        await server.stop()
+
+
+def test_runner_settings_for_limits():
+    import argparse
+
+    from pipecat_sip.runner import ConfigError, build_parser, parse_config
+
+    args = build_parser().parse_args([])
+    config = parse_config(args, {})
+    assert config.allowed_networks == () and config.rate_limit == 100 and config.rate_burst == 200
+    assert config.server_name == "pipecat-sip"
+    env = {
+        "SIP_ALLOWED_NETWORKS": "10.0.0.0/8,192.0.2.0/24",
+        "SIP_RATE_LIMIT": "0",
+        "SIP_RATE_BURST": "50",
+        "SIP_SERVER_NAME": "none",
+    }
+    config = parse_config(args, env)
+    assert config.allowed_networks == ("10.0.0.0/8", "192.0.2.0/24")
+    assert config.rate_limit == 0 and config.rate_burst == 50 and config.server_name is None
+    flags = build_parser().parse_args(["--server-name", "acme", "--allowed-networks", "::1/128"])
+    config = parse_config(flags, env)
+    assert config.server_name == "acme" and config.allowed_networks == ("::1/128",)
+    for var, value, text in [
+        ("SIP_ALLOWED_NETWORKS", "10.0.0.0/8,bogus", "SIP_ALLOWED_NETWORKS: 'bogus' is not a"),
+        ("SIP_RATE_LIMIT", "fast", "SIP_RATE_LIMIT: 'fast' is not a number"),
+        ("SIP_RATE_LIMIT", "-1", "SIP_RATE_LIMIT: '-1' must be 0"),
+        ("SIP_RATE_BURST", "0", "SIP_RATE_BURST: '0' is not a positive"),
+        ("SIP_SERVER_NAME", "a\x01b", "SIP_SERVER_NAME: 'a\\x01b' must be one line"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config(argparse.Namespace(), {var: value})
+        assert str(info.value).startswith(text), str(info.value)
+        assert "\n" not in str(info.value)
