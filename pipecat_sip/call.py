@@ -194,17 +194,21 @@ class SIPCall:
         self._server._ua_reject(self, status_code, reason, retry_after)
         await self._finish("rejected")
 
-    async def hangup(self) -> None:
+    async def hangup(self, reason: str = "local_bye") -> None:
         """End the call from our side; idempotent.
 
         Sends BYE when the call is up (CANCEL or an error response before),
         stops media and gives the RTP port back at once, without waiting for
         the peer's answer to the BYE.
+
+        Args:
+            reason: The end reason reported to ended handlers ("local_bye";
+                the server uses "shutdown" when it stops).
         """
         if self.state == "ended":
             return
         self._server._ua_hangup(self)
-        await self._finish("local_bye")
+        await self._finish(reason)
 
     async def wait_answered(self, timeout: float | None = None) -> None:
         """Wait until the call is established (ACK received, or our INVITE answered).

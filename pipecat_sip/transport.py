@@ -600,16 +600,19 @@ class SIPTransport(BaseTransport):
     The pipeline talks to the caller through ``transport.input()`` and
     ``transport.output()``. The bot's ``EndFrame`` hangs up (BYE) after the
     queued audio has been played; ``CancelFrame`` hangs up at once. When the
-    caller hangs up (BYE) or RTP stops for ``rtp_timeout_s``, the transport
-    fires ``on_client_disconnected``, cancels the pipeline (unless
-    ``cancel_on_disconnect`` is False) and sends no BYE of its own.
+    caller hangs up (BYE), RTP stops for ``rtp_timeout_s``, or the call ends
+    any other way than through this transport (server shutdown, bot code
+    calling ``call.hangup()``), the transport fires ``on_client_disconnected``,
+    cancels the pipeline (unless ``cancel_on_disconnect`` is False) and sends
+    no BYE of its own.
 
     Event handlers available:
 
     - on_client_connected(transport, call): the pipeline started and the
       call is established (ACK received); a good moment to greet the caller.
-    - on_client_disconnected(transport, call): the far end ended the call
-      (BYE, RTP timeout, ...); ``transport.end_reason`` says why.
+    - on_client_disconnected(transport, call): the call ended other than by
+      this transport (BYE, RTP timeout, shutdown, ...);
+      ``transport.end_reason`` says why.
     - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#",
       RFC 4733 "A"-"D"); also pushed downstream as ``InputDTMFFrame``.
 
@@ -783,7 +786,9 @@ class SIPTransport(BaseTransport):
 
     def _on_call_ended(self, reason: str) -> None:
         """SIPCall ended handler (sync): the far side or the network ended the call."""
-        if self._hangup_requested or reason == "local_bye" or self._end_reason is not None:
+        # Anything but our own hang-up ends the pipeline: the caller's BYE, an
+        # RTP timeout, the server shutting down, bot code calling call.hangup().
+        if self._hangup_requested or self._end_reason is not None:
             return
         self._end_reason = reason
         logger.info(f"{self} call ended by the far end ({reason})")
