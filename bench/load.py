@@ -65,19 +65,19 @@ def machine() -> dict:
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
-def core_ticks(cpu: int) -> tuple[int, int]:
-    """(busy, total) jiffies of one core from /proc/stat."""
+def core_ticks(cpu: int) -> tuple[int, int, int]:
+    """(busy, total, softirq) jiffies of one core from /proc/stat."""
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith(f"cpu{cpu} "):
                 v = [int(x) for x in line.split()[1:]]
                 idle = v[3] + v[4]  # idle, iowait
-                return sum(v) - idle, sum(v)
-    return 0, 0
+                return sum(v) - idle, sum(v), v[6]
+    return 0, 0, 0
 
 
-def proc_sample(pid: int, cpu: int) -> tuple[float, int, int, int, int] | None:
-    """(wall time s, CPU ticks utime+stime, RSS bytes, core busy, core total) or None once gone."""
+def proc_sample(pid: int, cpu: int) -> tuple | None:
+    """(wall s, CPU ticks utime+stime, RSS bytes, core busy, core total, core softirq) or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -166,8 +166,8 @@ def cpu_and_rss(samples: list, start: float, end: float, baseline_rss: int, n: i
     inside = [s for s in samples if start <= s[0] <= end]
     if len(inside) < 2:
         return {"cpu_pct": None, "rss_per_call_kb": None}
-    t0, c0, _, b0, a0 = inside[0]
-    t1, c1, _, b1, a1 = inside[-1]
+    t0, c0, _, b0, a0, q0 = inside[0]
+    t1, c1, _, b1, a1, q1 = inside[-1]
     cpu = 100.0 * (c1 - c0) / CLK_TCK / (t1 - t0)
     core = 100.0 * (b1 - b0) / max(1, a1 - a0)
     rss = max(s[2] for s in inside)
@@ -176,6 +176,8 @@ def cpu_and_rss(samples: list, start: float, end: float, baseline_rss: int, n: i
         # Busy % of the server's core, all processes: well above cpu_pct means the
         # core was shared (other jobs on the machine) and the figures are pessimistic.
         "core_busy_pct": round(core, 1),
+        # Of it, softirq (the kernel's packet work, partly for our own loopback traffic).
+        "core_softirq_pct": round(100.0 * (q1 - q0) / max(1, a1 - a0), 1),
         "rss_mb": round(rss / 2**20, 1),
         "rss_per_call_kb": round((rss - baseline_rss) / 1024 / max(1, n), 1),
     }
@@ -350,6 +352,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "nice": args.nice,
         "uvloop": args.uvloop,
     }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out = open(args.out, "a") if args.out else None  # noqa: SIM115
     header = {"bench": "load_run"} | info
     print(json.dumps(header), flush=True)
