@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipecat_sip.sip.errors import SIPParseError
-from pipecat_sip.sip.uri import TOKEN_RE, format_params, parse_params
+from pipecat_sip.sip.uri import DIGITS_RE, TOKEN_RE, format_params, parse_params
 
 # RFC 3261 s.7.3.3 and the IANA registry: compact form -> full name.
 COMPACT_FORMS = {
@@ -44,6 +44,7 @@ _KNOWN = [
     "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
 ]  # fmt: skip
 _CANONICAL = {name.lower(): name for name in _KNOWN}
+_CANONICAL.update({full.lower(): full for full in COMPACT_FORMS.values()})
 _CANONICAL.update({short: full for short, full in COMPACT_FORMS.items()})
 
 # Headers whose values are comma-separated lists (RFC 3261 s.7.3.1): several
@@ -74,6 +75,9 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# sent-by host: hostname / IPv4address / IPv6reference. "_" is let through
+# (some softphones put their machine name here); received= is what we use.
+_SENT_BY_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)\Z")
 _SENT_PROTOCOL_RE = re.compile(r"^\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/]+)\s+(.*)$", re.S)
 
 
@@ -157,12 +161,14 @@ def _parse_sent_by(sent_by: str, whole: str) -> tuple[str, int | None]:
         host, colon, port = sent_by.partition(":")
         host = host.strip()
         after = ":" + port if colon else ""
-    if not host or " " in host:
+    if not _SENT_BY_HOST_RE.match(host):
         raise SIPParseError(f"invalid Via sent-by in {whole!r}")
     if not after:
         return host, None
-    port_text = after.lstrip(":").strip()
-    if not after.startswith(":") or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port_text = after[1:].strip()
+    if not after.startswith(":") or not DIGITS_RE.match(port_text):
+        raise SIPParseError(f"invalid Via port in {whole!r}")
+    if not 0 < int(port_text) < 65536:
         raise SIPParseError(f"invalid Via port in {whole!r}")
     return host, int(port_text)
 
@@ -187,7 +193,7 @@ class CSeq:
             SIPParseError: Not a 32-bit number followed by a method token.
         """
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not TOKEN_RE.match(parts[1]):
+        if len(parts) != 2 or not DIGITS_RE.match(parts[0]) or not TOKEN_RE.match(parts[1]):
             raise SIPParseError(f"invalid CSeq {text!r}")
         seq = int(parts[0])
         if seq >= 2**32:

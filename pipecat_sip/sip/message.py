@@ -21,6 +21,8 @@ from pipecat_sip.sip.headers import (
     canonical_name,
 )
 from pipecat_sip.sip.uri import (
+    DIGITS_RE,
+    SIPURI,
     TOKEN_RE,
     URI,
     AbsoluteURI,
@@ -68,8 +70,12 @@ REASON_PHRASES = {
 }
 
 _REQUEST_LINE_RE = re.compile(r"^([^ ]+) ([^ ]+) ([^ ]+)$")
-_STATUS_LINE_RE = re.compile(r"^([^ ]+) (\d{3}) ?(.*)$")
-_VERSION_RE = re.compile(r"^SIP/\d+\.\d+$", re.I)
+# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF; a missing
+# SP after the code is accepted (RFC 4475 s.3.1.1.13), a fourth digit is not.
+_STATUS_LINE_RE = re.compile(r"^([^ ]+) ([0-9]{3})(?: (.*))?\Z", re.S)
+_VERSION_RE = re.compile(r"^SIP/[0-9]+\.[0-9]+\Z", re.I)
+# The empty line ending the headers (CRLF, or a bare LF from lenient peers).
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 
 
 class Headers:
@@ -239,7 +245,7 @@ class SIPMessage:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or int(value) > 255:
+        if not DIGITS_RE.match(value) or int(value) > 255:
             raise SIPParseError(f"invalid Max-Forwards {value!r}")
         return int(value)
 
@@ -353,16 +359,10 @@ def parse_message(data: bytes) -> SIPRequest | SIPResponse:
         SIPParseError: The message is malformed. `status_code` is the answer
             a UAS should give; `partial` holds what was readable, or None.
     """
-    head_end = data.find(b"\r\n\r\n")
-    sep_len = 4
-    if head_end < 0:
-        head_end = data.find(b"\n\n")
-        sep_len = 2
-    if head_end < 0:
-        head, body = data, b""
-    else:
-        head, body = data[:head_end], data[head_end + sep_len :]
-    text = head.decode("utf-8", "surrogateescape").lstrip("\r\n")
+    data = data.lstrip(b"\r\n")  # RFC 3261 s.7.5: ignore CRLFs before the start line
+    m = _HEAD_END_RE.search(data)
+    head, body = (data[: m.start()], data[m.end() :]) if m else (data, b"")
+    text = head.decode("utf-8", "surrogateescape")
     lines = text.replace("\r\n", "\n").split("\n")
     if not lines or not lines[0].strip():
         raise SIPParseError("empty message")
@@ -394,7 +394,7 @@ def _parse_start_line(line: str) -> SIPRequest | SIPResponse:
         code = int(m.group(2))
         if not 100 <= code <= 699:
             raise SIPParseError(f"invalid status code {code}")
-        return SIPResponse(code, m.group(3))
+        return SIPResponse(code, m.group(3) or "")
     m = _REQUEST_LINE_RE.match(line)
     if not m or not TOKEN_RE.match(m.group(1)):
         first = line.split(" ", 1)[0]
@@ -410,6 +410,11 @@ def _parse_start_line(line: str) -> SIPRequest | SIPResponse:
         request.uri = parse_uri(uri_text)
     except SIPParseError as exc:
         request.__class__ = _BadURI if exc.status_code == 416 else _BadStartLine
+        return request
+    if isinstance(request.uri, SIPURI) and request.uri.headers:
+        # RFC 3261 s.19.1.1 (table): headers are not allowed in a Request-URI
+        # (RFC 4475 s.3.1.2.11 escruri: rejecting with 400 is acceptable).
+        request.__class__ = _BadStartLine
     return request
 
 
@@ -431,7 +436,7 @@ def _parse_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
         if raw[0] in " \t":  # header folding (LWS): continue the previous line
             if items:
                 name, value = items[-1]
-                items[-1] = (name, f"{value} {raw.strip()}")
+                items[-1] = (name, f"{value} {raw.strip()}".strip())
             else:
                 error = error or "folded line before the first header"
             continue
@@ -449,7 +454,7 @@ def _frame_body(headers: Headers, body: bytes) -> bytes:
     if not values:
         return body
     text = values[0].strip()
-    if not text.isdigit():
+    if not DIGITS_RE.match(text):
         raise SIPParseError(f"invalid Content-Length {text!r}")
     length = int(text)
     if length > len(body):
@@ -473,6 +478,9 @@ def _validate(msg: SIPRequest | SIPResponse) -> None:
     msg.vias  # noqa: B018 - parse to validate
     msg.from_  # noqa: B018
     msg.to  # noqa: B018
+    msg.contacts  # noqa: B018 - RFC 4475 s.3.1.2.13 regbadct
+    msg.route  # noqa: B018
+    msg.record_route  # noqa: B018
     cseq = msg.cseq
     msg.max_forwards  # noqa: B018
     if not msg.call_id or any(c in msg.call_id for c in " \t"):
@@ -514,18 +522,23 @@ def make_response(
     h = Headers()
     for line in request.headers.get_all("Via"):
         h.add("Via", line)
-    h.add("From", request.headers.get("From", ""))
-    to = request.headers.get("To", "")
-    if to_tag and status_code != 100:
+    # A header missing from a `partial` request stays missing (no empty lines).
+    to = request.headers.get("To")
+    if to is not None and to_tag and status_code != 100:
         try:
             address = Address.parse(to)
             if address.tag is None:
                 to = str(address.with_tag(to_tag))
         except SIPParseError:
             pass
-    h.add("To", to)
-    h.add("Call-ID", request.headers.get("Call-ID", ""))
-    h.add("CSeq", request.headers.get("CSeq", ""))
+    for name, value in (
+        ("From", request.headers.get("From")),
+        ("To", to),
+        ("Call-ID", request.headers.get("Call-ID")),
+        ("CSeq", request.headers.get("CSeq")),
+    ):
+        if value is not None:
+            h.add(name, value)
     if status_code == 100 and "Timestamp" in request.headers:
         h.add("Timestamp", request.headers.get("Timestamp"))
     for name, value in headers:

@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from pipecat_sip.sip.errors import SIPParseError
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+# (\Z, not $: "$" also matches before a final newline.)
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# port = 1*DIGIT, and the other numbers of the grammar: ASCII digits only
+# (str.isdigit() also takes "²" and "٣", which int() rejects or reads).
+DIGITS_RE = re.compile(r"^[0-9]+\Z")
 # hostname = *( domainlabel "." ) toplabel [ "." ]; IPv4address; IPv6reference
-_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)$")
+HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)\Z")
+# Never part of a URI: white space, controls, and the delimiters of name-addr
+# and quoted-string (RFC 3986 s.2; RFC 3261 s.25.1 escapes them as %HH).
+_NOT_IN_URI_RE = re.compile(r'[\x00-\x20\x7f<>"]')
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+_QUOTED_STRING_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"\Z', re.S)
 
 
 def split_outside_quotes(text: str, sep: str) -> list[str]:
@@ -137,6 +146,8 @@ class SIPURI:
         scheme = scheme.lower()
         if scheme not in ("sip", "sips"):
             raise SIPParseError(f"unsupported URI scheme {scheme!r}", 416)
+        if _NOT_IN_URI_RE.search(rest):
+            raise SIPParseError(f'white space, control or <>" character in URI {text!r}')
         user = password = None
         at = rest.rfind("@")
         if at >= 0:
@@ -150,8 +161,11 @@ class SIPURI:
         host, port = _split_hostport(hostport, text)
         headers: list[tuple[str, str]] = []
         if qmark:
+            # headers = "?" header *( "&" header ); header = hname "=" hvalue
             for item in header_text.split("&"):
                 name, _, value = item.partition("=")
+                if not name:
+                    raise SIPParseError(f"empty URI header name in {text!r}")
                 headers.append((name, value))
         return cls(
             host=host,
@@ -223,7 +237,7 @@ def parse_uri(text: str) -> URI:
         raise SIPParseError(f"invalid URI {text!r}")
     if scheme.lower() in ("sip", "sips"):
         return SIPURI.parse(text)
-    if any(c in text for c in ' \t<>"'):
+    if _NOT_IN_URI_RE.search(text):
         raise SIPParseError(f"invalid URI {text!r}")
     return AbsoluteURI(text)
 
@@ -241,11 +255,11 @@ def _split_hostport(hostport: str, whole: str) -> tuple[str, int | None]:
         host, colon, port_text = hostport.partition(":")
         if not colon:
             port_text = None
-    if not host or not _HOST_RE.match(host):
+    if not host or not HOST_RE.match(host):
         raise SIPParseError(f"invalid host {host!r} in {whole!r}")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not DIGITS_RE.match(port_text) or not 0 < int(port_text) < 65536:
         raise SIPParseError(f"invalid port {port_text!r} in {whole!r}")
     return host, int(port_text)
 
@@ -283,9 +297,10 @@ class Address:
                 raise SIPParseError(f"unterminated '<' in address {text!r}")
             name_text = text[:lt].strip()
             if name_text.startswith('"'):
-                if len(name_text) < 2 or not name_text.endswith('"'):
+                quoted = _QUOTED_STRING_RE.match(name_text)
+                if not quoted:
                     raise SIPParseError(f"invalid display name in {text!r}")
-                display_name = re.sub(r"\\(.)", r"\1", name_text[1:-1])
+                display_name = re.sub(r"\\(.)", r"\1", quoted.group(1), flags=re.S)
             elif name_text:
                 if not all(TOKEN_RE.match(w) for w in name_text.split()):
                     raise SIPParseError(f"invalid display name {name_text!r}")
@@ -321,7 +336,10 @@ class Address:
     def __str__(self) -> str:
         out = ""
         if self.display_name is not None:
-            escaped = self.display_name.replace("\\", "\\\\").replace('"', '\\"')
+            # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F): CR and LF cannot
+            # be escaped, so they become spaces (no header injection).
+            name = self.display_name.replace("\r", " ").replace("\n", " ")
+            escaped = re.sub(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"\\]', r"\\\g<0>", name)
             out = f'"{escaped}" '
         return f"{out}<{self.uri}>{format_params(self.params)}"
 
