@@ -933,3 +933,21 @@ def test_invite_flow_responses_follow_rport_and_keep_received():
 def test_useragent_rejects_bad_port():
     with pytest.raises(ValueError):
         UserAgent("127.0.0.1", 0)
+
+
+def test_unsupported_request_uri_scheme_gets_416():
+    from pipecat_sip.sip.message import parse_message
+    from pipecat_sip.sip.useragent import UserAgent
+
+    ua = UserAgent("127.0.0.1", 5080)
+    ua.receive_datagram(
+        b"OPTIONS mailto:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-416\r\n"
+        b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\n"
+        b"Call-ID: 416@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ("127.0.0.1", 5070),
+        0.0,
+    )
+    ((data, addr),) = ua.datagrams_to_send()
+    response = parse_message(data)
+    assert response.status_code == 416 and addr == ("127.0.0.1", 5070)

@@ -57,6 +57,8 @@ KNOWN_METHODS = frozenset(
     + ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "UPDATE")
 )
 SUPPORTED_OPTIONS: tuple[str, ...] = ()
+# Request-URI schemes we answer (sip and sips always); others get 416.
+URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 SDP = "application/sdp"
 
 
@@ -466,6 +468,9 @@ class UserAgent:
             self._on_cancel(req, reply_to, now)
             return
         txn = self.layer.create_server(req, reply_to)
+        if not isinstance(req.uri, SIPURI) and req.uri.scheme not in URI_SCHEMES:
+            self._respond_txn(txn, 416, now)  # RFC 3261 s.8.2.2.1
+            return
         unsupported = [t for t in req.option_tags("Require") if t not in SUPPORTED_OPTIONS]
         if unsupported:
             self._respond_txn(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
