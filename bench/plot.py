@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 P99_BOUND_MS = 5.0
 
@@ -63,6 +64,9 @@ def plot(rows: list[dict], run: dict, out: Path) -> None:
     ax_cpu.grid(True, alpha=0.3)
     ax_dev.axhline(P99_BOUND_MS, color="red", linestyle="--", linewidth=1, label="5 ms bound")
     ax_dev.set_yscale("log")
+    ax_dev.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax_dev.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax_dev.set_yticks([0.5, 1, 2, 5, 10, 20, 50, 100])
     ax_dev.set_ylabel("p99 |send interval - 20 ms|, ms")
     ax_dev.set_xlabel("concurrent calls (N)")
     ax_dev.legend()
