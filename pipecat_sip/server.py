@@ -194,6 +194,8 @@ class SIPServer:
         retry_after_s: Retry-After seconds sent with 503.
         codecs: Codec names we accept, in our preference order.
         rtp_timeout_s: Seconds without RTP before a call is ended (0 disables).
+        answer_timeout_s: Seconds an incoming call may ring unanswered before
+            it is rejected with 480 Temporarily Unavailable (0 disables).
         send_silence: Send silence packets when the bot is quiet (else nothing).
         server_name: Server/User-Agent header value; None sends none (a
             value without a version reveals less to scanners).
@@ -239,6 +241,7 @@ class SIPServer:
         retry_after_s: int = 5,
         codecs: Sequence[str] = SUPPORTED_CODECS,
         rtp_timeout_s: float = 30.0,
+        answer_timeout_s: float = 60.0,
         send_silence: bool = True,
         server_name: str | None = "pipecat-sip",
         user: str = "pipecat",
@@ -277,6 +280,7 @@ class SIPServer:
         self.retry_after_s = retry_after_s
         self.codecs = tuple(codecs)
         self.rtp_timeout_s = rtp_timeout_s
+        self.answer_timeout_s = answer_timeout_s
         self.send_silence = send_silence
         self.server_name = server_name
         self.user = user
@@ -316,7 +320,7 @@ class SIPServer:
         """Hang up every call (BYE), wait up to `timeout` s for the BYEs to complete, close."""
         calls = list(self.calls.values())
         for call in calls:
-            await call.hangup()
+            await call.hangup(reason="shutdown")
         deadline = asyncio.get_running_loop().time() + timeout
         while self.ua and self.ua.layer.client and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
@@ -597,10 +601,23 @@ class SIPServer:
             f"{call}: incoming from {info.from_uri} to {info.request_uri} "
             f"({negotiated.encoding_name}, rtp {lease.port})"
         )
+        if self.answer_timeout_s > 0:
+            self._loop.call_later(self.answer_timeout_s, self._answer_timeout, call)
         if self.call_handler is None:
             self._spawn(call.answer())
         else:
             self._spawn(self._run_handler(call))
+
+    def _answer_timeout(self, call: SIPCall) -> None:
+        if call.state != "incoming":
+            return
+        logger.warning(f"{call}: not answered in {self.answer_timeout_s:g} s, 480")
+
+        async def expire() -> None:
+            await call._finish("timeout", 480)
+            self._ua_reject(call, 480, None, None)
+
+        self._spawn(expire())
 
     async def _run_handler(self, call: SIPCall) -> None:
         assert self.call_handler is not None

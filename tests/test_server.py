@@ -1,0 +1,77 @@
+"""SIPServer behaviour driven by a raw UDP client on loopback (no third-party peer)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+from pipecat_sip.server import SIPServer
+from pipecat_sip.sip.message import SIPResponse, parse_message
+
+OFFER = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+def invite(port: int, client_port: int, call_id: str) -> bytes:
+    head = (
+        f"INVITE sip:bot@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{client_port};branch=z9hG4bK-{call_id}\r\n"
+        f"From: <sip:caller@127.0.0.1>;tag=t-{call_id}\r\n"
+        f"To: <sip:bot@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:{client_port}>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n"
+    )
+    return head.encode() + OFFER
+
+
+async def receive_responses(sock: socket.socket, until_status: int, timeout: float):
+    loop = asyncio.get_running_loop()
+    statuses = []
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), deadline - loop.time())
+        except TimeoutError:
+            break
+        message = parse_message(data)
+        assert isinstance(message, SIPResponse)
+        statuses.append(message.status_code)
+        if message.status_code == until_status:
+            break
+    return statuses
+
+
+async def test_unanswered_call_is_rejected_480_after_answer_timeout():
+    ringing = []
+
+    async def never_answers(call):
+        ringing.append(call)
+        await call.wait_ended()
+
+    base = random.randrange(20000, 40000, 2)
+    server = SIPServer(
+        never_answers,
+        host="127.0.0.1",
+        port=0,
+        rtp_port_range=(base, base + 99),
+        answer_timeout_s=0.3,
+    )
+    await server.start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        sock.sendto(
+            invite(server.port, sock.getsockname()[1], "ring-timeout"), ("127.0.0.1", server.port)
+        )
+        statuses = await receive_responses(sock, 480, timeout=3.0)
+        assert statuses[:2] == [100, 180] and statuses[-1] == 480
+        assert ringing and ringing[0].end_reason == "timeout"
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        sock.close()
+        await server.stop()
