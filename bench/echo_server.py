@@ -18,6 +18,7 @@ Usage: .venv/bin/python bench/echo_server.py --mode pipeline [--port 0] [--uvloo
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ from loguru import logger  # noqa: E402
 from pipecat_sip.call import SIPCall  # noqa: E402
 from pipecat_sip.media import MediaClock  # noqa: E402
 from pipecat_sip.server import SIPServer  # noqa: E402
+
+SIP_SERVER_ARGS = inspect.signature(SIPServer).parameters
 
 
 def build_handler(mode: str, counters: dict, lean: bool = False):
@@ -85,6 +88,8 @@ def build_handler(mode: str, counters: dict, lean: bool = False):
 
 async def serve(args: argparse.Namespace) -> None:
     counters = {"answered": 0, "errors": 0}
+    # One SIPp source stands for many callers (as a trunk would): no per-source limit.
+    limits = {"rate_limit": args.rate_limit} if "rate_limit" in SIP_SERVER_ARGS else {}
     server = SIPServer(
         build_handler(args.mode, counters, args.lean),
         host="127.0.0.1",
@@ -93,6 +98,7 @@ async def serve(args: argparse.Namespace) -> None:
         rtp_port_range=(args.rtp_first, args.rtp_last),
         max_calls=args.max_calls,
         rtp_timeout_s=args.rtp_timeout,
+        **limits,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,6 +119,7 @@ async def serve(args: argparse.Namespace) -> None:
         "answered": counters["answered"],
         "errors": counters["errors"],
         "live_calls": len(server.calls),
+        "dropped_rate_limited": getattr(server, "dropped_rate_limited", 0),
         "clock_ticks": clock.ticks,
         "clock_late_ticks": clock.late_ticks,
         "clock_skipped_deadlines": clock.skipped_deadlines,
@@ -132,6 +139,9 @@ def main() -> None:
     parser.add_argument("--rtp-timeout", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument(
+        "--rate-limit", type=float, default=0, help="SIP requests/s per source (0: off)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--lean", action="store_true", help="pipeline without metrics, RTVI and turn tracking"

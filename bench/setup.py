@@ -66,6 +66,7 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
     server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
     workdir = Path(tempfile.mkdtemp(prefix="bench-setup-"))
     drain = None
+    server_stats: dict = {}
     try:
         peer_port = (await peer.line("ready", 30))["port"]
         ready = await server.line("ready", 60)
@@ -85,7 +86,7 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
         rtt = read_rtt(workdir)
     finally:
         await peer.stop("peer_stats", timeout=5)
-        await server.stop("server_stats", timeout=5)
+        server_stats = await server.stop("server_stats", timeout=5)
         if drain is not None:
             drain.cancel()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -107,6 +108,7 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
             "invite_200_p95_ms": round(float(np.percentile(a, 95)), 2),
             "invite_200_max_ms": round(float(a.max()), 2),
         }
+    row["server_dropped_rate_limited"] = server_stats.get("dropped_rate_limited", 0)
     row["clean"] = failed == 0 and sipp.retransmissions == 0
     return row
 
