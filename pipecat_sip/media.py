@@ -36,6 +36,14 @@ MAX_BURST = 2
 """Most packets one session sends in one tick when the loop ran late; older
 deadlines are skipped (the RTP timestamp still moves on over them)."""
 
+PHASES = 4
+"""Phases of the media clock: sessions are spread over ``ptime / PHASES`` offsets."""
+
+SESSIONS_PER_PHASE = 32
+"""Sessions a phase takes before the next phase is used."""
+
+_PHASE_ORDER = (0, 2, 1, 3)  # fill phases far apart first
+
 _INBAND_GAP_MS = 60  # silence after an in-band DTMF tone, so repeated keys stay apart
 _CLOSE_TIMEOUT_S = 1.0
 _LOG_EVERY = 1000  # after the first, log only every n-th repeated receive/send error
@@ -44,13 +52,17 @@ _LOG_EVERY = 1000  # after the first, log only every n-th repeated receive/send 
 class MediaClock:
     """Paces every :class:`RTPSession` of one event loop from a single timer.
 
-    The timer fires at absolute deadlines ``start + k * ptime`` on the loop's
-    monotonic clock. On each tick every registered session sends at most one
-    packet. When the loop was late by a packet time or more, each session
-    sends up to :data:`MAX_BURST` packets and skips the older deadlines,
-    advancing its RTP timestamp over them, so timestamps stay consistent with
-    elapsed time without a burst. The timer runs only while sessions are
-    registered.
+    Sessions are spread over :data:`PHASES` phases offset by ``ptime /
+    PHASES`` (a phase fills up to :data:`SESSIONS_PER_PHASE` sessions before
+    the next one is used), so a tick sends at most a phase's worth of packets
+    and received packets are handled between ticks. Each phase's deadlines
+    are absolute: ``start + k * ptime + phase * ptime / PHASES`` on the loop's
+    monotonic clock, and on each of its deadlines every session of the phase
+    sends at most one packet. When the loop was late by a packet time or
+    more, each session sends up to :data:`MAX_BURST` packets and skips the
+    older deadlines, advancing its RTP timestamp over them, so timestamps stay
+    consistent with elapsed time without a burst. One timer handle is armed
+    at a time, and only while sessions are registered.
 
     Get the loop's shared clock with :meth:`for_loop`; RTPSession does so
     unless given one.
@@ -62,8 +74,9 @@ class MediaClock:
 
     Attributes:
         ticks: Timer callbacks so far.
-        late_ticks: Ticks that ran a packet time or more behind their deadline.
-        skipped_deadlines: Deadlines skipped (no packet sent for them).
+        late_ticks: Ticks that ran a packet time or more behind a deadline.
+        skipped_deadlines: Deadlines skipped (no packet sent for them), summed
+            over phases.
     """
 
     _registry: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
@@ -73,13 +86,16 @@ class MediaClock:
             raise ValueError(f"ptime must be positive, got {ptime_ms} ms")
         self.ptime_ms = ptime_ms
         self.period = ptime_ms / 1000.0
+        self._offset = self.period / PHASES
         self._loop_ref = weakref.ref(loop) if loop is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None  # held only while ticking
-        self._sessions: dict[RTPSession, None] = {}  # insertion-ordered set
-        self._snapshot: tuple[RTPSession, ...] = ()
+        self._phase_of: dict[RTPSession, int] = {}
+        self._phases: list[dict[RTPSession, None]] = [{} for _ in range(PHASES)]
+        self._snapshots: list[tuple[RTPSession, ...]] = [() for _ in range(PHASES)]
+        self._next_k = [0] * PHASES  # phase p's next deadline: start + k * period + p * offset
         self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
         self._start = 0.0
-        self._index = 0  # the pending deadline is start + index * period
         self.ticks = 0
         self.late_ticks = 0
         self.skipped_deadlines = 0
@@ -110,15 +126,15 @@ class MediaClock:
     @property
     def session_count(self) -> int:
         """How many sessions the clock paces."""
-        return len(self._sessions)
+        return len(self._phase_of)
 
     def add(self, session: "RTPSession") -> None:
-        """Pace ``session`` from the next tick on (starts the timer if idle).
+        """Pace ``session`` from its phase's next deadline on (starts the timer if idle).
 
         Raises:
             RuntimeError: Called outside the clock's event loop.
         """
-        if session in self._sessions:
+        if session in self._phase_of:
             return
         loop = asyncio.get_running_loop()
         bound = self._loop_ref() if self._loop_ref is not None else None
@@ -126,47 +142,87 @@ class MediaClock:
             self._loop_ref = weakref.ref(loop)
         elif bound is not loop:
             raise RuntimeError("MediaClock used from an event loop other than its own")
-        self._sessions[session] = None
-        self._snapshot = tuple(self._sessions)
+        now = loop.time()
         if self._handle is None:
             self._loop = loop
-            self._start = loop.time()
-            self._index = 0
-            self._handle = loop.call_at(self._start, self._tick)
+            self._start = now
+            self._next_k = [0] * PHASES
+        phase = self._pick_phase()
+        members = self._phases[phase]
+        if not members:  # a phase joining: its next deadline from now on
+            self._next_k[phase] = max(
+                0, -int(-(now - self._start - phase * self._offset) // self.period)
+            )
+        members[session] = None
+        self._snapshots[phase] = tuple(members)
+        self._phase_of[session] = phase
+        self._arm()
 
     def remove(self, session: "RTPSession") -> None:
         """Stop pacing ``session`` (stops the timer when none is left)."""
-        if session not in self._sessions:
+        phase = self._phase_of.pop(session, None)
+        if phase is None:
             return
-        del self._sessions[session]
-        self._snapshot = tuple(self._sessions)
-        if not self._sessions and self._handle is not None:
+        members = self._phases[phase]
+        del members[session]
+        self._snapshots[phase] = tuple(members)
+        if not self._phase_of and self._handle is not None:
             self._handle.cancel()
             self._handle = None
             self._loop = None
+
+    def _pick_phase(self) -> int:
+        sizes = [len(members) for members in self._phases]
+        for phase in _PHASE_ORDER:
+            if sizes[phase] < SESSIONS_PER_PHASE:
+                return phase
+        return min(_PHASE_ORDER, key=sizes.__getitem__)
+
+    def _deadline(self, phase: int) -> float:
+        return self._start + self._next_k[phase] * self.period + phase * self._offset
+
+    def _arm(self) -> None:
+        """Arm the one timer at the earliest deadline of any non-empty phase."""
+        loop = self._loop
+        if loop is None:
+            return
+        when = min(self._deadline(p) for p in range(PHASES) if self._phases[p])
+        if self._handle is not None:
+            if self._armed_at == when:
+                return
+            self._handle.cancel()
+        self._armed_at = when
+        self._handle = loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
         loop = self._loop
         if loop is None:
             return
+        self._handle = None
         now = loop.time()
         period = self.period
-        index = self._index
-        late = now - (self._start + index * period)
-        due = 1 if late < period else int(late / period) + 1
-        sends = due if due <= MAX_BURST else MAX_BURST
-        skipped = due - sends
-        self._index = index + due
-        self._handle = loop.call_at(self._start + self._index * period, self._tick)
         self.ticks += 1
-        if due > 1:
-            self.late_ticks += 1
-            self.skipped_deadlines += skipped
-        for session in self._snapshot:
-            try:
-                session._on_tick(now, sends, skipped)
-            except Exception:
-                session._log_error("error in media tick")
+        for phase in range(PHASES):
+            snapshot = self._snapshots[phase]
+            if not snapshot:
+                continue
+            late = now - self._deadline(phase)
+            if late < 0:
+                continue
+            due = 1 if late < period else int(late / period) + 1
+            sends = due if due <= MAX_BURST else MAX_BURST
+            skipped = due - sends
+            self._next_k[phase] += due
+            if due > 1:
+                self.late_ticks += 1
+                self.skipped_deadlines += skipped
+            for session in snapshot:
+                try:
+                    session._on_tick(now, sends, skipped)
+                except Exception:
+                    session._log_error("error in media tick")
+        if self._phase_of and self._loop is not None:
+            self._arm()
 
 
 @dataclass(slots=True)
@@ -218,10 +274,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
             self._session._log_error("error handling a received RTP packet")
 
     def error_received(self, exc: Exception) -> None:
-        session = self._session
-        session.stats.send_errors += 1
-        if session.stats.send_errors % _LOG_EVERY == 1:
-            logger.warning(f"{session._log}RTP socket error ({session.stats.send_errors}): {exc}")
+        self._session._transport_error(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._session._on_connection_lost()
@@ -593,7 +646,14 @@ class RTPSession:
     def _send(self, packet: bytes, payload_size: int) -> None:
         remote = self._remote
         if remote is not None and self._transport is not None:
-            self._transport.sendto(packet, remote)
+            try:
+                self._sock.sendto(packet, remote)  # non-blocking; cheaper than the transport's
+            except (BlockingIOError, InterruptedError):
+                self.stats.send_errors += 1  # socket buffer full: drop, as UDP would
+                return
+            except OSError as exc:
+                self._transport_error(exc)
+                return
             stats = self.stats
             stats.packets_sent += 1
             stats.octets_sent += payload_size
@@ -673,6 +733,12 @@ class RTPSession:
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)
+
+    def _transport_error(self, exc: Exception) -> None:
+        stats = self.stats
+        stats.send_errors += 1
+        if stats.send_errors % _LOG_EVERY == 1:
+            logger.warning(f"{self._log}RTP socket error ({stats.send_errors}): {exc}")
 
     def _log_error(self, what: str) -> None:
         self.stats.errors += 1

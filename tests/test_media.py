@@ -584,3 +584,21 @@ async def test_close_before_start_closes_the_socket(media):
     never_started = await media.session((HOST, 9), sock=never_started_sock, start=False)
     await never_started.close()
     assert never_started_sock.fileno() == -1
+
+
+async def test_many_sessions_spread_over_phases_keep_cadence(media):
+    from pipecat_sip.media import PHASES, SESSIONS_PER_PHASE
+
+    peer = await media.peer()
+    clock = MediaClock.for_loop()
+    count = SESSIONS_PER_PHASE * 2 + 3
+    sessions = [await media.session(peer.addr) for _ in range(count)]
+    phases = {clock._phase_of[s] for s in sessions}
+    assert len(phases) == 3 and phases <= set(range(PHASES))
+    sent_before = [s.stats.packets_sent for s in sessions]
+    await asyncio.sleep(0.5)
+    sent = [s.stats.packets_sent - b for s, b in zip(sessions, sent_before, strict=True)]
+    assert all(20 <= n <= 30 for n in sent), sent  # ~25 packets in 0.5 s for every session
+    for session in sessions:
+        await session.close()
+    assert not clock.running and clock.session_count == 0
