@@ -293,6 +293,7 @@ class SIPServer:
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._incoming_handlers: list[Callable[[SIPCall], Any]] = []
+        self._answer_timers: dict[str, asyncio.TimerHandle] = {}
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -602,13 +603,22 @@ class SIPServer:
             f"({negotiated.encoding_name}, rtp {lease.port})"
         )
         if self.answer_timeout_s > 0:
-            self._loop.call_later(self.answer_timeout_s, self._answer_timeout, call)
+            self._answer_timers[call_id] = self._loop.call_later(
+                self.answer_timeout_s, self._answer_timeout, call
+            )
         if self.call_handler is None:
             self._spawn(call.answer())
         else:
             self._spawn(self._run_handler(call))
 
+    def _cancel_answer_timer(self, call: SIPCall) -> None:
+        """Drop the ringing timer: a pending timer would keep the call object alive."""
+        handle = self._answer_timers.pop(call.call_id, None)
+        if handle is not None:
+            handle.cancel()
+
     def _answer_timeout(self, call: SIPCall) -> None:
+        self._answer_timers.pop(call.call_id, None)
         if call.state != "incoming":
             return
         logger.warning(f"{call}: not answered in {self.answer_timeout_s:g} s, 480")
@@ -673,6 +683,7 @@ class SIPServer:
     # --- used by SIPCall ------------------------------------------------------------
     def _ua_answer(self, call: SIPCall, sdp: bytes) -> None:
         assert self.ua is not None and self._loop is not None
+        self._cancel_answer_timer(call)
         self.ua.answer(call.call_id, sdp, self._loop.time())
         self._flush()
 
@@ -692,6 +703,7 @@ class SIPServer:
         self._flush()
 
     def _release(self, call: SIPCall, lease: PortLease) -> None:
+        self._cancel_answer_timer(call)
         self.ports.release(lease.port)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
