@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,11 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_sip.call import SIPCall
 from pipecat_sip.echo import EchoProcessor
-from pipecat_sip.server import SIPServer
 from pipecat_sip.transport import SIPParams, SIPTransport
 from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio
 from tests.helpers.baresip import Baresip, make_wav_for_baresip
 from tests.helpers.peers import require_binary
+from tests.helpers.server import start_server, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -93,23 +92,6 @@ class EchoBot:
             raise
         finally:
             self.finished.set()
-
-
-async def start_server(handler) -> SIPServer:
-    base = random.randrange(20000, 30000, 2)
-    server = SIPServer(handler, host="127.0.0.1", port=0, rtp_port_range=(base, base + 199))
-    await server.start()
-    return server
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.fixture

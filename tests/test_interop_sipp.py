@@ -8,69 +8,20 @@ and what the server did (calls created, end reasons, RTP ports returned).
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 
-from pipecat_sip.call import SIPCall
 from pipecat_sip.server import SIPServer
 from tests.helpers.peers import require_binary
+from tests.helpers.server import Recorder, start_server, wait_for
 from tests.helpers.sipp import run_sipp
 
 pytestmark = pytest.mark.interop
 
 
-class Recorder:
-    """A call handler that answers (optionally late), records calls and end reasons."""
-
-    def __init__(self, *, answer: bool = True, answer_delay: float = 0.0, hangup_after=None):
-        self.answer = answer
-        self.answer_delay = answer_delay
-        self.hangup_after = hangup_after
-        self.calls: list[SIPCall] = []
-        self.ended: dict[str, str] = {}
-
-    async def __call__(self, call: SIPCall) -> None:
-        self.calls.append(call)
-        call.add_ended_handler(lambda reason: self.ended.__setitem__(call.call_id, reason))
-        if self.answer_delay:
-            try:
-                await asyncio.wait_for(call.wait_ended(), self.answer_delay)
-                return
-            except TimeoutError:
-                pass
-        if not self.answer:
-            await call.wait_ended()
-            return
-        await call.answer()
-        if self.hangup_after is not None:
-            await call.wait_answered(5)
-            await asyncio.sleep(self.hangup_after)
-            await call.hangup()
-        await call.wait_ended()
-
-
 @pytest.fixture
 def sipp():
     require_binary("sipp")
-
-
-async def start_server(handler, **kwargs) -> SIPServer:
-    base = random.randrange(20000, 40000, 2)
-    kwargs.setdefault("rtp_port_range", (base, base + 599))
-    server = SIPServer(handler, host="127.0.0.1", port=0, **kwargs)
-    await server.start()
-    return server
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def target(server: SIPServer) -> str:

@@ -15,12 +15,10 @@ import asyncio
 import random
 import re
 import secrets
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from pipecat_sip.call import SIPCall
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.rtp.packet import RtpPacket
 from pipecat_sip.server import SIPServer
@@ -28,6 +26,8 @@ from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.message import SIPRequest, SIPResponse, make_response, parse_message
 from pipecat_sip.sip.transaction import TimerValues
 from tests.helpers.peers import require_binary
+from tests.helpers.server import Recorder, wait_for
+from tests.helpers.server import start_server as _start_server
 from tests.helpers.sipp import run_sipp
 
 FAST_TIMERS = TimerValues(t1=0.02, t2=0.16, t4=0.2)  # Timer H = 64*T1 = 1.28 s
@@ -37,45 +37,9 @@ PCMU = get_codec("PCMU")
 # --- helpers ---------------------------------------------------------------------------
 
 
-class Recorder:
-    """A call handler that answers, records calls, end reasons and received audio."""
-
-    def __init__(self, *, answer: bool = True) -> None:
-        self.answer = answer
-        self.calls: list[SIPCall] = []
-        self.ended: dict[str, str] = {}
-        self.audio: dict[str, list[bytes]] = {}
-
-    async def __call__(self, call: SIPCall) -> None:
-        self.calls.append(call)
-        self.audio[call.call_id] = chunks = []
-        call.add_ended_handler(lambda reason: self.ended.__setitem__(call.call_id, reason))
-        if not self.answer:
-            await call.wait_ended()
-            return
-        await call.answer()
-        assert call.media is not None
-        call.media.on_audio = chunks.append
-        await call.wait_ended()
-
-
 async def start_server(handler, **kwargs) -> SIPServer:
-    base = random.randrange(20000, 30000, 2)
-    kwargs.setdefault("rtp_port_range", (base, base + 199))
     kwargs.setdefault("timer_values", FAST_TIMERS)
-    server = SIPServer(handler, host="127.0.0.1", port=0, **kwargs)
-    await server.start()
-    return server
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+    return await _start_server(handler, **kwargs)
 
 
 class _Collector(asyncio.DatagramProtocol):

@@ -26,6 +26,7 @@ from pipecat_sip.media import RTPSession
 from pipecat_sip.server import SIPServer
 from pipecat_sip.sip.transaction import TimerValues
 from tests.helpers.peers import require_binary
+from tests.helpers.server import wait_for
 from tests.helpers.sipp import run_sipp
 
 pytestmark = pytest.mark.interop
@@ -49,16 +50,6 @@ def rss_mb() -> float:
 def live_objects(kind: type) -> int:
     gc.collect()
     return sum(1 for o in gc.get_objects() if isinstance(o, kind))
-
-
-async def wait_for(predicate, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_soak_calls_leave_nothing_behind():
