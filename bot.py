@@ -105,7 +105,9 @@ def _ai_pipeline(transport: BaseTransport):
     )
 
     async def greet(worker: PipelineWorker) -> None:
-        context.add_message({"role": "user", "content": "Say hello and briefly introduce yourself."})
+        context.add_message(
+            {"role": "user", "content": "Say hello and briefly introduce yourself."}
+        )
         await worker.queue_frames([LLMRunFrame()])
 
     return pipeline, greet
@@ -127,15 +129,23 @@ def _echo_pipeline(transport: BaseTransport):
 
 async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None = None):
     """Run the bot on `transport` until the call or session ends."""
-    missing = missing_ai_keys()
-    pipeline, greet = _echo_pipeline(transport) if missing else _ai_pipeline(transport)
+    if missing_ai_keys():
+        pipeline, greet = _echo_pipeline(transport)
+        # No LLM, no turns to track, nothing to measure: the echo bot runs lean
+        # (about half the CPU per call of the full set of observers).
+        options = {"enable_rtvi": False, "enable_turn_tracking": False}
+        metrics = False
+    else:
+        pipeline, greet = _ai_pipeline(transport)
+        options, metrics = {}, True
     rates = {}
     if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
         rates = {"audio_in_sample_rate": sample_rate, "audio_out_sample_rate": sample_rate}
     worker = PipelineWorker(
         pipeline,
-        params=PipelineParams(enable_metrics=True, **rates),
+        params=PipelineParams(enable_metrics=metrics, **rates),
         idle_timeout_secs=runner_args.pipeline_idle_timeout_secs,
+        **options,
     )
 
     @transport.event_handler("on_client_connected")
