@@ -52,7 +52,8 @@ def build_handler(mode: str, counters: dict, lean: bool = False):
             try:
                 transport = SIPTransport(call, SIPParams())
                 pipeline = Pipeline([transport.input(), EchoProcessor(), transport.output()])
-                # As bot.py runs a phone call: codec rate, metrics on, defaults otherwise.
+                # As bot.py runs a phone call at the codec rate; --lean is its keyless
+                # echo bot (no metrics, RTVI or turn tracking), the default is the AI bot's set.
                 extra = {"enable_rtvi": False, "enable_turn_tracking": False} if lean else {}
                 worker = PipelineWorker(
                     pipeline,
