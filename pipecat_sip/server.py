@@ -28,8 +28,7 @@ from pipecat_sip.sdp import (
     create_offer,
     negotiate,
 )
-from pipecat_sip.sip.errors import SIPParseError
-from pipecat_sip.sip.message import SIPRequest, is_keepalive, make_response, parse_message
+from pipecat_sip.sip.message import SIPRequest, is_keepalive
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import (
@@ -267,7 +266,6 @@ class SIPServer:
         self.allowed_networks = parse_networks(allowed_networks)
         self.rate_limiter = RateLimiter(rate_limit, rate_burst) if rate_limit else None
         self.dropped_rate_limited = 0
-        self.dropped_oversized = 0
         self.rejected_forbidden = 0
         self._drops_logged_at: float | None = None
         self._drops_unlogged = 0
@@ -314,6 +312,8 @@ class SIPServer:
             user=self.user,
             server_name=self.server_name,
             timer_values=self.timer_values,
+            max_message_size=self.max_message_size,
+            max_headers=self.max_headers,
         )
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
 
@@ -339,6 +339,11 @@ class SIPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def dropped_oversized(self) -> int:
+        """Datagrams refused for their size or header count (413/400 or dropped)."""
+        return self.ua.refused_oversized if self.ua is not None else 0
 
     @property
     def uri(self) -> str:
@@ -423,60 +428,8 @@ class SIPServer:
         if limiter is not None and not limiter.allow(addr[0], now):
             self._note_rate_limited(addr, now)
             return
-        if not self._screen(data, addr):
-            return
         self.ua.receive_datagram(data, addr, now)
         self._flush()
-
-    def _screen(self, data: bytes, addr: tuple[str, int]) -> bool:
-        """Enforce the size and header-count limits; False when the datagram is refused.
-
-        The head (start line and headers) is found without parsing; only a
-        refused request is parsed, to answer 413 (too large) or 400 (too many
-        headers) statelessly when its headers are readable.
-        """
-        size = len(data)
-        data = data.lstrip(b"\r\n")  # as the parser does (RFC 3261 s.7.5)
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            end = data.find(b"\n\n")
-        head = data if end < 0 else data[:end]
-        if size > self.max_message_size:
-            status, reason = 413, "Request Entity Too Large"
-        elif head.count(b"\n") > self.max_headers:
-            status, reason = 400, f"Bad Request (more than {self.max_headers} headers)"
-        else:
-            return True
-        self.dropped_oversized += 1  # too large or too many headers
-        try:
-            self._refuse(head, addr, status, reason)
-        except Exception:  # never out of the socket callback for bad input
-            logger.exception(f"SIP: could not answer {status} to {addr}")
-        return False
-
-    def _refuse(self, head: bytes, addr: tuple[str, int], status: int, reason: str) -> None:
-        try:
-            request = parse_message(head + b"\r\n\r\n")
-        except SIPParseError as exc:
-            request = exc.partial  # type: ignore[assignment]
-        readable = isinstance(request, SIPRequest) and all(
-            request.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")
-        )
-        if not readable or request.method == "ACK":  # type: ignore[union-attr]
-            logger.warning(f"SIP: dropped a datagram from {addr[0]}:{addr[1]} ({reason})")
-            return
-        assert isinstance(request, SIPRequest)
-        headers: list[tuple[str, object]] = []
-        if self.server_name:
-            headers.append(("Server", self.server_name))
-        response = make_response(request, status, reason, headers=headers)
-        try:
-            destination = UserAgent._response_address(request, addr)
-        except SIPParseError:
-            destination = addr
-        logger.warning(f"SIP: {status} to {request.method} from {addr[0]}:{addr[1]} ({reason})")
-        if self._transport is not None:
-            self._transport.sendto(bytes(response), destination)
 
     def _note_rate_limited(self, addr: tuple[str, int], now: float) -> None:
         self.dropped_rate_limited += 1

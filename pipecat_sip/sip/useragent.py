@@ -168,6 +168,14 @@ class UserAgent:
         user: User part of our Contact URI.
         server_name: Value of the Server/User-Agent headers, or None for none.
         timer_values: T1, T2, T4 (RFC 3261 s.17.1.1.1).
+        max_message_size: Largest datagram accepted, bytes, or None for no
+            limit; a larger request is answered 413 when its headers can be
+            read, anything else is dropped.
+        max_headers: Most header lines accepted, or None for no limit; a
+            request with more is answered 400, anything else dropped.
+
+    Attributes:
+        refused_oversized: Datagrams refused for their size or header count.
 
     Raises:
         ValueError: Bad host or port.
@@ -181,9 +189,14 @@ class UserAgent:
         user: str = "pipecat",
         server_name: str | None = "pipecat-sip",
         timer_values: TimerValues | None = None,
+        max_message_size: int | None = None,
+        max_headers: int | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
+        self.max_message_size = max_message_size
+        self.max_headers = max_headers
+        self.refused_oversized = 0
         self.host = host
         self.port = port
         self.user = user
@@ -232,6 +245,8 @@ class UserAgent:
             now: The current time, seconds (monotonic).
         """
         if is_keepalive(data):
+            return
+        if self._over_limits(data, addr, now):
             return
         try:
             msg = parse_message(data)
@@ -769,6 +784,32 @@ class UserAgent:
             txn, make_response(txn.request, code, reason, to_tag=to_tag, headers=extra), now
         )
 
+    def _over_limits(self, data: bytes, addr: Addr, now: float) -> bool:
+        """Refuse a datagram over the size or header-count limit (answered when readable).
+
+        Only the head (start line and headers) of a refused datagram is
+        parsed, to answer 413 (too large) or 400 (too many headers).
+        """
+        too_large = self.max_message_size is not None and len(data) > self.max_message_size
+        data = data.lstrip(b"\r\n")  # as the parser does (RFC 3261 s.7.5)
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            end = data.find(b"\n\n")
+        head = data if end < 0 else data[:end]
+        if too_large:
+            status, why = 413, f"larger than {self.max_message_size} bytes"
+        elif self.max_headers is not None and head.count(b"\n") > self.max_headers:
+            status, why = 400, f"more than {self.max_headers} headers"
+        else:
+            return False
+        self.refused_oversized += 1
+        try:
+            partial = parse_message(head + b"\r\n\r\n")
+        except SIPParseError as exc:
+            partial = exc.partial
+        self._reject_malformed(SIPParseError(why, status, partial), addr, now)
+        return True
+
     def _reject_malformed(self, exc: SIPParseError, addr: Addr, now: float) -> None:
         try:
             partial = exc.partial
@@ -788,6 +829,10 @@ class UserAgent:
             response = make_response(partial, exc.status_code, reason)  # type: ignore[arg-type]
             if self.server_name:
                 response.headers.add("Server", self.server_name)
+            try:
+                addr = self._response_address(partial, addr)  # type: ignore[arg-type]
+            except SIPParseError:
+                pass  # an unreadable Via: answer where it came from
             self.layer.send(bytes(response), addr)
         except Exception:  # never raise for bad input
             logger.exception(f"SIP: could not answer malformed datagram from {addr}")
