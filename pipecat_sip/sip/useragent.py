@@ -889,6 +889,6 @@ class UserAgent:
         The source address; its port when rport was asked for, else the sent-by port.
         """
         via = req.top_via
-        if via.get_param("rport"):
+        if via.has_param("rport"):
             return addr
         return addr[0], via.port or 5060
