@@ -730,8 +730,8 @@ def test_malformed_request_gets_400_with_its_call_id():
     assert c.data.startswith(b"SIP/2.0 400 Bad Request")
     assert b"\r\nCall-ID: bad-1@x\r\n" in c.data
     assert b"\r\nCSeq: one INVITE\r\n" in c.data
-    # No rport in the Via: to the source address and the sent-by port (RFC 3261 s.18.2.2).
-    assert c.addr == (OUTSIDE[0], 5062)
+    # The Via asks for rport: to the source address and port (RFC 3581 s.4).
+    assert c.addr == OUTSIDE
     assert not pair.events["b"]
     pair.assert_no_leaks()
 
@@ -952,3 +952,14 @@ def test_unsupported_request_uri_scheme_gets_416():
     ((data, addr),) = ua.datagrams_to_send()
     response = parse_message(data)
     assert response.status_code == 416 and addr == ("127.0.0.1", 5070)
+
+
+def test_malformed_request_without_rport_answered_at_sent_by_port():
+    pair = SIPPair()
+    data = raw_request(
+        "INVITE", call_id="bad-3@x", via="SIP/2.0/UDP 10.0.0.9:5062;branch={branch}"
+    ).replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE")
+    [c] = pair.inject("b", data, OUTSIDE)
+    assert c.data.startswith(b"SIP/2.0 400")
+    assert c.addr == (OUTSIDE[0], 5062)  # RFC 3261 s.18.2.2
+    pair.assert_no_leaks()
