@@ -493,3 +493,97 @@ def test_resampler_rejects_bad_arguments():
         LowLatencyResampler(0, 8000)
     with pytest.raises(ValueError):
         LowLatencyResampler(8000, 16000, quality="VHQ")
+
+
+async def _real_media_output(peer_protocol):
+    """A SIPTransport over a real RTPSession sending to a loopback peer."""
+    loop = asyncio.get_running_loop()
+    peer_udp, peer = await loop.create_datagram_endpoint(
+        peer_protocol, local_addr=("127.0.0.1", 0)
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    media = RTPSession(
+        sock=sock,
+        remote_addr=peer_udp.get_extra_info("sockname"),
+        codec=get_codec("PCMU"),
+        rtp_timeout_s=0,
+    )
+    await media.start()
+    call = FakeCall(media=media)
+    return SIPTransport(call, SIPParams()), media, peer_udp, peer
+
+
+class TimedPeer(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.packets: list[tuple[float, RtpPacket]] = []
+
+    def datagram_received(self, data, addr):
+        self.packets.append((asyncio.get_running_loop().time(), RtpPacket.parse(data)))
+
+
+def _loud(packet: RtpPacket) -> bool:
+    pcm = np.frombuffer(get_codec("PCMU").decode(packet.payload), "<i2")
+    return int(np.max(np.abs(pcm))) > 2000
+
+
+async def test_paced_cadence_over_seconds_with_real_rtp_session():
+    """3 s of bot audio in uneven TTS-like chunks: one packet per 20 ms, no gaps."""
+    transport, media, peer_udp, peer = await _real_media_output(TimedPeer)
+    chunks = [tone(8000, n) for n in (1234, 4000, 977, 8000, 3100, 5689)]  # 23000 samples
+    try:
+        await run_test(
+            transport.output(),
+            frames_to_send=[
+                *(OutputAudioRawFrame(audio=c, sample_rate=8000, num_channels=1) for c in chunks),
+                SleepFrame(3.2),
+            ],
+            pipeline_params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+        )
+    finally:
+        peer_udp.close()
+    audio = [(t, p) for t, p in peer.packets if _loud(p)]
+    assert 140 <= len(audio) <= 146, len(audio)  # 23000 samples = 143.75 packets
+    times = np.array([t for t, _ in audio])
+    intervals = np.diff(times) * 1000
+    assert abs(intervals.mean() - 20.0) < 1.0, intervals.mean()
+    packets = [p for _, p in peer.packets]
+    for before, after in zip(packets, packets[1:], strict=False):
+        assert after.sequence_number == (before.sequence_number + 1) % 65536
+        assert after.timestamp == (before.timestamp + 160) % 2**32
+    assert sum(p.marker for _, p in audio) == 1  # one talkspurt
+
+
+async def test_interruption_silences_the_wire_within_two_packets():
+    transport, media, peer_udp, peer = await _real_media_output(TimedPeer)
+    loop = asyncio.get_running_loop()
+    marks: dict[str, float] = {}
+
+    class Mark(FrameProcessor):
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InterruptionFrame):
+                marks["interruption"] = loop.time()
+            await self.push_frame(frame, direction)
+
+    speech = tone(8000, 8000 * 3)  # 3 s the caller must not hear in full
+    try:
+        pipeline = Pipeline([Mark(), transport.output()])
+        await run_test(
+            pipeline,
+            frames_to_send=[
+                OutputAudioRawFrame(audio=speech, sample_rate=8000, num_channels=1),
+                SleepFrame(0.6),
+                InterruptionFrame(),
+                SleepFrame(0.5),
+            ],
+            pipeline_params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+        )
+    finally:
+        peer_udp.close()
+    t_interrupt = marks["interruption"]
+    loud_after = [t for t, p in peer.packets if _loud(p) and t > t_interrupt]
+    assert len(loud_after) <= 2, len(loud_after)
+    assert loud_after == [] or loud_after[-1] - t_interrupt <= 0.045
+    assert any(_loud(p) for t, p in peer.packets if t < t_interrupt)
