@@ -231,10 +231,7 @@ class MediaDescription:
     other_lines: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.direction is not None and self.direction not in DIRECTIONS:
-            raise ValueError(f"invalid direction {self.direction!r}, expected one of {DIRECTIONS}")
-        if self.connection_address is not None and self.connection_addrtype is None:
-            self.connection_addrtype = _addrtype_of(self.connection_address)
+        _check_direction_and_addrtype(self)
 
     def get_format(self, payload_type: int) -> MediaFormat | None:
         """Return the format with this payload type, or None."""
@@ -323,10 +320,7 @@ class SessionDescription:
     other_lines: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.direction is not None and self.direction not in DIRECTIONS:
-            raise ValueError(f"invalid direction {self.direction!r}, expected one of {DIRECTIONS}")
-        if self.connection_address is not None and self.connection_addrtype is None:
-            self.connection_addrtype = _addrtype_of(self.connection_address)
+        _check_direction_and_addrtype(self)
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
@@ -425,6 +419,18 @@ def _uint(token: str, max_digits: int = 20) -> int | None:
     if 0 < len(token) <= max_digits and token.isascii() and token.isdigit():
         return int(token)
     return None
+
+
+def _check_direction_and_addrtype(section: "SessionDescription | MediaDescription") -> None:
+    """Shared __post_init__ of the session and media sections.
+
+    Raises:
+        ValueError: The direction is not one of DIRECTIONS.
+    """
+    if section.direction is not None and section.direction not in DIRECTIONS:
+        raise ValueError(f"invalid direction {section.direction!r}, expected one of {DIRECTIONS}")
+    if section.connection_address is not None and section.connection_addrtype is None:
+        section.connection_addrtype = _addrtype_of(section.connection_address)
 
 
 def _addrtype_of(address: str) -> str:
