@@ -421,7 +421,7 @@ def _uint(token: str, max_digits: int = 20) -> int | None:
     return None
 
 
-def _check_direction_and_addrtype(section: "SessionDescription | MediaDescription") -> None:
+def _check_direction_and_addrtype(section: SessionDescription | MediaDescription) -> None:
     """Shared __post_init__ of the session and media sections.
 
     Raises:
