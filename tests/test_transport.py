@@ -498,9 +498,7 @@ def test_resampler_rejects_bad_arguments():
 async def _real_media_output(peer_protocol):
     """A SIPTransport over a real RTPSession sending to a loopback peer."""
     loop = asyncio.get_running_loop()
-    peer_udp, peer = await loop.create_datagram_endpoint(
-        peer_protocol, local_addr=("127.0.0.1", 0)
-    )
+    peer_udp, peer = await loop.create_datagram_endpoint(peer_protocol, local_addr=("127.0.0.1", 0))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
