@@ -40,6 +40,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -95,7 +96,20 @@ async def run_step(rates: str, n: int, args: argparse.Namespace) -> dict:
             "--steady", str(args.steady),
             cpu=args.load_cpu,
         )  # fmt: skip
+        peer_samples: list = []
+
+        async def sample_peer() -> None:
+            # The load generator's own CPU (a saturated generator sends late).
+            while True:
+                s = proc_sample(peer.proc.pid, args.load_cpu)
+                if s is None:
+                    return
+                peer_samples.append(s)
+                await asyncio.sleep(0.2)
+
+        peer_sampler = asyncio.ensure_future(sample_peer())
         peer_stats = await peer.line("peer_stats", budget + 30)
+        peer_sampler.cancel()
         sampler.cancel()
         server_stats = await server.stop("server_stats")
     finally:
@@ -118,6 +132,12 @@ async def run_step(rates: str, n: int, args: argparse.Namespace) -> dict:
         row |= cpu_and_rss(
             samples, peer_stats["window_start"], peer_stats["window_end"], baseline_rss, n
         )
+    if "window_start" in peer_stats:
+        peer_cpu = cpu_and_rss(
+            peer_samples, peer_stats["window_start"], peer_stats["window_end"], 0, n
+        )
+        row["peer_cpu_pct"] = peer_cpu["cpu_pct"]
+        row["load_core_busy_pct"] = peer_cpu.get("core_busy_pct")
     for key in (
         "window_s",
         "echo_pct",
@@ -211,6 +231,8 @@ def table(rows: list[dict]) -> str:
         ("core_busy_pct", "core%"),
         ("rss_per_call_kb", "kB/call"),
         ("echo_pct", "echo%"),
+        ("peer_cpu_pct", "gen cpu%"),
+        ("peer_send_late_p99_ms", "gen late99"),
         ("msg_ms_p50", "msg ms"),
         ("dev_p50_ms", "p50ms"),
         ("dev_p99_ms", "p99ms"),
@@ -232,8 +254,32 @@ def emit(row: dict, out) -> None:
         out.flush()
 
 
+async def run_sip_sweep(args: argparse.Namespace) -> Path:
+    """``load.py --modes pipeline --lean`` at the same N (needs SIPp); its JSON lines file."""
+    out = Path(tempfile.mkdtemp(prefix="compare_ws_")) / "load.jsonl"
+    argv = [PYTHON, str(BENCH / "load.py"), "--modes", "pipeline", "--lean", "--full"]
+    argv += ["--calls", args.calls, "--steady", str(args.steady), "--settle", str(args.settle)]
+    argv += ["--nice", str(args.nice), "--out", str(out)]
+    n_steps = len(args.calls.split(","))
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _stdout, stderr = await asyncio.wait_for(proc.communicate(), 120 * n_steps)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"load.py failed: {stderr.decode(errors='replace')[-1500:]}")
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> None:
     """Run every (variant, N), then print the table and the ratio lines."""
+    if args.with_sip:
+        # First, before this process changes its own nice/affinity (load.py sets its own).
+        args.sip_results = str(await run_sip_sweep(args))
     os.sched_setaffinity(0, {args.load_cpu})  # the peer inherits it
     if args.nice < 0:
         os.nice(args.nice // 2)  # as load.py: the peer inherits this
@@ -265,12 +311,22 @@ async def main_async(args: argparse.Namespace) -> None:
         headline = {"bench": "compare_ws_headline", "rates": rates, "calls_per_core": best}
         headlines.append(headline | info)
         emit(headline | info, out)
-    ratio_rows = ratios(rows, latest_sip_rows(Path(args.sip_results)))
+    sip_rows = latest_sip_rows(Path(args.sip_results))
+    if args.with_sip:
+        for sip in sip_rows:  # the same run's SIP figures, next to the websocket ones
+            emit(sip | {"bench": "compare_ws_sip", "date": info["date"]}, out)
+    ratio_rows = ratios(rows, sip_rows)
     for ratio in ratio_rows:
         emit(ratio | {"date": info["date"]}, out)
     if out:
         out.close()
     print(table(rows))
+    for sip in sip_rows:
+        print(
+            f"SIP lean echo pipeline ({sip.get('date')}) N={sip['calls']}: cpu {sip['cpu_pct']}%, "
+            f"p99 {sip.get('dev_p99_ms')} ms, echo {sip.get('echo_pct')}%, "
+            f"{sip.get('rss_per_call_kb')} kB/call"
+        )
     for h in headlines:
         print(
             f"calls per core (websocket, {h['rates']} Hz): {h['calls_per_core']}  "
@@ -310,6 +366,11 @@ def main() -> None:
     )
     parser.add_argument("--out", help="append JSON lines to this file")
     parser.add_argument("--sip-results", default=str(SIP_RESULTS), help="load.py's JSON lines")
+    parser.add_argument(
+        "--with-sip",
+        action="store_true",
+        help="first run load.py --modes pipeline --lean at the same N (SIPp) and compare with it",
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds: N=5, default rates")
     args = parser.parse_args()
     if args.quick:

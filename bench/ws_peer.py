@@ -87,24 +87,18 @@ class Call:
         self.arrivals = array("q")  # monotonic ns of each received media message
         self.sizes = array("l")  # its payload bytes
         self.audio = bytearray()  # all received mu-law, in order
+        self.raw: list[tuple[int, str | bytes]] = []  # (monotonic ns, message) as received
         self.bursts: list[float] = []  # monotonic s each burst message was sent
         self.late: list[float] = []  # send lateness, s
         self.sent = 0
         self.other_events: Counter = Counter()
 
     def media(self, payload: str, seq: int) -> str:
-        return json.dumps(
-            {
-                "event": "media",
-                "sequenceNumber": str(seq + 3),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(seq + 1),
-                    "timestamp": str(seq * 20),
-                    "payload": payload,
-                },
-                "streamSid": self.stream_sid,
-            }
+        """A Twilio ``media`` message (formatted by hand: cheaper than json.dumps)."""
+        return (
+            f'{{"event":"media","sequenceNumber":"{seq + 3}","media":{{"track":"inbound",'
+            f'"chunk":"{seq + 1}","timestamp":"{seq * 20}","payload":"{payload}"}},'
+            f'"streamSid":"{self.stream_sid}"}}'
         )
 
     def start_messages(self) -> list[str]:
@@ -133,23 +127,29 @@ class Call:
 
 
 async def receive(ws, call: Call) -> None:
-    """Record every media message the server sends (until the socket closes)."""
+    """Timestamp every message the server sends (parsed later, off the clock)."""
     with contextlib.suppress(Exception):
         async for raw in ws:
-            t = time.monotonic_ns()
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                call.other_events["bad_json"] += 1
-                continue
-            event = message.get("event")
-            if event == "media":
-                payload = base64.b64decode(message["media"]["payload"])
-                call.arrivals.append(t)
-                call.sizes.append(len(payload))
-                call.audio += payload
-            else:
-                call.other_events[str(event)] += 1
+            call.raw.append((time.monotonic_ns(), raw))
+
+
+def parse(call: Call) -> None:
+    """Turn the raw messages into arrivals, payload sizes and the received audio."""
+    for t, raw in call.raw:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            call.other_events["bad_json"] += 1
+            continue
+        event = message.get("event")
+        if event == "media":
+            payload = base64.b64decode(message["media"]["payload"])
+            call.arrivals.append(t)
+            call.sizes.append(len(payload))
+            call.audio += payload
+        else:
+            call.other_events[str(event)] += 1
+    call.raw.clear()
 
 
 async def run_call(call: Call, args, start_at: float, stop_at: float, speech, burst) -> None:
@@ -323,6 +323,8 @@ async def main_async(args) -> None:
     _done, pending = await asyncio.wait(tasks, timeout=budget)
     for task in pending:
         task.cancel()
+    for call in calls:
+        parse(call)
     result = analyse(calls, args, stop_at)
     for key in ("window_start", "window_end"):
         if f"{key}_mono" in result:
