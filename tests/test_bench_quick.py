@@ -69,3 +69,13 @@ def test_setup_quick():
     require_sipp()
     rows = run_script(str(BENCH / "setup.py"), "--quick", "--mode", "media")
     assert rows and rows[0]["bench"] == "setup" and "invite_200_p95_ms" in rows[0], rows
+
+
+def test_compare_ws_quick(tmp_path):
+    # Pipecat's FastAPI WebSocket path under the same echo load (no SIPp needed).
+    rows = run_script(
+        str(BENCH / "compare_ws.py"), "--quick", "--out", str(tmp_path / "ws.jsonl"), timeout=90
+    )
+    (row,) = [r for r in rows if r.get("bench") == "compare_ws"]
+    for key in ("calls_failed", "cpu_pct", "rss_per_call_kb", "echo_pct", "dev_p99_ms"):
+        assert key in row, row
