@@ -166,11 +166,19 @@ class SIPCall:
         """Answer an incoming call: start media and send 200 OK with the SDP answer.
 
         Raises:
-            RuntimeError: The call is not incoming (already answered or ended).
+            CallFailed: The call ended before it could be answered (the
+                caller cancelled, the answer timeout passed).
+            RuntimeError: The call was already answered.
         """
+        if self.state == "ended":
+            raise CallFailed(f"call ended before answer ({self.end_reason})")
         if self.state != "incoming":
             raise RuntimeError(f"{self}: cannot answer a call that is {self.state}")
         await self._start_media()
+        if self.state != "incoming":  # cancelled while media was starting
+            if self.media is not None:
+                await self.media.close()
+            raise CallFailed(f"call ended before answer ({self.end_reason})")
         assert self._answer_sdp is not None
         self.state = "answered"
         self.answered_at = time.monotonic()

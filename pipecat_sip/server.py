@@ -588,6 +588,8 @@ class SIPServer:
             await self.call_handler(call)
         except asyncio.CancelledError:
             raise
+        except CallFailed as exc:  # e.g. the caller cancelled before the answer
+            logger.info(f"{call}: {exc}")
         except Exception:
             logger.exception(f"{call}: call handler failed")
             if call.state == "incoming":

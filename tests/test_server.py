@@ -75,3 +75,45 @@ async def test_unanswered_call_is_rejected_480_after_answer_timeout():
     finally:
         sock.close()
         await server.stop()
+
+
+async def test_answer_after_cancel_raises_call_failed_without_a_traceback():
+    from pipecat_sip.call import CallFailed
+
+    outcome = []
+
+    async def answers_late(call):
+        await call.wait_ended()  # the caller cancels while we ring
+        try:
+            await call.answer()
+        except CallFailed as exc:
+            outcome.append(str(exc))
+
+    base = random.randrange(20000, 40000, 2)
+    server = SIPServer(answers_late, host="127.0.0.1", port=0, rtp_port_range=(base, base + 99))
+    await server.start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    client_port = sock.getsockname()[1]
+    try:
+        request = invite(server.port, client_port, "cancelled-1")
+        sock.sendto(request, ("127.0.0.1", server.port))
+        assert (await receive_responses(sock, 180, timeout=3.0))[-1] == 180
+        head = request.split(b"\r\n\r\n")[0].decode()
+        cancel = (
+            head.replace("INVITE sip:", "CANCEL sip:", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+            .replace("Content-Type: application/sdp\r\n", "")
+            .split("Content-Length:")[0]
+            + "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(cancel.encode(), ("127.0.0.1", server.port))
+        statuses = await receive_responses(sock, 487, timeout=3.0)
+        assert 200 in statuses and statuses[-1] == 487
+        await asyncio.sleep(0.1)
+        assert outcome == ["call ended before answer (cancelled)"]
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        sock.close()
+        await server.stop()
