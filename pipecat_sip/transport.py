@@ -613,8 +613,9 @@ class SIPTransport(BaseTransport):
     - on_client_disconnected(transport, call): the call ended other than by
       this transport (BYE, RTP timeout, shutdown, ...);
       ``transport.end_reason`` says why.
-    - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#",
-      RFC 4733 "A"-"D"); also pushed downstream as ``InputDTMFFrame``.
+    - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#";
+      RFC 4733 A-D and flash are logged and ignored, as Pipecat's keypad has
+      no such keys); also pushed downstream as ``InputDTMFFrame``.
 
     The ``call`` passed to handlers is the :class:`~pipecat_sip.call.SIPCall`;
     ``transport.get_client_id(call)`` is its Call-ID.
