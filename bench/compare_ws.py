@@ -46,7 +46,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from load import Child, cpu_and_rss, machine, proc_sample  # noqa: E402
+from load import Child, ProcSampler, cpu_and_rss, machine  # noqa: E402
 
 PYTHON = sys.executable
 P99_BOUND_MS = 5.0
@@ -72,19 +72,7 @@ async def run_step(rates: str, n: int, args: argparse.Namespace) -> dict:
         drain = asyncio.ensure_future(server.drain_stderr())
         pid = ready["pid"]
         await asyncio.sleep(0.5)
-        base = proc_sample(pid, args.server_cpu)
-        baseline_rss = base[2] if base else 0
-        samples: list = []
-
-        async def sample() -> None:
-            while True:
-                s = proc_sample(pid, args.server_cpu)
-                if s is None:
-                    return
-                samples.append(s)
-                await asyncio.sleep(0.2)
-
-        sampler = asyncio.ensure_future(sample())
+        sampler = ProcSampler(pid, args.server_cpu)
         peer = await Child.start(
             "ws_peer",
             PYTHON,
@@ -96,25 +84,15 @@ async def run_step(rates: str, n: int, args: argparse.Namespace) -> dict:
             "--steady", str(args.steady),
             cpu=args.load_cpu,
         )  # fmt: skip
-        peer_samples: list = []
-
-        async def sample_peer() -> None:
-            # The load generator's own CPU (a saturated generator sends late).
-            while True:
-                s = proc_sample(peer.proc.pid, args.load_cpu)
-                if s is None:
-                    return
-                peer_samples.append(s)
-                await asyncio.sleep(0.2)
-
-        peer_sampler = asyncio.ensure_future(sample_peer())
+        # The load generator's own CPU (a saturated generator sends late).
+        peer_sampler = ProcSampler(peer.proc.pid, args.load_cpu)
         peer_stats = await peer.line("peer_stats", budget + 30)
-        peer_sampler.cancel()
-        sampler.cancel()
+        peer_sampler.stop()
+        sampler.stop()
         server_stats = await server.stop("server_stats")
     finally:
         if sampler is not None:
-            sampler.cancel()
+            sampler.stop()
         for child in (peer, server):
             if child is not None and child.proc.returncode is None:
                 await child.stop("none", timeout=2)
@@ -130,11 +108,15 @@ async def run_step(rates: str, n: int, args: argparse.Namespace) -> dict:
     }
     if "window_start" in peer_stats:
         row |= cpu_and_rss(
-            samples, peer_stats["window_start"], peer_stats["window_end"], baseline_rss, n
+            sampler.samples,
+            peer_stats["window_start"],
+            peer_stats["window_end"],
+            sampler.baseline_rss,
+            n,
         )
     if "window_start" in peer_stats:
         peer_cpu = cpu_and_rss(
-            peer_samples, peer_stats["window_start"], peer_stats["window_end"], 0, n
+            peer_sampler.samples, peer_stats["window_start"], peer_stats["window_end"], 0, n
         )
         row["peer_cpu_pct"] = peer_cpu["cpu_pct"]
         row["load_core_busy_pct"] = peer_cpu.get("core_busy_pct")

@@ -93,6 +93,35 @@ def proc_sample(pid: int, cpu: int) -> tuple | None:
         return None
 
 
+class ProcSampler:
+    """Samples a process with `proc_sample` every 0.2 s in a task, until stopped.
+
+    Attributes:
+        samples: The samples so far.
+        baseline_rss: RSS, bytes, at the first sample (0 if the process was gone).
+    """
+
+    def __init__(self, pid: int, cpu: int) -> None:
+        self.pid = pid
+        self.cpu = cpu
+        self.samples: list = []
+        first = proc_sample(pid, cpu)
+        self.baseline_rss = first[2] if first else 0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            sample = proc_sample(self.pid, self.cpu)
+            if sample is None:
+                return
+            self.samples.append(sample)
+            await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent)."""
+        self._task.cancel()
+
+
 class Child:
     """A helper process speaking JSON lines on stdout."""
 
@@ -226,19 +255,7 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         drain = asyncio.ensure_future(server.drain_stderr())
         pid = ready["pid"]
         await asyncio.sleep(0.5)
-        base = proc_sample(pid, args.server_cpu)
-        baseline_rss = base[2] if base else 0
-        samples: list = []
-
-        async def sample() -> None:
-            while True:
-                s = proc_sample(pid, args.server_cpu)
-                if s is None:
-                    return
-                samples.append(s)
-                await asyncio.sleep(0.2)
-
-        sampler = asyncio.ensure_future(sample())
+        sampler = ProcSampler(pid, args.server_cpu)
         profiler = None
         if args.profile:
             profiler = asyncio.ensure_future(
@@ -255,7 +272,7 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
             trace_msg=False,
             extra_args=["-max_socket", "4096"],
         )
-        sampler.cancel()
+        sampler.stop()
         if profiler is not None:
             await profiler
         peer_stats = await peer.stop("peer_stats")
@@ -279,7 +296,11 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
     }
     if "window_start" in peer_stats:
         row |= cpu_and_rss(
-            samples, peer_stats["window_start"], peer_stats["window_end"], baseline_rss, n
+            sampler.samples,
+            peer_stats["window_start"],
+            peer_stats["window_end"],
+            sampler.baseline_rss,
+            n,
         )
     for key in (
         "streams_full",
