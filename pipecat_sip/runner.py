@@ -351,6 +351,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point for bots: `-t sip` runs the SIP server, anything else runs Pipecat's runner."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not wants_sip(argv):
+        if "-h" in argv or "--help" in argv:
+            print(
+                "pipecat-sip: `--transport sip` answers SIP calls "
+                "(`--transport sip --help` lists its options). Pipecat's runner:\n"
+            )
         from pipecat.runner.run import main as pipecat_main
 
         pipecat_main()
