@@ -36,7 +36,6 @@ Usage:
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from load import Child, ProcSampler, cpu_and_rss, machine  # noqa: E402
+from load import Child, ProcSampler, cpu_and_rss, start_run  # noqa: E402
 
 PYTHON = sys.executable
 P99_BOUND_MS = 5.0
@@ -262,21 +261,7 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.with_sip:
         # First, before this process changes its own nice/affinity (load.py sets its own).
         args.sip_results = str(await run_sip_sweep(args))
-    os.sched_setaffinity(0, {args.load_cpu})  # the peer inherits it
-    if args.nice < 0:
-        os.nice(args.nice // 2)  # as load.py: the peer inherits this
-    info = machine() | {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "server_cpu": args.server_cpu,
-        "load_cpu": args.load_cpu,
-        "rate": args.rate,
-        "steady_s": args.steady,
-        "nice": args.nice,
-        "uvloop": args.uvloop,
-    }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    out = open(args.out, "a") if args.out else None  # noqa: SIM115
+    info, out = start_run(args)
     emit({"bench": "compare_ws_run"} | info, out)
     rows, headlines = [], []
     for rates in args.rates.split(","):

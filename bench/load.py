@@ -42,6 +42,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -358,12 +359,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    os.sched_setaffinity(0, {args.load_cpu})  # SIPp and the peer inherit it
+def start_run(args: argparse.Namespace) -> tuple[dict, Any]:
+    """Pin this process (and the load it starts) to the load core, and describe the run.
+
+    Returns:
+        The run's description (machine, date, cores, rate, nice, uvloop) and
+        the JSON-lines output file opened for appending, or None.
+    """
+    os.sched_setaffinity(0, {args.load_cpu})  # the load processes inherit it
     if args.nice < 0:
-        os.nice(
-            args.nice // 2
-        )  # SIPp and the peer inherit this (the server's nice is relative to it)
+        os.nice(args.nice // 2)  # inherited; the server's nice is relative to it
     info = machine() | {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "server_cpu": args.server_cpu,
@@ -376,6 +381,11 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out = open(args.out, "a") if args.out else None  # noqa: SIM115
+    return info, out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    info, out = start_run(args)
     header = {"bench": "load_run"} | info
     print(json.dumps(header), flush=True)
     if out:
