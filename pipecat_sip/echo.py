@@ -36,6 +36,10 @@ class EchoProcessor(FrameProcessor):
     """
 
     def __init__(self, **kwargs) -> None:
+        # Echoing is a few attribute reads per frame: run it in the pushing
+        # processor's task (Pipecat's direct mode) instead of two queues and
+        # tasks of its own.
+        kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._muted_until = 0.0
         self.digits: list[str] = []

@@ -204,6 +204,12 @@ class SIPParams(TransportParams):
         cancel_on_disconnect: When the far end ends the call (BYE, RTP
             timeout), cancel the pipeline after ``on_client_disconnected`` so
             it ends even without a handler doing so.
+        audio_out_write_timeout_secs: Pipecat's limit on one
+            ``write_audio_frame``, s; None (default) sets none. Pipecat uses it
+            to spot a WebSocket peer that stopped reading; an RTP write waits
+            only for this process's packet clock (a vanished caller is the RTP
+            timeout's job), and on Python < 3.12 the timeout costs a task and
+            a timer per 20 ms chunk.
         resampler_quality: soxr quality for rate conversion, ``"MQ"`` (8 ms
             delay) or ``"LQ"`` (2.5 ms, audible roll-off above 3 kHz).
     """
@@ -218,6 +224,7 @@ class SIPParams(TransportParams):
     dtmf_duration_ms: int = Field(default=100, ge=10, le=5000)
     hangup_timeout_s: float = Field(default=2.0, ge=0)
     cancel_on_disconnect: bool = True
+    audio_out_write_timeout_secs: float | None = Field(default=None, gt=0)
     resampler_quality: Literal["MQ", "LQ"] = "MQ"
 
 
@@ -370,7 +377,11 @@ class SIPInputTransport(BaseInputTransport):
         self._enqueue(pcm)
 
     def _on_media_dtmf(self, key: str) -> None:
-        """RTP session callback (sync): queue one key press, in order with audio."""
+        """RTP session callback (sync): queue one key press, in order with other keys.
+
+        Audio then passes through Pipecat's audio task, keys do not: a key can
+        reach the pipeline a packet ahead of audio received just before it.
+        """
         self._enqueue(str(key))
 
     def _enqueue(self, item: bytes | str) -> None:

@@ -121,6 +121,28 @@ async def test_input_dtmf_frames_and_event():
     assert keys == ["5", "#", "*"]
 
 
+async def test_input_bounded_when_the_pipeline_falls_behind():
+    call = await started_call()
+    transport = SIPTransport(call, quiet_params(audio_out_enabled=False))
+    burst = [tone(8000, 160, amplitude=100 + i) for i in range(400)]
+
+    async def feed():
+        await wait_until(lambda: call.media.on_audio is not None)
+        for packet in burst:  # 8 s of audio before the pipeline runs once
+            call.media.receive_audio(packet)
+
+    feeder = asyncio.create_task(feed())
+    down, _ = await run_test(
+        transport.input(),
+        frames_to_send=[SleepFrame(0.3)],
+        pipeline_params=PipelineParams(audio_in_sample_rate=8000),
+    )
+    await feeder
+
+    audio = [f.audio for f in down if isinstance(f, InputAudioRawFrame)]
+    assert audio == burst[:250]  # 5 s kept, in order; the rest dropped
+
+
 # Output
 
 
@@ -433,6 +455,11 @@ def test_transport_api():
     assert call.media.send_silence is False and call.media.rtp_timeout_s == 0
     with pytest.raises(ValueError):
         SIPParams(rtp_timeout_s=-1)
+    # RTP writes wait only for the packet clock: no per-chunk write timeout.
+    assert SIPParams().audio_out_write_timeout_secs is None
+    assert SIPParams(audio_out_write_timeout_secs=5).audio_out_write_timeout_secs == 5
+    with pytest.raises(ValueError):
+        SIPParams(audio_out_write_timeout_secs=0)
 
 
 # Resampler
