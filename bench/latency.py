@@ -58,7 +58,7 @@ from pipecat.workers.runner import WorkerRunner  # noqa: E402
 from pipecat_sip.codecs import PCMU  # noqa: E402
 from pipecat_sip.media import RTPSession  # noqa: E402
 from pipecat_sip.rtp import RtpSender  # noqa: E402
-from pipecat_sip.transport import SIPParams, SIPTransport  # noqa: E402
+from pipecat_sip.transport import LowLatencyResampler, SIPParams, SIPTransport  # noqa: E402
 from tests.fakes import FakeCall  # noqa: E402
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -275,7 +275,9 @@ async def run_rate(rate: int, seconds: float, bargeins: int) -> dict:
                     quiet_ms.append((min(quiet) - t_int) / 1e6)
         result["bargein_ms"] = stats(barge_ms)
         result["bargein_quiet_ms"] = stats(quiet_ms)
-        result["resampler_delay_ms"] = 0.0 if rate == 8000 else 8.0
+        result["resampler_delay_ms"] = (
+            0.0 if rate == 8000 else LowLatencyResampler(rate, 8000).delay_ms
+        )
     finally:
         await worker.cancel()
         await asyncio.wait({task}, timeout=5)

@@ -13,7 +13,7 @@ its :class:`~pipecat_sip.media.RTPSession` as a Pipecat transport:
 
 Audio is resampled only when the pipeline rate differs from the codec rate
 (8000 Hz for G.711), with :class:`LowLatencyResampler`, which adds a fixed
-8 ms of delay instead of the ~100 ms bursts of a streaming high-quality
+4 ms of delay instead of the ~100 ms bursts of a streaming high-quality
 resampler fed 20 ms packets.
 """
 
@@ -58,9 +58,12 @@ __all__ = [
     "SIPTransport",
 ]
 
-# Look-ahead (and history) each soxr quality needs for the windowed output to
-# match a whole-signal resample to within rounding (measured, see tests).
-_MARGIN_MS = {"LQ": 2.5, "MQ": 8.0}
+# Look-ahead (and history) of the window per soxr quality. LQ: the windowed
+# output matches a whole-signal resample to rounding. MQ: the filter taps cut
+# off beyond 4 ms leave an error ~54 dB under the signal, 17 dB under the
+# quantization noise G.711 adds on the same call (~37 dB under the signal);
+# 8 ms would match to rounding but add 4 ms more delay (measured, see tests).
+_MARGIN_MS = {"LQ": 2.5, "MQ": 4.0}
 
 # Received packets waiting for the receive task: 250 packets = 5 s of audio.
 _RX_QUEUE_PACKETS = 250
@@ -77,16 +80,19 @@ class LowLatencyResampler:
     only low-latency setting (QQ) has no anti-aliasing filter. This class
     instead runs soxr's one-shot resampler over a sliding window: each call
     resamples ``history + new input + look-ahead`` and keeps the part of the
-    output whose filter support lies inside the window, so the result matches
-    resampling the whole signal at once (within 2 LSB) and every call returns
-    exactly ``len(input) * out_rate / in_rate`` samples once the rates'
-    step (``in_rate / gcd``) divides the input.
+    output that the window's look-ahead covers, so every call returns exactly
+    ``len(input) * out_rate / in_rate`` samples once the rates' step
+    (``in_rate / gcd``) divides the input.
 
     The stream is primed with look-ahead zeros, so the added delay is the
-    look-ahead: 8.0 ms with ``quality="MQ"`` (flat to 3.6 kHz at 8 kHz, alias
-    rejection above 110 dB) and 2.5 ms with ``"LQ"`` (-8 dB at 3.4 kHz), for
-    8 kHz <-> 16 kHz and 24 kHz -> 8 kHz alike (measured in
-    ``tests/test_transport.py``). Cost: one soxr one-shot call per chunk,
+    look-ahead: 4.0 ms with ``quality="MQ"`` and 2.5 ms with ``"LQ"``, for
+    8 kHz <-> 16 kHz and 24 kHz -> 8 kHz alike. MQ's filter is cut to the
+    window: flat to 3.4 kHz at 8 kHz, aliases (4.5-6 kHz) 50 dB or more down
+    (ITU-T G.712 asks 25 dB above 4.6 kHz), and the output differs from a
+    whole-signal MQ resample by an error at least 15 dB under the
+    quantization noise of the G.711 encoding the audio goes through anyway.
+    LQ matches its whole-signal resample but is -8 dB at 3.4 kHz. (Measured
+    in ``tests/test_transport.py``.) Cost: one soxr one-shot call per chunk,
     about 0.15 ms of CPU per 20 ms packet with MQ (0.1 ms with LQ), i.e.
     under 1% of a core per resampled direction of a call; a pipeline at the
     codec rate needs no resampling at all.
@@ -210,7 +216,7 @@ class SIPParams(TransportParams):
             only for this process's packet clock (a vanished caller is the RTP
             timeout's job), and on Python < 3.12 the timeout costs a task and
             a timer per 20 ms chunk.
-        resampler_quality: soxr quality for rate conversion, ``"MQ"`` (8 ms
+        resampler_quality: soxr quality for rate conversion, ``"MQ"`` (4 ms
             delay) or ``"LQ"`` (2.5 ms, audible roll-off above 3 kHz).
     """
 
