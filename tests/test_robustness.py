@@ -819,6 +819,10 @@ def test_runner_settings_for_limits():
     config = parse_config(args, {})
     assert config.allowed_networks == () and config.rate_limit == 100 and config.rate_burst == 200
     assert config.server_name == "pipecat-sip"
+    assert config.event_loop == "uvloop"  # auto: installed with Pipecat's runner extra
+    assert parse_config(argparse.Namespace(), {"SIP_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    flags = build_parser().parse_args(["--event-loop", "UVLOOP"])
+    assert parse_config(flags, {"SIP_EVENT_LOOP": "asyncio"}).event_loop == "uvloop"
     env = {
         "SIP_ALLOWED_NETWORKS": "10.0.0.0/8,192.0.2.0/24",
         "SIP_RATE_LIMIT": "0",
@@ -837,6 +841,7 @@ def test_runner_settings_for_limits():
         ("SIP_RATE_LIMIT", "-1", "SIP_RATE_LIMIT: '-1' must be 0"),
         ("SIP_RATE_BURST", "0", "SIP_RATE_BURST: '0' is not a positive"),
         ("SIP_SERVER_NAME", "a\x01b", "SIP_SERVER_NAME: 'a\\x01b' must be one line"),
+        ("SIP_EVENT_LOOP", "trio", "SIP_EVENT_LOOP: 'trio' is not one of auto, uvloop, asyncio"),
     ]:
         with pytest.raises(ConfigError) as info:
             parse_config(argparse.Namespace(), {var: value})
