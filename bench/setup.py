@@ -63,6 +63,8 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
     server_argv += ["--max-seconds", str(budget)]
     if args.uvloop:
         server_argv.append("--uvloop")
+    if args.lean:
+        server_argv.append("--lean")
     server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
     workdir = Path(tempfile.mkdtemp(prefix="bench-setup-"))
     drain = None
@@ -95,6 +97,7 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
         "bench": "setup",
         "mode": args.mode,
         "uvloop": args.uvloop,
+        "lean": args.lean,
         "rate": rate,
         "calls": calls,
         "calls_failed": failed,
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--ramp", default="20,40,60,80,100,150,200", help="'' to skip")
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument(
+        "--lean", action="store_true", help="pipeline without metrics/RTVI (bot.py's echo bot)"
+    )
     parser.add_argument(
         "--nice", type=int, default=-10 if os.geteuid() == 0 else 0, help="server niceness"
     )
