@@ -79,3 +79,12 @@ def test_compare_ws_quick(tmp_path):
     (row,) = [r for r in rows if r.get("bench") == "compare_ws"]
     for key in ("calls_failed", "cpu_pct", "rss_per_call_kb", "echo_pct", "dev_p99_ms"):
         assert key in row, row
+
+
+def test_pipeline_cpu_quick():
+    # Pipecat's null-transport floor, SIPTransport and media-only, N=5 for 1 s each.
+    rows = run_script(str(BENCH / "pipeline_cpu.py"), "--quick", timeout=120)
+    rows = [r for r in rows if r.get("bench") == "pipeline_cpu"]
+    assert {r["mode"] for r in rows} == {"null", "sip", "media"}
+    for row in rows:
+        assert row["per_call_pct"] > 0 and row["echo_pct"] > 0, row
