@@ -124,6 +124,9 @@ class SIPCall:
         self._lease: PortLease | None = lease
         self._answer_sdp = answer_sdp
         self.offer = offer
+        # Our current session description: the answer we gave (inbound) or the
+        # offer we made (outbound); re-INVITE answers keep its o= session id.
+        self.local_sdp = answer_sdp if info.direction == "inbound" else offer
         self._rtp_timeout_s = rtp_timeout_s
         self._send_silence = send_silence
         self.media: RTPSession | None = None
@@ -260,6 +263,7 @@ class SIPCall:
             log_prefix=f"{self}",
         )
         self.media.on_timeout = self._on_rtp_timeout
+        self._apply_direction(neg)
         await self.media.start()
 
     def _offered_telephone_event_pts(self) -> list[int]:
@@ -295,9 +299,33 @@ class SIPCall:
             self._established.set_result(None)
 
     def _update_remote(self, negotiated: NegotiatedMedia) -> None:
+        """Follow a re-INVITE's offer: new remote address, hold and resume."""
         self.negotiated = negotiated
-        if self.media is not None and negotiated.remote_address[1]:
+        if self.media is None:
+            return
+        if negotiated.remote_address != self.media.sdp_address and negotiated.remote_address[1]:
             self.media.update_remote(negotiated.remote_address)
+        self._apply_direction(negotiated)
+
+    def _apply_direction(self, negotiated: NegotiatedMedia) -> None:
+        """Send and expect RTP as the negotiated direction says (RFC 3264 s.5.1, s.8.4).
+
+        A peer that holds the call (its offer sendonly or inactive, or the
+        RFC 2543 way with connection address 0.0.0.0) gets no RTP from us, and
+        the RTP timeout waits while it sends none.
+        """
+        assert self.media is not None
+        held_by_address = negotiated.remote_address[0] in ("0.0.0.0", "::")
+        send = negotiated.direction in ("sendrecv", "sendonly") and not held_by_address
+        receive = negotiated.direction in ("sendrecv", "recvonly") and not held_by_address
+        if (send, receive) != (self.media.sending, self.media.receiving):
+            logger.info(
+                f"{self}: media {negotiated.direction}"
+                f"{' (held: c=0.0.0.0)' if held_by_address else ''}"
+                f": we {'send' if send else 'do not send'}, "
+                f"{'expect' if receive else 'do not expect'} RTP"
+            )
+        self.media.set_direction(send=send, receive=receive)
 
     async def _finish(self, reason: str, status_code: int | None = None) -> None:
         """Tear down once: media closed, port released, handlers called."""

@@ -410,6 +410,8 @@ class RTPSession:
         self._rx_mark = 0
         self._last_rx = 0.0
         self._timed_out = False
+        self._sending = True  # the negotiated direction lets us send
+        self._receiving = True  # ... and the peer sends (the RTP timeout runs)
 
         self.stats = RtpStats()
         self.on_audio = None
@@ -426,6 +428,40 @@ class RTPSession:
     @send_silence.setter
     def send_silence(self, value: bool) -> None:
         self._send_silence = bool(value)
+
+    @property
+    def sending(self) -> bool:
+        """Whether packets go on the wire (False while the peer holds the call)."""
+        return self._sending
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the peer is expected to send RTP (the RTP timeout runs only then)."""
+        return self._receiving
+
+    @property
+    def sdp_address(self) -> tuple[str, int]:
+        """The peer's RTP address from its SDP (before latching), ``(host, port)``."""
+        return self._sdp_addr
+
+    def set_direction(self, *, send: bool, receive: bool) -> None:
+        """Follow the negotiated direction (RFC 3264 s.5.1): hold and resume.
+
+        With ``send`` False the clock keeps taking queued audio off at the
+        packet pace, so whatever plays on still takes its real time, but
+        nothing goes on the wire (recvonly/inactive: RFC 3264 forbids
+        sending) and key presses are dropped; the RTP timestamp runs on.
+        With ``receive`` False the RTP timeout waits; it counts again from
+        when ``receive`` is set back.
+
+        Args:
+            send: Put packets on the wire.
+            receive: Expect packets from the peer.
+        """
+        if receive and not self._receiving:
+            self._rx_mark = -1  # the next tick restarts the timeout count from now
+        self._sending = bool(send)
+        self._receiving = bool(receive)
 
     @property
     def rtp_timeout_s(self) -> float:
@@ -606,7 +642,7 @@ class RTPSession:
             self._send_one()
         if self._waiters:
             self._wake_waiters()
-        if self._rtp_timeout and not self._timed_out:
+        if self._rtp_timeout and self._receiving and not self._timed_out:
             if self._rx_count != self._rx_mark:
                 self._rx_mark = self._rx_count
                 self._last_rx = now
@@ -615,6 +651,9 @@ class RTPSession:
                 self._fire_timeout()
 
     def _send_one(self) -> None:
+        if not self._sending:
+            self._play_out_held()
+            return
         dtmf = self._dtmf_out
         while dtmf:
             packet = next(dtmf[0], None)
@@ -642,6 +681,19 @@ class RTPSession:
                 self._send(self._rtp.packet(payload, self._ts_step), len(payload))
             else:
                 self._rtp.advance(self._ts_step)
+
+    def _play_out_held(self) -> None:
+        """One packet time while held: nothing on the wire (RFC 3264 s.5.1).
+
+        Queued audio drains at the packet pace and pending key presses are
+        dropped; the RTP timestamp runs on, the sequence number does not (no
+        packet was sent, RFC 3550 s.5.1), and the next audio after resuming
+        starts a talkspurt (marker bit).
+        """
+        self._dtmf_out.clear()
+        del self._audio[: self._bytes_per_packet]
+        self._idle = True
+        self._rtp.advance(self._ts_step)
 
     def _send(self, packet: bytes, payload_size: int) -> None:
         remote = self._remote

@@ -314,6 +314,7 @@ class SIPServer:
             timer_values=self.timer_values,
             max_message_size=self.max_message_size,
             max_headers=self.max_headers,
+            answer_offer=self._answer_reoffer,
         )
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
 
@@ -618,22 +619,51 @@ class SIPServer:
         self._spawn(start())
 
     def _on_reinvite(self, call: SIPCall, request: SIPRequest) -> None:
-        if not request.body:
-            return
+        logger.debug(f"{call}: re-INVITE answered (CSeq {request.cseq.seq})")
+
+    def _answer_reoffer(self, call_id: str, body: bytes) -> bytes:
+        """The UA's ``answer_offer``: answer a re-INVITE's offer (RFC 3264 s.8).
+
+        The call keeps its codec and RTP port; the offer may move the remote
+        address, hold (sendonly/inactive, or c=0.0.0.0) or resume. The answer
+        keeps our o= session id and increments its version only when
+        something changed.
+
+        Raises:
+            ValueError: Unparsable offer, or none of it usable with the call's
+                codec: the UA answers 488 and the session stays as it was.
+        """
+        call = self.calls.get(call_id)
+        if call is None or call.negotiated is None or call.local_rtp_port is None:
+            raise ValueError("no media session to update")
+        current = call.local_sdp
+        session_id = current.origin.session_id if current is not None else None
+        version = current.origin.session_version if current is not None else 0
         try:
-            offer = SessionDescription.parse(request.body)
-            assert self.ua is not None and call.local_rtp_port is not None
-            _, negotiated = negotiate(
+            offer = SessionDescription.parse(body)
+            answer, negotiated = negotiate(
                 offer,
                 (call.negotiated.encoding_name,),
                 local_address=self.public_address,
                 local_port=call.local_rtp_port,
+                session_id=session_id,
+                session_version=version,
             )
-        except (SDPParseError, NoCommonCodec) as exc:
-            logger.warning(f"{call}: re-INVITE offer not usable ({exc}); media unchanged")
-            return
-        logger.info(f"{call}: re-INVITE, remote media {negotiated.remote_address}")
+        except SDPParseError as exc:
+            logger.warning(f"{call}: re-INVITE with unusable SDP ({exc}): 488")
+            raise ValueError("SDP not understood") from exc
+        except NoCommonCodec as exc:
+            logger.warning(f"{call}: re-INVITE offer not usable ({exc}): 488")
+            raise ValueError(f"{call.negotiated.encoding_name} not offered") from exc
+        if current is None or answer.serialize() != current.serialize():
+            answer.origin.session_version = version + 1
+        call.local_sdp = answer
+        logger.info(
+            f"{call}: re-INVITE: remote media {negotiated.remote_address[0]}:"
+            f"{negotiated.remote_address[1]}, {negotiated.direction}"
+        )
         call._update_remote(negotiated)
+        return answer.serialize()
 
     # --- used by SIPCall ------------------------------------------------------------
     def _ua_answer(self, call: SIPCall, sdp: bytes) -> None:

@@ -8,9 +8,11 @@ and what the server did (calls created, end reasons, RTP ports returned).
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
+from pipecat_sip.rtp.sender import RtpSender
 from pipecat_sip.server import SIPServer
 from tests.helpers.peers import require_binary
 from tests.helpers.server import Recorder, start_server, wait_for
@@ -162,4 +164,68 @@ async def test_capacity_limit_gets_503_with_retry_after(sipp):
         assert (await first).ok  # the admitted call is unaffected
         assert len(rec.calls) == 1
     finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("hold_direction", "answer_direction"), [("inactive", "inactive"), ("sendonly", "recvonly")]
+)
+async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_direction):
+    # RFC 3264 s.8.4: a re-INVITE offering sendonly/inactive holds the call. The
+    # 200 answers recvonly/inactive with a new o= version, no RTP leaves while
+    # held, the RTP timeout (1 s here, the hold lasts 1.5 s) waits while the
+    # caller sends nothing (inactive), an offer
+    # without our codec gets 488 and changes nothing, sendrecv resumes.
+    rec = Recorder()
+    server = await start_server(rec, rtp_timeout_s=1.0)
+    loop = asyncio.get_running_loop()
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    arrivals: list[float] = []
+    loop.add_reader(rtp, lambda: (rtp.recv(2048), arrivals.append(loop.time())))
+    transitions: list[tuple[float, bool]] = []
+
+    async def play_peer() -> None:
+        # The caller's RTP: every 20 ms, except while it holds with "inactive"
+        # (sendonly is music on hold: it keeps sending). Records when the
+        # server stops and starts sending.
+        await wait_for(lambda: rec.calls and rec.calls[0].media is not None)
+        call = rec.calls[0]
+        media = call.media
+        sender = RtpSender(0, 8000)
+        transitions.append((loop.time(), media.sending))
+        while True:
+            if media.sending != transitions[-1][1]:
+                transitions.append((loop.time(), media.sending))
+            if hold_direction == "sendonly" or media.sending:
+                packet = sender.packet(bytes([0xFF]) * 160, 160)
+                rtp.sendto(packet, ("127.0.0.1", call.local_rtp_port))
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(play_peer())
+    try:
+        keys = {
+            "rtp_port": str(rtp.getsockname()[1]),
+            "hold_direction": hold_direction,
+            "answer_direction": answer_direction,
+        }
+        result = await run_sipp("uac_hold.xml", target(server), keys=keys)
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["remote_bye"]  # no RTP timeout while held
+        call = rec.calls[0]
+        assert call.local_sdp.origin.session_version == 2  # hold, resume; not the 488
+        assert [sending for _, sending in transitions] == [True, False, True]
+        held_from, held_until = transitions[1][0], transitions[2][0]
+        assert held_until - held_from >= 1.4
+        # The transitions are polled every 20 ms: leave 30 ms at either end.
+        during_hold = [t for t in arrivals if held_from + 0.03 < t < held_until - 0.03]
+        assert not during_hold, f"{len(during_hold)} RTP packets sent while held"
+        assert [t for t in arrivals if t < held_from]  # sending before the hold
+        assert [t for t in arrivals if t > held_until]  # resumed
+    finally:
+        watcher.cancel()
+        loop.remove_reader(rtp)
+        rtp.close()
         await server.stop()

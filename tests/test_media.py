@@ -381,6 +381,43 @@ async def test_hold_address_sends_nothing(media):
     assert session.stats.packets_sent == 0 and session.stats.send_errors == 0
 
 
+async def test_held_session_plays_out_silently_and_resumes_in_step(media):
+    # RFC 3264 recvonly/inactive: nothing on the wire, but queued audio still
+    # drains at the packet pace (the bot's playback takes its real time) and the
+    # RTP timestamp runs on, so resuming needs no jump.
+    peer = await media.peer()
+    session = await media.session(peer.addr)
+    assert session.sending and session.receiving
+    assert await until(lambda: len(peer.received) >= 3)
+    session.set_direction(send=False, receive=True)
+    await asyncio.sleep(0.03)
+    held_at = len(peer.received)
+    session.send_audio(bytes(320 * 10))  # 200 ms
+    await asyncio.wait_for(session.wait_for_backlog(0), 1.0)  # drained while held
+    assert len(peer.received) == held_at and not session.sending
+    session.set_direction(send=True, receive=True)
+    assert await until(lambda: len(peer.received) >= held_at + 3)
+    packets = peer.packets
+    before, after = packets[held_at - 1], packets[held_at]
+    assert after.sequence_number == (before.sequence_number + 1) & 0xFFFF
+    gap_samples = (after.timestamp - before.timestamp) & 0xFFFFFFFF
+    assert gap_samples >= 160 * 10  # the timestamp kept time through the hold
+
+
+async def test_rtp_timeout_waits_while_the_peer_is_not_expected_to_send(media):
+    peer = await media.peer()
+    fired = []
+    session = await media.session(peer.addr, rtp_timeout_s=0.2)
+    session.on_timeout = lambda: fired.append(time.monotonic())
+    session.set_direction(send=False, receive=False)  # held: "inactive"
+    await asyncio.sleep(0.5)
+    assert fired == []
+    resumed = time.monotonic()
+    session.set_direction(send=True, receive=True)  # counts again from here
+    assert await until(lambda: fired, timeout=2.0)
+    assert 0.15 < fired[0] - resumed < 1.0
+
+
 # --- DTMF -----------------------------------------------------------------------------------
 
 

@@ -425,6 +425,45 @@ def test_reinvite_answered_with_current_sdp_and_call_stays_up():
     pair.assert_no_leaks()
 
 
+def test_reinvite_offer_answered_by_the_application_or_488():
+    pair = SIPPair()
+    call_id = establish(pair)
+    offers = []
+
+    def answer_offer(cid: str, offer: bytes) -> bytes:
+        offers.append((cid, offer))
+        if b"G729" in offer:
+            raise ValueError("PCMU not offered")
+        return SDP_ANSWER.replace(b"o=b 2 2", b"o=b 2 3")
+
+    pair.b.answer_offer = answer_offer
+    # An offer the application cannot take: 488, nothing changes (RFC 3261 s.14.2).
+    bad = in_dialog_request(pair, "INVITE", body=SDP_OFFER + b"a=rtpmap:18 G729/8000\r\n")
+    pair.a.layer.start_client(bad, pair.addr["b"], pair.now)
+    pair.run(until=pair.now + 1)  # the client transaction ACKs the 488 itself
+    [rejected] = [r for r in responses(pair.sent("b", "SIP/2.0 488")) if r.cseq == bad.cseq]
+    assert "PCMU not offered" in rejected.reason
+    assert not pair.of_type("b", CallUpdated)
+    assert pair.b._legs[call_id].local_sdp == SDP_ANSWER
+    # An acceptable one: the 200 carries the application's answer, which stays.
+    good = in_dialog_request(pair, "INVITE", body=SDP_OFFER)
+    pair.a.layer.start_client(good, pair.addr["b"], pair.now)
+    pair.flush()
+    [ok] = [r for r in responses(pair.sent("b", "SIP/2.0 200")) if r.cseq == good.cseq]
+    assert b"o=b 2 3" in ok.body and pair.b._legs[call_id].local_sdp == ok.body
+    assert [e.call_id for e in pair.of_type("b", CallUpdated)] == [call_id]
+    assert offers == [(call_id, bad.body), (call_id, SDP_OFFER)]
+    leg = pair.a._legs[call_id]
+    ack = leg.dialog.create_request("ACK", "127.0.0.1", 5070, cseq=good.cseq.seq)
+    pair.a.layer.send(bytes(ack), pair.addr["b"])
+    pair.run(until=pair.now + 40)
+    assert pair.a.active_calls == pair.b.active_calls == 1
+    pair.act("a", "hangup", call_id)
+    pair.run()
+    assert reasons(pair, "b") == [("remote_bye", None)]
+    pair.assert_no_leaks()
+
+
 def test_reinvite_from_callee_reaches_the_caller():
     pair = SIPPair()
     call_id = establish(pair)

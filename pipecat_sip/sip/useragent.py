@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -99,7 +99,7 @@ class CallEstablished:
 
 @dataclass
 class CallUpdated:
-    """A re-INVITE arrived and was answered with our current session description."""
+    """A re-INVITE arrived and was answered 200 (with ``answer_offer``'s answer, if set)."""
 
     call_id: str
     request: SIPRequest
@@ -173,6 +173,12 @@ class UserAgent:
             read, anything else is dropped.
         max_headers: Most header lines accepted, or None for no limit; a
             request with more is answered 400, anything else dropped.
+        answer_offer: Called as ``answer_offer(call_id, offer_body)`` for a
+            re-INVITE that carries an SDP offer; returns the answer body for
+            the 200 (RFC 3264 s.8), or raises ``ValueError`` when the offer is
+            not acceptable: the re-INVITE then gets 488 and the session stays
+            as it was (RFC 3261 s.14.2). None: every re-INVITE is answered with
+            the current session description.
 
     Attributes:
         refused_oversized: Datagrams refused for their size or header count.
@@ -191,11 +197,13 @@ class UserAgent:
         timer_values: TimerValues | None = None,
         max_message_size: int | None = None,
         max_headers: int | None = None,
+        answer_offer: Callable[[str, bytes], bytes] | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
         self.max_message_size = max_message_size
         self.max_headers = max_headers
+        self.answer_offer = answer_offer
         self.refused_oversized = 0
         self.host = host
         self.port = port
@@ -561,6 +569,12 @@ class UserAgent:
         ):
             self._respond_txn(txn, 491, now)  # Request Pending (RFC 3261 s.14.2)
             return
+        if req.body and self.answer_offer is not None:
+            try:
+                leg.local_sdp = self.answer_offer(leg.call_id, req.body)
+            except ValueError as exc:
+                self._respond_txn(txn, 488, now, reason=f"Not Acceptable Here ({exc})"[:120])
+                return
         if req.contacts:
             leg.dialog.remote_target = req.contacts[0].uri
         response = make_response(
