@@ -241,6 +241,8 @@ async def run_sip_sweep(args: argparse.Namespace) -> Path:
     argv = [PYTHON, str(BENCH / "load.py"), "--modes", "pipeline", "--lean", "--full"]
     argv += ["--calls", args.calls, "--steady", str(args.steady), "--settle", str(args.settle)]
     argv += ["--nice", str(args.nice), "--out", str(out)]
+    if args.uvloop:
+        argv.append("--uvloop")
     n_steps = len(args.calls.split(","))
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

@@ -168,15 +168,28 @@ class SIPCall:
     async def answer(self) -> None:
         """Answer an incoming call: start media and send 200 OK with the SDP answer.
 
+        An INVITE without SDP (delayed offer, RFC 3261 s.13.2.1) gets our offer
+        in the 200 instead; the caller's answer comes in the ACK, and this
+        returns once it has and the media is running, so ``media`` is set
+        either way.
+
         Raises:
             CallFailed: The call ended before it could be answered (the
-                caller cancelled, the answer timeout passed).
+                caller cancelled, the answer timeout passed) or, with a
+                delayed offer, before a usable answer came in the ACK.
             RuntimeError: The call was already answered.
         """
         if self.state == "ended":
             raise CallFailed(f"call ended before answer ({self.end_reason})")
         if self.state != "incoming":
             raise RuntimeError(f"{self}: cannot answer a call that is {self.state}")
+        if self.negotiated is None:  # delayed offer: media starts with the ACK's answer
+            assert self.local_sdp is not None
+            self.state = "answered"
+            self.answered_at = time.monotonic()
+            self._server._ua_answer(self, self.local_sdp.serialize())
+            await self.wait_answered()
+            return
         await self._start_media()
         if self.state != "incoming":  # cancelled while media was starting
             if self.media is not None:

@@ -21,6 +21,7 @@ from pipecat_sip.call import CallFailed, CallInfo, SIPCall
 from pipecat_sip.codecs import SUPPORTED_CODECS, get_codec
 from pipecat_sip.rtp.ports import PortLease, PortPool, PortPoolExhausted
 from pipecat_sip.sdp import (
+    NegotiatedMedia,
     NoCommonCodec,
     SDPParseError,
     SessionDescription,
@@ -488,7 +489,10 @@ class SIPServer:
         if call is None:
             return
         if isinstance(event, CallEstablished):
-            call._set_established()
+            if call.negotiated is None and call.info.direction == "inbound":
+                self._on_delayed_answer(call, event.ack)
+            else:
+                call._set_established()
         elif isinstance(event, CallAnswered):
             self._on_answered(call, event)
         elif isinstance(event, CallUpdated):
@@ -514,31 +518,41 @@ class SIPServer:
             logger.warning(f"SIP {call_id}: at capacity ({self.max_calls} calls), 503")
             self.ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
             return
-        if req.content_type != "application/sdp" or not req.body:
-            logger.warning(f"SIP {call_id}: INVITE without an SDP offer, 488")
+        if req.body and req.content_type != "application/sdp":
+            logger.warning(f"SIP {call_id}: INVITE body is {req.content_type!r}, not SDP: 488")
             self.ua.reject(call_id, 488, now, reason="Not Acceptable Here (no SDP offer)")
             return
-        try:
-            offer = SessionDescription.parse(req.body)
-        except SDPParseError as exc:
-            self.ua.reject(call_id, 400, now, reason=f"Bad Request (SDP: {exc})"[:120])
-            return
+        offer: SessionDescription | None = None
+        if req.body:
+            try:
+                offer = SessionDescription.parse(req.body)
+            except SDPParseError as exc:
+                self.ua.reject(call_id, 400, now, reason=f"Bad Request (SDP: {exc})"[:120])
+                return
         try:
             lease = self.ports.acquire()
         except PortPoolExhausted:
             logger.warning(f"SIP {call_id}: no RTP port free, 503")
             self.ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
             return
-        try:
-            answer, negotiated = negotiate(
-                offer, self.codecs, local_address=self.public_address, local_port=lease.port
+        negotiated: NegotiatedMedia | None = None
+        if offer is None:
+            # Delayed offer (RFC 3261 s.13.2.1): our offer goes in the 200, the
+            # answer comes in the ACK (see _on_delayed_answer).
+            answer = create_offer(
+                local_address=self.public_address, local_port=lease.port, codecs=self.codecs
             )
-        except NoCommonCodec as exc:
-            lease.sock.close()
-            self.ports.release(lease.port)
-            logger.info(f"SIP {call_id}: no common codec ({exc}), 488")
-            self.ua.reject(call_id, 488, now)
-            return
+        else:
+            try:
+                answer, negotiated = negotiate(
+                    offer, self.codecs, local_address=self.public_address, local_port=lease.port
+                )
+            except NoCommonCodec as exc:
+                lease.sock.close()
+                self.ports.release(lease.port)
+                logger.info(f"SIP {call_id}: no common codec ({exc}), 488")
+                self.ua.reject(call_id, 488, now)
+                return
         info = _call_info(req, "inbound", event.source, negotiated)
         call = SIPCall(
             self,
@@ -554,7 +568,8 @@ class SIPServer:
         self.ua.ringing(call_id, now)
         logger.info(
             f"{call}: incoming from {info.from_uri} to {info.request_uri} "
-            f"({negotiated.encoding_name}, rtp {lease.port})"
+            f"({negotiated.encoding_name if negotiated else 'no SDP: delayed offer'}, "
+            f"rtp {lease.port})"
         )
         if self.answer_timeout_s > 0:
             self._answer_timers[call_id] = self._loop.call_later(
@@ -611,6 +626,28 @@ class SIPServer:
         call.negotiated = negotiated
         resp = event.response
         call.info = _replace_codec(call.info, negotiated, resp.to.display_name)
+
+        async def start() -> None:
+            await call._start_media()
+            call._set_established()
+
+        self._spawn(start())
+
+    def _on_delayed_answer(self, call: SIPCall, ack: SIPRequest | None) -> None:
+        """The ACK of a delayed-offer call: its SDP answers the offer in our 200."""
+        try:
+            if ack is None or not ack.body or ack.content_type != "application/sdp":
+                raise ValueError("the ACK carries no SDP answer")
+            assert call.local_sdp is not None
+            negotiated = apply_answer(call.local_sdp, SessionDescription.parse(ack.body))
+        except (ValueError, SDPParseError, NoCommonCodec) as exc:
+            # RFC 3261 s.13.2.1 leaves no other way out of an unusable answer.
+            logger.warning(f"{call}: delayed offer not answered usably in the ACK ({exc}): BYE")
+            self._spawn(call.hangup())
+            return
+        call.negotiated = negotiated
+        call.info = _replace_codec(call.info, negotiated, None)
+        logger.info(f"{call}: ACK answered our offer ({negotiated.encoding_name})")
 
         async def start() -> None:
             await call._start_media()

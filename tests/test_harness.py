@@ -119,9 +119,9 @@ def test_scenarios_declare_their_keys():
     assert scenario_args(SCENARIO_DIR / "uac_retransmit_invite.xml") == ["-nr"]
     for path in SCENARIO_DIR.glob("*.xml"):
         text = path.read_text(encoding="latin-1")
-        if "INVITE sip:" in text:
+        if "INVITE sip:" in text and "delayed_offer" not in path.name:  # those send no SDP
             assert "Content-Type: application/sdp" in text, path.name
-            assert "c=IN IP4 [local_ip]" in text, path.name
+            assert "c=IN IP4 [local_ip]" in text or "c=IN IP4 [rtp_ip]" in text, path.name
 
 
 # -- SIPp ---------------------------------------------------------------------------------

@@ -229,3 +229,46 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
         loop.remove_reader(rtp)
         rtp.close()
         await server.stop()
+
+
+async def test_delayed_offer_answered_in_the_ack(sipp):
+    # RFC 3261 s.13.2.1: an INVITE without SDP gets our offer in the 200 and the
+    # caller's answer in the ACK; media runs with the codec it picked (PCMA).
+    rec = Recorder()
+    server = await start_server(rec)
+    loop = asyncio.get_running_loop()
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    received: list[bytes] = []
+    loop.add_reader(rtp, lambda: received.append(rtp.recv(2048)))
+    try:
+        keys = {"rtp_port": str(rtp.getsockname()[1]), "hold_ms": "600"}
+        result = await run_sipp("uac_delayed_offer.xml", target(server), keys=keys)
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["remote_bye"]
+        call = rec.calls[0]
+        assert call.info.codec == "PCMA" and call.negotiated.payload_type == 8
+        assert call.negotiated.telephone_event_pt == 101
+        assert len(received) >= 10  # RTP went where the ACK's SDP said
+        assert all(data[1] & 0x7F == 8 for data in received)
+        assert server.ports.in_use == 0
+    finally:
+        loop.remove_reader(rtp)
+        rtp.close()
+        await server.stop()
+
+
+async def test_delayed_offer_without_answer_in_the_ack_is_hung_up(sipp):
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        result = await run_sipp("uac_delayed_offer_no_answer.xml", target(server))
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: len(rec.ended) == 1)
+        assert list(rec.ended.values()) == ["local_bye"]
+        assert rec.calls[0].media is None  # no media was started
+        assert server.ports.in_use == 0 and not server.calls
+    finally:
+        await server.stop()

@@ -92,9 +92,15 @@ class CallAnswered:
 
 @dataclass
 class CallEstablished:
-    """The ACK for our 2xx arrived (UAS)."""
+    """The ACK for our 2xx arrived (UAS).
+
+    Attributes:
+        ack: The ACK; its body is the SDP answer when our 2xx carried the
+            offer (the INVITE had none: RFC 3261 s.13.2.1, RFC 3264 s.4).
+    """
 
     call_id: str
+    ack: SIPRequest | None = None
 
 
 @dataclass
@@ -601,7 +607,7 @@ class UserAgent:
         self._stop_2xx_retransmission(leg)
         if leg.state == "answered":
             leg.state = "established"
-            self._events.append(CallEstablished(leg.call_id))
+            self._events.append(CallEstablished(leg.call_id, req))
             if leg.pending_bye:
                 self._send_bye(leg, self._now)
 
