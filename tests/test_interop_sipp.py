@@ -30,6 +30,26 @@ def target(server: SIPServer) -> str:
     return f"127.0.0.1:{server.port}"
 
 
+class RtpSink:
+    """A UDP socket of the test on 127.0.0.1 that notes when each datagram arrives."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[tuple[float, bytes]] = []  # (loop time, datagram)
+        self.loop.add_reader(self.sock, self._read)
+
+    def _read(self) -> None:
+        self.received.append((self.loop.time(), self.sock.recv(2048)))
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+
+
 async def test_basic_call_bye_from_caller(sipp):
     rec = Recorder()
     server = await start_server(rec)
@@ -179,11 +199,7 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
     rec = Recorder()
     server = await start_server(rec, rtp_timeout_s=1.0)
     loop = asyncio.get_running_loop()
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.setblocking(False)
-    arrivals: list[float] = []
-    loop.add_reader(rtp, lambda: (rtp.recv(2048), arrivals.append(loop.time())))
+    rtp = RtpSink()
     transitions: list[tuple[float, bool]] = []
 
     async def play_peer() -> None:
@@ -200,13 +216,13 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
                 transitions.append((loop.time(), media.sending))
             if hold_direction == "sendonly" or media.sending:
                 packet = sender.packet(bytes([0xFF]) * 160, 160)
-                rtp.sendto(packet, ("127.0.0.1", call.local_rtp_port))
+                rtp.sock.sendto(packet, ("127.0.0.1", call.local_rtp_port))
             await asyncio.sleep(0.02)
 
     watcher = asyncio.create_task(play_peer())
     try:
         keys = {
-            "rtp_port": str(rtp.getsockname()[1]),
+            "rtp_port": str(rtp.port),
             "hold_direction": hold_direction,
             "answer_direction": answer_direction,
         }
@@ -219,6 +235,7 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
         assert [sending for _, sending in transitions] == [True, False, True]
         held_from, held_until = transitions[1][0], transitions[2][0]
         assert held_until - held_from >= 1.4
+        arrivals = [t for t, _ in rtp.received]
         # The transitions are polled every 20 ms: leave 30 ms at either end.
         during_hold = [t for t in arrivals if held_from + 0.03 < t < held_until - 0.03]
         assert not during_hold, f"{len(during_hold)} RTP packets sent while held"
@@ -226,7 +243,6 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
         assert [t for t in arrivals if t > held_until]  # resumed
     finally:
         watcher.cancel()
-        loop.remove_reader(rtp)
         rtp.close()
         await server.stop()
 
@@ -236,14 +252,9 @@ async def test_delayed_offer_answered_in_the_ack(sipp):
     # caller's answer in the ACK; media runs with the codec it picked (PCMA).
     rec = Recorder()
     server = await start_server(rec)
-    loop = asyncio.get_running_loop()
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.setblocking(False)
-    received: list[bytes] = []
-    loop.add_reader(rtp, lambda: received.append(rtp.recv(2048)))
+    rtp = RtpSink()
     try:
-        keys = {"rtp_port": str(rtp.getsockname()[1]), "hold_ms": "600"}
+        keys = {"rtp_port": str(rtp.port), "hold_ms": "600"}
         result = await run_sipp("uac_delayed_offer.xml", target(server), keys=keys)
         assert result.ok, result.summary()
         assert await wait_for(lambda: len(rec.ended) == 1)
@@ -251,11 +262,10 @@ async def test_delayed_offer_answered_in_the_ack(sipp):
         call = rec.calls[0]
         assert call.info.codec == "PCMA" and call.negotiated.payload_type == 8
         assert call.negotiated.telephone_event_pt == 101
-        assert len(received) >= 10  # RTP went where the ACK's SDP said
-        assert all(data[1] & 0x7F == 8 for data in received)
+        assert len(rtp.received) >= 10  # RTP went where the ACK's SDP said
+        assert all(data[1] & 0x7F == 8 for _, data in rtp.received)
         assert server.ports.in_use == 0
     finally:
-        loop.remove_reader(rtp)
         rtp.close()
         await server.stop()
 

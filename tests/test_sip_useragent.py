@@ -398,6 +398,20 @@ def in_dialog_request(pair: SIPPair, method: str, *, cseq_delta: int = 1, body=b
     return req
 
 
+def ack_reinvite_then_hang_up(pair: SIPPair, side: str, reinvite, local_port: int) -> None:
+    """`side`'s application ACKs the re-INVITE's 2xx (the UA has no re-INVITE API);
+    the call must outlive Timer H, then a hangs up."""
+    peer = "b" if side == "a" else "a"
+    ua = getattr(pair, side)
+    leg = ua._legs[reinvite.call_id]
+    ack = leg.dialog.create_request("ACK", "127.0.0.1", local_port, cseq=reinvite.cseq.seq)
+    ua.layer.send(bytes(ack), pair.addr[peer])
+    pair.run(until=pair.now + 40)  # past Timer H of the re-INVITE's 2xx
+    assert pair.a.active_calls == pair.b.active_calls == 1  # still up: no ack_timeout
+    pair.act("a", "hangup", reinvite.call_id)
+    pair.run()
+
+
 def test_reinvite_answered_with_current_sdp_and_call_stays_up():
     pair = SIPPair()
     call_id = establish(pair)
@@ -412,15 +426,7 @@ def test_reinvite_answered_with_current_sdp_and_call_stays_up():
     assert ok and ok[0].body == new_sdp
     assert ok[0].headers.get("Contact")
     assert txn.state == "accepted"
-    # a's application ACKs the re-INVITE's 2xx (the UA has no re-INVITE API).
-    leg = pair.a._legs[call_id]
-    ack = leg.dialog.create_request("ACK", "127.0.0.1", 5070, cseq=reinvite.cseq.seq)
-    pair.a.layer.send(bytes(ack), pair.addr["b"])
-    pair.run(until=pair.now + 40)  # past Timer H of the re-INVITE's 2xx
-    assert pair.a.active_calls == pair.b.active_calls == 1  # still up: no ack_timeout
-    assert not pair.ended("a") and not pair.ended("b")
-    pair.act("a", "hangup", call_id)
-    pair.run()
+    ack_reinvite_then_hang_up(pair, "a", reinvite, 5070)
     assert reasons(pair, "b") == [("remote_bye", None)]
     pair.assert_no_leaks()
 
@@ -453,13 +459,7 @@ def test_reinvite_offer_answered_by_the_application_or_488():
     assert b"o=b 2 3" in ok.body and pair.b._legs[call_id].local_sdp == ok.body
     assert [e.call_id for e in pair.of_type("b", CallUpdated)] == [call_id]
     assert offers == [(call_id, bad.body), (call_id, SDP_OFFER)]
-    leg = pair.a._legs[call_id]
-    ack = leg.dialog.create_request("ACK", "127.0.0.1", 5070, cseq=good.cseq.seq)
-    pair.a.layer.send(bytes(ack), pair.addr["b"])
-    pair.run(until=pair.now + 40)
-    assert pair.a.active_calls == pair.b.active_calls == 1
-    pair.act("a", "hangup", call_id)
-    pair.run()
+    ack_reinvite_then_hang_up(pair, "a", good, 5070)
     assert reasons(pair, "b") == [("remote_bye", None)]
     pair.assert_no_leaks()
 
@@ -476,12 +476,7 @@ def test_reinvite_from_callee_reaches_the_caller():
     assert [e.call_id for e in pair.of_type("a", CallUpdated)] == [call_id]
     [ok] = [r for r in responses(pair.sent("a", "SIP/2.0 200")) if r.cseq == reinvite.cseq]
     assert ok.body == SDP_OFFER
-    ack = leg.dialog.create_request("ACK", "127.0.0.1", 5080, cseq=reinvite.cseq.seq)
-    pair.b.layer.send(bytes(ack), pair.addr["a"])
-    pair.run(until=pair.now + 40)
-    assert pair.a.active_calls == pair.b.active_calls == 1
-    pair.act("a", "hangup", call_id)
-    pair.run()
+    ack_reinvite_then_hang_up(pair, "b", reinvite, 5080)
     assert reasons(pair, "a") == [("local_bye", 200)]
     pair.assert_no_leaks()
 
