@@ -442,6 +442,12 @@ def test_reinvite_offer_answered_by_the_application_or_488():
             raise ValueError("PCMU not offered")
         return SDP_ANSWER.replace(b"o=b 2 2", b"o=b 2 3")
 
+    # A hook that fails unexpectedly: 500, nothing changes.
+    pair.b.answer_offer = lambda cid, offer: 1 / 0
+    broken = in_dialog_request(pair, "INVITE", body=SDP_OFFER)
+    pair.a.layer.start_client(broken, pair.addr["b"], pair.now)
+    pair.run(until=pair.now + 1)
+    assert [r for r in responses(pair.sent("b", "SIP/2.0 500")) if r.cseq == broken.cseq]
     pair.b.answer_offer = answer_offer
     # An offer the application cannot take: 488, nothing changes (RFC 3261 s.14.2).
     bad = in_dialog_request(pair, "INVITE", body=SDP_OFFER + b"a=rtpmap:18 G729/8000\r\n")

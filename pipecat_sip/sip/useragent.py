@@ -581,6 +581,10 @@ class UserAgent:
             except ValueError as exc:
                 self._respond_txn(txn, 488, now, reason=f"Not Acceptable Here ({exc})"[:120])
                 return
+            except Exception:  # a bug in the hook: answer, never leave the peer hanging
+                logger.exception(f"SIP {leg.call_id}: answering the re-INVITE's offer failed")
+                self._respond_txn(txn, 500, now)
+                return
         if req.contacts:
             leg.dialog.remote_target = req.contacts[0].uri
         response = make_response(
