@@ -318,6 +318,8 @@ class SIPCall:
             return
         if negotiated.remote_address != self.media.sdp_address and negotiated.remote_address[1]:
             self.media.update_remote(negotiated.remote_address)
+        if negotiated.telephone_event_pt != self.media.telephone_event_pt:
+            self.media.set_telephone_event_pt(negotiated.telephone_event_pt)
         self._apply_direction(negotiated)
 
     def _apply_direction(self, negotiated: NegotiatedMedia) -> None:

@@ -463,6 +463,21 @@ class RTPSession:
         self._sending = bool(send)
         self._receiving = bool(receive)
 
+    def set_telephone_event_pt(self, payload_type: int | None) -> None:
+        """Send key presses with a new telephone-event payload type (a re-offer renumbered it).
+
+        None sends them as in-band tones. Events still arriving on the old
+        number are accepted.
+
+        Raises:
+            ValueError: ``payload_type`` is out of 0-127 or is the audio payload type.
+        """
+        if payload_type is not None:
+            if not 0 <= payload_type <= 127 or payload_type == self.payload_type:
+                raise ValueError(f"invalid telephone-event payload type {payload_type}")
+            self._te_pts = self._te_pts | {payload_type}
+        self.telephone_event_pt = payload_type
+
     @property
     def rtp_timeout_s(self) -> float:
         """Seconds without received RTP before `on_timeout` fires; 0 disables."""

@@ -474,6 +474,19 @@ async def test_dtmf_on_the_offers_payload_type(media):
     assert strict_keys == []
 
 
+async def test_telephone_event_renumbered_by_a_reoffer(media):
+    peer = await media.peer()
+    session = await media.session(peer.addr, telephone_event_pt=101)
+    session.set_telephone_event_pt(96)
+    session.send_dtmf("5", 60)
+    assert await until(lambda: any(p.payload_type == 96 for p in peer.packets))
+    assert not any(p.payload_type == 101 for p in peer.packets)
+    with pytest.raises(ValueError):
+        session.set_telephone_event_pt(0)  # the audio payload type
+    session.set_telephone_event_pt(None)  # no telephone-event any more: in-band tones
+    assert session.telephone_event_pt is None
+
+
 async def test_inband_dtmf_when_no_telephone_event(media):
     bob_sock = udp_socket()
     alice = await media.session(bob_sock.getsockname())
