@@ -265,6 +265,7 @@ class SIPCall:
         assert self._lease is not None
         self.media = RTPSession(
             sock=self._lease.sock,
+            rtcp_sock=self._lease.rtcp_sock,
             remote_addr=neg.remote_address,
             codec=codec,
             payload_type=neg.payload_type,
@@ -357,7 +358,7 @@ class SIPCall:
             except Exception:
                 logger.exception(f"{self}: error closing media")
         elif self._lease is not None:
-            self._lease.sock.close()
+            self._lease.close()
         if self._lease is not None:
             self._server._release(self, self._lease)
             self._lease = None

@@ -15,7 +15,10 @@ The protocol work is done by the sans-IO pieces in :mod:`pipecat_sip.rtp` and
 """
 
 import asyncio
+import random
+import secrets
 import socket
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,6 +31,14 @@ from pipecat_sip.codecs import Codec
 from pipecat_sip.codecs.tones import dtmf_tone
 from pipecat_sip.rtp.dtmf import DtmfReceiver, DtmfSender, event_for_key
 from pipecat_sip.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from pipecat_sip.rtp.rtcp import (
+    RTCP_SR,
+    ReceptionStats,
+    SenderInfo,
+    compound,
+    ntp_timestamp,
+    parse_compound,
+)
 from pipecat_sip.rtp.sender import RtpSender
 
 __all__ = ["MediaClock", "RTPSession", "RtpStats"]
@@ -235,7 +246,9 @@ class RtpStats:
         packets_received: Valid RTP packets accepted (audio and telephone-event).
         octets_received: Payload octets accepted.
         packets_invalid: Datagrams that were not valid RTP.
-        packets_rtcp: RTCP datagrams ignored (RFC 5761 multiplexing).
+        packets_rtcp: RTCP datagrams received (on the RTCP port, or muxed on the
+            RTP port, RFC 5761).
+        rtcp_sent: RTCP compound packets sent (reports, and the BYE on close).
         packets_wrong_source: Packets dropped because they came from another
             address than the latched one.
         packets_unknown_pt: Packets of a payload type we did not negotiate.
@@ -252,6 +265,7 @@ class RtpStats:
     octets_received: int = 0
     packets_invalid: int = 0
     packets_rtcp: int = 0
+    rtcp_sent: int = 0
     packets_wrong_source: int = 0
     packets_unknown_pt: int = 0
     dtmf_sent: int = 0
@@ -280,6 +294,22 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self._session._on_connection_lost()
 
 
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    """Hands RTCP datagrams (the odd port) to the session; nothing raised escapes."""
+
+    def __init__(self, session: "RTPSession"):
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._session._on_rtcp(data, addr)
+        except Exception:
+            self._session._log_error("error handling a received RTCP packet")
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # e.g. ICMP port unreachable: the peer does not listen for RTCP
+
+
 class RTPSession:
     """One call's RTP stream over a UDP socket: paced sending and receiving.
 
@@ -300,6 +330,13 @@ class RTPSession:
     telephone-event packets (our payload type, or any of
     ``extra_telephone_event_pts``) become one :attr:`on_dtmf` call per key
     press.
+
+    RTCP (RFC 3550 s.6), when an ``rtcp_sock`` (the odd port) is given: a
+    compound SR (RR while we send nothing) + SDES CNAME about every
+    ``rtcp_interval_s`` (randomized 0.5-1.5x, the first after half of it),
+    with a report block on the latched source (loss, jitter, LSR/DLSR), sent
+    to the RTP destination's port + 1 until RTCP arrives from the peer, then
+    back to that source; a BYE on :meth:`close`. Received SRs feed LSR/DLSR.
 
     Callbacks (plain functions, called from the event loop; set them before
     or after :meth:`start`):
@@ -326,6 +363,11 @@ class RTPSession:
             counted from :meth:`start`; 0 disables it.
         clock: The pacing clock; default the loop's shared one for ``ptime_ms``.
         log_prefix: Put in front of log lines (e.g. the call).
+        rtcp_sock: A bound UDP socket for RTCP (the RTP port + 1), or None
+            for no RTCP; the session closes it.
+        rtcp_interval_s: Mean seconds between our RTCP reports (RFC 3550
+            s.6.2 recommends 5).
+        cname: Our RTCP CNAME; default a random one per session (RFC 7022).
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -362,6 +404,9 @@ class RTPSession:
         rtp_timeout_s: float = 30.0,
         clock: MediaClock | None = None,
         log_prefix: str = "",
+        rtcp_sock: socket.socket | None = None,
+        rtcp_interval_s: float = 5.0,
+        cname: str | None = None,
     ):
         self.codec = codec
         self.payload_type = codec.payload_type if payload_type is None else payload_type
@@ -412,6 +457,16 @@ class RTPSession:
         self._timed_out = False
         self._sending = True  # the negotiated direction lets us send
         self._receiving = True  # ... and the peer sends (the RTP timeout runs)
+
+        self._rtcp_sock = rtcp_sock
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_interval = max(0.05, float(rtcp_interval_s))
+        self._rtcp_source: Any = None  # where the peer's RTCP comes from (symmetric RTCP)
+        self._next_rtcp = float("inf")
+        self._packets_at_report = 0  # RTP packets sent when the last report went out
+        self._reception: ReceptionStats | None = None  # about the latched source
+        self.cname = cname or f"{secrets.token_urlsafe(12)}@pipecat-sip"
+        """Our RTCP CNAME."""
 
         self.stats = RtpStats()
         self.on_audio = None
@@ -539,6 +594,11 @@ class RTPSession:
         if self._clock is None:
             self._clock = MediaClock.for_loop(loop, self.ptime_ms)
         self._last_rx = loop.time()
+        if self._rtcp_sock is not None:
+            self._rtcp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _RtcpProtocol(self), sock=self._rtcp_sock
+            )
+            self._next_rtcp = loop.time() + self._rtcp_interval * random.uniform(0.25, 0.75)
         self._clock.add(self)
 
     async def close(self) -> None:
@@ -547,6 +607,13 @@ class RTPSession:
         Pending :meth:`wait_for_backlog` calls return; queued audio and DTMF
         are dropped. Returns once the socket is closed.
         """
+        rtcp = self._rtcp_transport
+        if rtcp is not None and not rtcp.is_closing():
+            if not self._closed:
+                self._send_rtcp(bye=True)  # RFC 3550 s.6.6: leaving the session
+            rtcp.close()
+        elif rtcp is None and self._rtcp_sock is not None:
+            self._rtcp_sock.close()
         if not self._closed:
             self._closed = True
             if self._clock is not None:
@@ -636,6 +703,7 @@ class RTPSession:
         self._remote = self._destination(remote_addr)
         self._sdp_addr = tuple(remote_addr[:2])
         self._latched = None
+        self._rtcp_source = None
         logger.info(f"{self._log}RTP remote address now {remote_addr[0]}:{remote_addr[1]}")
 
     def __repr__(self) -> str:
@@ -657,6 +725,9 @@ class RTPSession:
             self._send_one()
         if self._waiters:
             self._wake_waiters()
+        if now >= self._next_rtcp:
+            self._send_rtcp()
+            self._next_rtcp = now + self._rtcp_interval * random.uniform(0.5, 1.5)
         if self._rtp_timeout and self._receiving and not self._timed_out:
             if self._rx_count != self._rx_mark:
                 self._rx_mark = self._rx_count
@@ -696,6 +767,66 @@ class RTPSession:
                 self._send(self._rtp.packet(payload, self._ts_step), len(payload))
             else:
                 self._rtp.advance(self._ts_step)
+
+    # --- RTCP (RFC 3550 s.6) --------------------------------------------------------------
+
+    def _on_rtcp(self, data: bytes, addr: Any) -> None:
+        """A datagram on the RTCP port: from the latched RTP source's host only."""
+        latched = self._latched
+        if latched is not None and addr[0] != latched[0]:
+            self.stats.packets_wrong_source += 1
+            return
+        self.stats.packets_rtcp += 1
+        if self._read_rtcp(data):
+            self._rtcp_source = addr  # symmetric RTCP: answer where it comes from
+
+    def _read_rtcp(self, data: bytes) -> bool:
+        """Take the peer's SR (for LSR/DLSR) from a compound packet; False if not RTCP."""
+        try:
+            packets = parse_compound(data)
+        except ValueError:
+            self.stats.packets_invalid += 1
+            return False
+        reception = self._reception
+        for packet in packets:
+            if packet.packet_type == RTCP_SR and packet.ntp is not None:
+                if reception is not None and packet.ssrc == reception.ssrc:
+                    reception.sender_report(packet.ntp, time.monotonic())
+        return True
+
+    def _rtcp_destination(self) -> Any:
+        if self._rtcp_source is not None:
+            return self._rtcp_source
+        remote = self._remote
+        if remote is None:
+            return None
+        return (remote[0], remote[1] + 1, *remote[2:])  # RFC 3550 s.11: RTP port + 1
+
+    def _send_rtcp(self, bye: bool = False) -> None:
+        """Send a compound report (SR if we sent RTP since the last one, else RR)."""
+        transport = self._rtcp_transport
+        destination = self._rtcp_destination()
+        if transport is None or destination is None:
+            return
+        rtp = self._rtp
+        sender = None
+        if rtp.packets_sent != self._packets_at_report:
+            # The packet just sent started at this instant: its timestamp is the
+            # stream's current one minus one packet.
+            sender = SenderInfo(
+                ntp=ntp_timestamp(time.time()),
+                rtp_timestamp=(rtp.timestamp - self._ts_step) & 0xFFFFFFFF,
+                packets=rtp.packets_sent,
+                octets=rtp.octets_sent,
+            )
+            self._packets_at_report = rtp.packets_sent
+        reception = self._reception
+        blocks = [reception.report_block(time.monotonic())] if reception is not None else []
+        try:
+            self._rtcp_sock.sendto(compound(rtp.ssrc, self.cname, sender, blocks, bye), destination)
+        except OSError:
+            return  # best effort: RTCP never holds up the media
+        self.stats.rtcp_sent += 1
 
     def _play_out_held(self) -> None:
         """One packet time while held: nothing on the wire (RFC 3264 s.5.1).
@@ -752,6 +883,8 @@ class RTPSession:
         stats = self.stats
         if is_rtcp(data):
             stats.packets_rtcp += 1
+            if self._rtcp_transport is not None:
+                self._read_rtcp(data)
             return
         try:
             packet = RtpPacket.parse(data)
@@ -771,6 +904,11 @@ class RTPSession:
         self._rx_count += 1
         stats.packets_received += 1
         stats.octets_received += len(packet.payload)
+        if self._rtcp_transport is not None:
+            reception = self._reception
+            if reception is None or reception.ssrc != packet.ssrc:  # a new stream
+                reception = self._reception = ReceptionStats(packet.ssrc, self.codec.clock_rate)
+            reception.update(packet.sequence_number, packet.timestamp, time.monotonic())
         if payload_type == self.payload_type:
             on_audio = self.on_audio
             if on_audio is not None:

@@ -397,7 +397,7 @@ class SIPServer:
                 headers=headers,
             )
         except Exception:
-            lease.sock.close()
+            lease.close()
             self.ports.release(lease.port)
             raise
         invite = self.ua._legs[call_id].invite
@@ -548,7 +548,7 @@ class SIPServer:
                     offer, self.codecs, local_address=self.public_address, local_port=lease.port
                 )
             except NoCommonCodec as exc:
-                lease.sock.close()
+                lease.close()
                 self.ports.release(lease.port)
                 logger.info(f"SIP {call_id}: no common codec ({exc}), 488")
                 self.ua.reject(call_id, 488, now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,13 @@ async def test_baresip_echo_dtmf_and_hangup(baresip_installed, tmp_path: Path, c
     )
     bot = EchoBot()
     server = await start_server(bot)
-    phone = CodecBaresip(tmp_path / "phone", wav=wav, name="phone", audio_codecs=codec.lower())
+    phone = CodecBaresip(
+        tmp_path / "phone",
+        wav=wav,
+        name="phone",
+        audio_codecs=codec.lower(),
+        extra_config={"rtp_stats": "yes"},  # prints what our RTCP reports told it
+    )
     try:
         async with phone:
             await phone.dial(f"sip:bot@127.0.0.1:{server.port}")
@@ -119,6 +126,7 @@ async def test_baresip_echo_dtmf_and_hangup(baresip_installed, tmp_path: Path, c
             await phone.hangup()
             await phone.wait_event("CALL_CLOSED", timeout=5)
             heard, rate = read_wav(await phone.wait_recording("dec", timeout=5))
+            assert await wait_for(lambda: "pkt.report:" in phone.log), phone.log[-2000:]
 
         assert len(bot.calls) == 1, phone.log[-2000:]
         call = bot.calls[0]
@@ -130,6 +138,12 @@ async def test_baresip_echo_dtmf_and_hangup(baresip_installed, tmp_path: Path, c
         assert not bot.errors, bot.errors
 
         assert bot.echoes[0].digits == ["1", "2", "#"]
+
+        # RTCP (RFC 3550 s.6): baresip read our SR (its "Receive" column: the
+        # packet count we sent) and our report block on its stream ("Transmit").
+        transmit, receive = map(int, re.search(r"pkt\.report:\s+(\d+)\s+(\d+)", phone.log).groups())
+        assert transmit > 0 and receive > 0, phone.log[-1500:]
+        assert call.media.stats.rtcp_sent >= 1
 
         assert rate == 8000 and heard.size >= 3 * rate, f"{heard.size} samples heard"
         second_half = heard[heard.size // 2 :]

@@ -52,7 +52,7 @@ def drain(pool: PortPool) -> list:
 
 def close_all(leases) -> None:
     for lease in leases:
-        lease.sock.close()
+        lease.close()
 
 
 def test_hands_out_even_ports_with_their_rtcp_port_in_range(base):
@@ -100,13 +100,14 @@ def test_ports_busy_on_the_host_are_skipped(base):
             sock.close()
 
 
-def test_busy_rtcp_port_does_not_matter(base):
-    rtcp = occupy(base + 1)  # the pool does not bind RTCP ports
+def test_pair_with_a_busy_rtcp_port_is_skipped(base):
+    rtcp = occupy(base + 1)  # RTCP goes to the RTP port + 1 (RFC 3550 s.11)
     try:
         pool = PortPool(base, base + 3, HOST)
         lease = pool.acquire()
-        lease.sock.close()
-        assert lease.port == base
+        assert lease.port == base + 2
+        assert lease.rtcp_sock.getsockname()[1] == base + 3
+        lease.close()
     finally:
         rtcp.close()
 
@@ -120,10 +121,10 @@ def test_exhaustion_raises_and_recovers(base):
         pool.acquire()
     with pytest.raises(PortPoolExhausted):  # still no crash on a second try
         pool.acquire()
-    lease.sock.close()
+    lease.close()
     pool.release(lease.port)
     again = pool.acquire()
-    again.sock.close()
+    again.close()
     assert again.port == base
 
 
@@ -141,7 +142,7 @@ def test_exhaustion_counts_host_busy_ports(base):
 def test_release_returns_every_port_and_reuse_is_round_robin(base):
     pool = PortPool(base, base + 7, HOST)  # 4 RTP ports
     first = pool.acquire()
-    first.sock.close()
+    first.close()
     pool.release(first.port)
     second = pool.acquire()  # a just-released port is reused last
     assert second.port == base + 2
@@ -159,7 +160,7 @@ def test_release_returns_every_port_and_reuse_is_round_robin(base):
 def test_release_is_idempotent_and_tolerates_foreign_ports(base):
     pool = PortPool(base, base + 3, HOST)
     lease = pool.acquire()
-    lease.sock.close()
+    lease.close()
     pool.release(lease.port)
     pool.release(lease.port)
     pool.release(base + 1)  # an RTCP port: never leased, ignored
@@ -170,10 +171,10 @@ def test_release_is_idempotent_and_tolerates_foreign_ports(base):
 def test_released_port_can_be_bound_again_after_close(base):
     pool = PortPool(base, base + 1, HOST)
     lease = pool.acquire()
-    lease.sock.close()
+    lease.close()
     pool.release(lease.port)
     lease = pool.acquire()
-    lease.sock.close()
+    lease.close()
     assert lease.port == base
 
 

@@ -2,8 +2,8 @@
 
 RFC 3550 section 11: RTP uses an even port and RTCP the odd port above it.
 The pool hands out only even ports whose odd neighbour is also inside the
-range, never the odd ones. A port some other process on the host already
-holds is skipped (the bind fails with EADDRINUSE). Ports are handed out
+range, and binds both. A pair of which some other process on the host
+already holds either port is skipped (the bind fails with EADDRINUSE). Ports are handed out
 round-robin, so a port just released is reused last: late packets of an
 ended call do not land in a new one.
 """
@@ -25,16 +25,25 @@ class PortPoolExhausted(RuntimeError):
 class PortLease:
     """A leased RTP port and its bound, non-blocking UDP socket.
 
-    The socket belongs to the caller (an RTPSession closes it); give the port
-    back with :meth:`PortPool.release` when the call ends.
+    The sockets belong to the caller (an RTPSession closes them, or
+    :meth:`close`); give the port back with :meth:`PortPool.release` when the
+    call ends.
 
     Attributes:
-        port: The even RTP port; ``port + 1`` is reserved for RTCP.
+        port: The even RTP port.
         sock: UDP socket bound to ``(host, port)``.
+        rtcp_sock: UDP socket bound to ``(host, port + 1)``, for RTCP.
     """
 
     port: int
     sock: socket.socket
+    rtcp_sock: socket.socket | None = None
+
+    def close(self) -> None:
+        """Close both sockets (when no RTPSession took them over)."""
+        self.sock.close()
+        if self.rtcp_sock is not None:
+            self.rtcp_sock.close()
 
 
 class PortPool:
@@ -87,10 +96,10 @@ class PortPool:
         return len(self._ports) - len(self._leased)
 
     def acquire(self) -> PortLease:
-        """Lease the next free even port, bound to ``host``.
+        """Lease the next free even port and its odd neighbour, both bound to ``host``.
 
         Returns:
-            The port and its non-blocking UDP socket.
+            The port and its non-blocking UDP sockets (RTP, RTCP).
 
         Raises:
             PortPoolExhausted: Every port is leased or busy on the host.
@@ -105,12 +114,15 @@ class PortPool:
             if port in self._leased:
                 continue
             sock = self._bind(port)
-            if sock is None:
+            rtcp_sock = self._bind(port + 1) if sock is not None else None
+            if sock is None or rtcp_sock is None:
+                if sock is not None:
+                    sock.close()
                 busy += 1
                 continue
             self._leased.add(port)
             self._next = (index + 1) % count
-            return PortLease(port, sock)
+            return PortLease(port, sock, rtcp_sock)
         raise PortPoolExhausted(
             f"no free RTP port in {self.start}-{self.end}: "
             f"{len(self._leased)} leased, {busy} busy on the host"

@@ -1,0 +1,232 @@
+"""RTCP (RFC 3550 s.6): packet layout, reception statistics, an RTPSession's reports."""
+
+import asyncio
+import random
+import socket
+import struct
+import time
+
+import pytest
+
+from pipecat_sip.codecs import PCMU
+from pipecat_sip.media import RTPSession
+from pipecat_sip.rtp.ports import PortPool
+from pipecat_sip.rtp.rtcp import (
+    RTCP_BYE,
+    RTCP_RR,
+    RTCP_SDES,
+    RTCP_SR,
+    ReceptionStats,
+    SenderInfo,
+    compound,
+    ntp_timestamp,
+    parse_compound,
+)
+from pipecat_sip.rtp.sender import RtpSender
+
+HOST = "127.0.0.1"
+
+
+# --- packets ---------------------------------------------------------------------------------
+
+
+def test_sender_report_layout():
+    block = bytes(range(24))
+    sender = SenderInfo(ntp=0x0102030405060708, rtp_timestamp=0xAABBCCDD, packets=7, octets=1120)
+    data = compound(0x11223344, "ab@c", sender, [block])
+    # SR: V=2, RC=1, PT=200, length 12 words (52 bytes), SSRC, NTP, RTP ts, counts, block.
+    assert data[:4] == bytes([0x81, 200, 0, 12])
+    assert struct.unpack_from("!IQIII", data, 4) == (
+        0x11223344,
+        0x0102030405060708,
+        0xAABBCCDD,
+        7,
+        1120,
+    )
+    assert data[28:52] == block
+    # SDES: SC=1, PT=202, one chunk: SSRC, CNAME(1) len 4 "ab@c", END, padding to 4 bytes.
+    assert data[52:56] == bytes([0x81, 202, 0, 3])
+    assert data[56:68] == struct.pack("!I", 0x11223344) + b"\x01\x04ab@c\x00\x00"
+    assert len(data) == 68
+
+
+def test_receiver_report_and_bye():
+    data = compound(5, "x", None, [], bye=True)
+    kinds = [(p.packet_type, p.ssrc) for p in parse_compound(data)]
+    assert kinds == [(RTCP_RR, 5), (RTCP_SDES, 5), (RTCP_BYE, 5)]
+    assert data[:8] == bytes([0x80, 201, 0, 1]) + struct.pack("!I", 5)
+    assert len(data) % 4 == 0
+
+
+def test_parse_reads_the_senders_ntp_and_rejects_bad_datagrams():
+    sender = SenderInfo(ntp=ntp_timestamp(0.5), rtp_timestamp=0, packets=0, octets=0)
+    (sr, _sdes) = parse_compound(compound(9, "y", sender, []))
+    assert sr.packet_type == RTCP_SR and sr.ssrc == 9
+    assert sr.ntp == (2208988800 << 32) | (1 << 31)  # 1970 + 0.5 s in NTP's era
+    with pytest.raises(ValueError, match="version"):
+        parse_compound(b"\x40\xc8\x00\x01\x00\x00\x00\x01")
+    with pytest.raises(ValueError, match="claims"):
+        parse_compound(b"\x80\xc8\x00\x09\x00\x00\x00\x01")
+    with pytest.raises(ValueError):
+        compound(1, "z", None, [bytes(24)] * 32)
+
+
+# --- reception statistics (RFC 3550 A.1, A.3, A.8) -----------------------------------------
+
+
+def fields(block: bytes) -> dict:
+    ssrc, loss, ext_max, jitter, lsr, dlsr = struct.unpack("!IIIIII", block)
+    lost = loss & 0xFFFFFF
+    if lost & 0x800000:
+        lost -= 1 << 24
+    return {
+        "ssrc": ssrc,
+        "fraction": loss >> 24,
+        "lost": lost,
+        "ext_max": ext_max,
+        "jitter": jitter,
+        "lsr": lsr,
+        "dlsr": dlsr,
+    }
+
+
+def test_loss_fraction_and_extended_sequence_across_the_wrap():
+    stats = ReceptionStats(0xBEEF, 8000)
+    seqs = [65530 + i for i in range(6)] + [0, 1, 3, 4]  # 2 lost, after the wrap
+    for i, seq in enumerate(seqs):
+        stats.update(seq, i * 160, i * 0.02)
+    block = fields(stats.report_block(now=1.0))
+    assert block["ssrc"] == 0xBEEF
+    assert block["ext_max"] == (1 << 16) + 4
+    assert stats.expected == 11 and stats.received == 10 and block["lost"] == 1
+    assert block["fraction"] == (1 << 8) // 11  # 1 of 11 since the last (first) report
+    # The next interval: 10 more in order, none lost.
+    for i in range(5, 15):
+        stats.update(i, (10 + i) * 160, (10 + i) * 0.02)
+    block = fields(stats.report_block(now=2.0))
+    assert block["fraction"] == 0 and block["lost"] == 1 and block["ext_max"] == (1 << 16) + 14
+
+
+def test_duplicates_and_reordering_do_not_move_the_highest_sequence():
+    stats = ReceptionStats(1, 8000)
+    for seq in (10, 12, 11, 12):
+        stats.update(seq, seq * 160, seq * 0.02)
+    assert stats.extended_max_seq == 12 and stats.received == 4 and stats.lost == -1
+
+
+def test_jitter_zero_for_steady_arrival_and_grows_with_variation():
+    steady = ReceptionStats(1, 8000)
+    for i in range(50):
+        steady.update(i, (i * 160 + 0xFFFFFF00) & 0xFFFFFFFF, 3.0 + i * 0.02)  # ts wraps
+    assert steady.jitter < 1e-6
+    jittery = ReceptionStats(1, 8000)
+    for i in range(400):
+        late = 0.005 if i % 2 else 0.0  # every other packet 5 ms (40 units) late
+        jittery.update(i, i * 160, i * 0.02 + late)
+    assert 39 < jittery.jitter < 41  # |D| is 40 every time, J converges to it
+
+
+def test_lsr_and_dlsr_from_the_last_sender_report():
+    stats = ReceptionStats(1, 8000)
+    stats.update(1, 0, 0.0)
+    stats.sender_report(0x0102030405060708, arrival=10.0)
+    block = fields(stats.report_block(now=10.5))
+    assert block["lsr"] == 0x03040506 and block["dlsr"] == 32768  # 0.5 s in 1/65536 s
+
+
+# --- RTPSession on loopback ------------------------------------------------------------------
+
+
+def port_pair() -> tuple[socket.socket, socket.socket]:
+    """Two bound UDP sockets on an even port and the odd one above it (RTP, RTCP)."""
+    base = random.randrange(20000, 60000, 2)
+    lease = PortPool(base, base + 999, HOST).acquire()
+    return lease.sock, lease.rtcp_sock
+
+
+async def received(sock: socket.socket, timeout: float) -> list[tuple[bytes, tuple]]:
+    """Datagrams waiting on `sock`, or the first that arrive within `timeout` s."""
+    out: list[tuple[bytes, tuple]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out.append(sock.recvfrom(2048))
+            continue
+        except BlockingIOError:
+            if out:
+                break
+        await asyncio.sleep(0.01)
+    return out
+
+
+async def first_report(sock: socket.socket, match, timeout: float = 3.0) -> tuple[bytes, tuple]:
+    """The first compound packet with a report block for which `match(block fields)` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for data, source in await received(sock, 0.5):
+            if len(data) >= 52 and match(fields(data[28:52])):
+                return data, source
+    raise AssertionError("no such RTCP report")
+
+
+async def test_session_reports_sends_sr_with_a_block_and_bye_on_close():
+    peer_rtp, peer_rtcp = port_pair()
+    own_rtp, own_rtcp = port_pair()
+    session = RTPSession(
+        sock=own_rtp,
+        rtcp_sock=own_rtcp,
+        remote_addr=peer_rtp.getsockname(),
+        codec=PCMU,
+        rtcp_interval_s=0.3,
+        cname="bot@test",
+    )
+    await session.start()
+    try:
+        # The caller sends 10 packets, one of them lost.
+        sender = RtpSender(0, 8000, ssrc=0xCAFE)
+        for i in range(11):
+            packet = sender.packet(PCMU.silence(160), 160)
+            if i != 4:
+                peer_rtp.sendto(packet, own_rtp.getsockname())
+            await asyncio.sleep(0.02)
+        last = (sender.sequence_number - 1) & 0xFFFF
+        data, source = await first_report(
+            peer_rtcp, lambda block: block["ssrc"] == 0xCAFE and block["ext_max"] == last
+        )
+        assert source[1] == own_rtcp.getsockname()[1]  # sent from our RTCP port
+        sr, sdes = parse_compound(data)[:2]
+        assert sr.packet_type == RTCP_SR and sr.ssrc == session.ssrc
+        assert sdes.packet_type == RTCP_SDES and b"bot@test" in data
+        assert abs((sr.ntp >> 32) - 2208988800 - time.time()) < 5
+        block = fields(data[28:52])
+        assert block["lost"] == 1
+        assert session.stats.rtcp_sent >= 1
+        # The caller's SR comes back in LSR; later reports answer its source (symmetric RTCP).
+        ntp = ntp_timestamp(time.time())
+        info = SenderInfo(ntp=ntp, rtp_timestamp=0, packets=10, octets=1600)
+        peer_rtcp.sendto(compound(0xCAFE, "caller@test", info, []), own_rtcp.getsockname())
+        lsr = (ntp >> 16) & 0xFFFFFFFF
+        with_lsr, _ = await first_report(peer_rtcp, lambda block: block["lsr"] == lsr)
+        assert fields(with_lsr[28:52])["dlsr"] > 0
+    finally:
+        await session.close()
+    bye = [d for d, _ in await received(peer_rtcp, 1.0)]
+    assert any(p.packet_type == RTCP_BYE for d in bye for p in parse_compound(d))
+    for sock in (peer_rtp, peer_rtcp):
+        sock.close()
+
+
+async def test_session_without_rtcp_socket_sends_no_rtcp():
+    peer_rtp, peer_rtcp = port_pair()
+    own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    own.bind((HOST, 0))
+    own.setblocking(False)
+    session = RTPSession(
+        sock=own, remote_addr=peer_rtp.getsockname(), codec=PCMU, rtcp_interval_s=0.1
+    )
+    await session.start()
+    await asyncio.sleep(0.4)
+    await session.close()
+    assert await received(peer_rtcp, 0.2) == [] and session.stats.rtcp_sent == 0
+    for sock in (peer_rtp, peer_rtcp):
+        sock.close()
