@@ -302,6 +302,7 @@ class SIPServer:
             OSError: The SIP port cannot be bound.
         """
         self._loop = asyncio.get_running_loop()
+        _ensure_fd_limit(_FDS_PER_CALL * self.max_calls + _FDS_SPARE)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _SIPProtocol(self), local_addr=(self.host, self.port), family=family
@@ -739,6 +740,39 @@ class SIPServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+# Per call: the RTP and RTCP sockets, and one to spare; plus the SIP socket,
+# the event loop's own descriptors, log files...
+_FDS_PER_CALL = 3
+_FDS_SPARE = 64
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise this process's soft open-file limit towards ``needed`` (up to the hard limit).
+
+    The common soft default, 1024, would cap a server at ~340 calls with a
+    "Too many open files" on the next RTP port.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning(f"cannot raise the open-file limit from {soft} to {target}: {exc}")
+            return
+    if target < needed:
+        logger.warning(
+            f"open-file limit {target} (hard) is below the {needed} that max_calls needs; "
+            "calls beyond it will fail (raise `ulimit -n`)"
+        )
 
 
 def _call_info(

@@ -117,3 +117,20 @@ async def test_answer_after_cancel_raises_call_failed_without_a_traceback():
     finally:
         sock.close()
         await server.stop()
+
+
+def test_open_file_limit_raised_for_max_calls():
+    import resource
+
+    from pipecat_sip.server import _ensure_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        lower = min(soft, 512)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lower, hard))
+        _ensure_fd_limit(lower + 100)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(lower + 100, hard)
+        _ensure_fd_limit(10)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(lower + 100, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
