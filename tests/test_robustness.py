@@ -329,6 +329,11 @@ async def test_garbage_on_sip_and_rtp_ports_is_ignored():
         before_invalid = media.stats.packets_invalid
         for n in list(range(0, 12)) + [13, 50, 172, 1000, 1500, 9000, 65000]:
             peer.rtp.send(rng.randbytes(n), rtp_addr)
+        # ... and on its RTCP port (RTP port + 1), RTCP-looking junk included
+        rtcp_addr = ("127.0.0.1", live.local_rtp_port + 1)
+        for n in (0, 1, 4, 8, 13, 100, 1500):
+            peer.rtp.send(rng.randbytes(n), rtcp_addr)
+            peer.rtp.send(bytes([0x80, 200]) + rng.randbytes(n), rtcp_addr)
         await asyncio.sleep(0.3)
         assert media.stats.packets_invalid > before_invalid
         assert live.state == "established" and media.stats.errors == 0

@@ -7,6 +7,8 @@ import struct
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipecat_sip.codecs import PCMU
 from pipecat_sip.media import RTPSession
@@ -230,3 +232,12 @@ async def test_session_without_rtcp_socket_sends_no_rtcp():
     assert await received(peer_rtcp, 0.2) == [] and session.stats.rtcp_sent == 0
     for sock in (peer_rtp, peer_rtcp):
         sock.close()
+
+
+@given(st.binary(max_size=200))
+def test_parse_compound_raises_only_value_error(data):
+    try:
+        packets = parse_compound(data)
+    except ValueError:
+        return
+    assert all(0 <= p.packet_type <= 255 for p in packets)
