@@ -137,6 +137,9 @@ class SIPCall:
         self._ended = asyncio.get_running_loop().create_future()
         self._established = asyncio.get_running_loop().create_future()
         self._ended_handlers: list[Callable[[str], Any]] = []
+        self._hold_handlers: list[Callable[[bool], Any]] = []
+        self.held = False
+        """Whether the far end holds the call (we may not send it media)."""
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -253,9 +256,18 @@ class SIPCall:
         A handler added after the end is called at once.
         """
         if self.state == "ended":
-            self._run_handler(handler, self.end_reason or "error")
+            self._run_handler(handler, self.end_reason or "error", "ended handler")
         else:
             self._ended_handlers.append(handler)
+
+    def add_hold_handler(self, handler: Callable[[bool], Any]) -> None:
+        """Call `handler(held)` each time the far end holds (True) or resumes (False) the call.
+
+        Holding is a re-INVITE whose offer is sendonly or inactive, or has
+        connection address 0.0.0.0 (RFC 3264 s.8.4); resuming, one that lets
+        us send again. Coroutine functions are awaited.
+        """
+        self._hold_handlers.append(handler)
 
     # --- called by the server -------------------------------------------------
     async def _start_media(self) -> None:
@@ -342,6 +354,10 @@ class SIPCall:
                 f"{'expect' if receive else 'do not expect'} RTP"
             )
         self.media.set_direction(send=send, receive=receive)
+        if self.held != (not send):
+            self.held = not send
+            for handler in list(self._hold_handlers):
+                self._run_handler(handler, self.held, "hold handler")
 
     async def _finish(self, reason: str, status_code: int | None = None) -> None:
         """Tear down once: media closed, port released, handlers called."""
@@ -366,15 +382,15 @@ class SIPCall:
             self._ended.set_result(reason)
         handlers, self._ended_handlers = self._ended_handlers, []
         for handler in handlers:
-            self._run_handler(handler, reason)
+            self._run_handler(handler, reason, "ended handler")
 
-    def _run_handler(self, handler: Callable[[str], Any], reason: str) -> None:
+    def _run_handler(self, handler: Callable[[Any], Any], arg: Any, what: str) -> None:
         try:
-            result = handler(reason)
+            result = handler(arg)
             if inspect.isawaitable(result):
                 self._spawn(result)
         except Exception:
-            logger.exception(f"{self}: error in ended handler")
+            logger.exception(f"{self}: error in {what}")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -633,6 +633,10 @@ class SIPTransport(BaseTransport):
     - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#";
       RFC 4733 A-D and flash are logged and ignored, as Pipecat's keypad has
       no such keys); also pushed downstream as ``InputDTMFFrame``.
+    - on_hold(transport, call) / on_resume(transport, call): the far end put
+      the call on hold (re-INVITE sendonly, inactive or c=0.0.0.0) or took it
+      off. While held nothing reaches the caller: the bot's audio plays out
+      to nobody at real time, so a bot may want to pause.
 
     The ``call`` passed to handlers is the :class:`~pipecat_sip.call.SIPCall`;
     ``transport.get_client_id(call)`` is its Call-ID.
@@ -692,8 +696,13 @@ class SIPTransport(BaseTransport):
         self._register_event_handler("on_client_connected")
         self._register_event_handler("on_client_disconnected")
         self._register_event_handler("on_dtmf")
+        self._register_event_handler("on_hold")
+        self._register_event_handler("on_resume")
 
         call.add_ended_handler(self._on_call_ended)
+        add_hold_handler = getattr(call, "add_hold_handler", None)
+        if add_hold_handler is not None:
+            add_hold_handler(self._on_call_hold)
         if call.state == "ended" and self._end_reason is None:
             self._end_reason = getattr(call, "end_reason", None) or "ended"
 
@@ -818,6 +827,11 @@ class SIPTransport(BaseTransport):
             if processor.started:
                 self.schedule_far_end_hangup(processor)
                 break
+
+    async def _on_call_hold(self, held: bool) -> None:
+        """SIPCall hold handler: fire ``on_hold`` / ``on_resume``."""
+        logger.info(f"{self} call {'held' if held else 'resumed'} by the far end")
+        await self._call_event_handler("on_hold" if held else "on_resume", self._call)
 
     async def _handle_far_end_hangup(self, processor: FrameProcessor) -> None:
         await self._call_event_handler("on_client_disconnected", self._call)

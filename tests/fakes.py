@@ -160,6 +160,8 @@ class FakeCall:
         self.hangup_calls = 0
         self.byes_sent = 0
         self._handlers: list[Callable[[str], Any]] = []
+        self._hold_handlers: list[Callable[[bool], Any]] = []
+        self.held = False
         self._ended: asyncio.Event | None = None
         self._established: asyncio.Event | None = None
 
@@ -168,6 +170,17 @@ class FakeCall:
             self._run_handler(handler, self.end_reason or "error")
         else:
             self._handlers.append(handler)
+
+    def add_hold_handler(self, handler: Callable[[bool], Any]) -> None:
+        self._hold_handlers.append(handler)
+
+    async def set_held(self, held: bool) -> None:
+        """The far end held or resumed the call (a re-INVITE)."""
+        self.held = held
+        for handler in self._hold_handlers:
+            result = handler(held)
+            if inspect.isawaitable(result):
+                await result
 
     async def hangup(self) -> None:
         self.hangup_calls += 1

@@ -201,6 +201,7 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
     loop = asyncio.get_running_loop()
     rtp = RtpSink()
     transitions: list[tuple[float, bool]] = []
+    holds: list[bool] = []
 
     async def play_peer() -> None:
         # The caller's RTP: every 20 ms, except while it holds with "inactive"
@@ -208,6 +209,7 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
         # server stops and starts sending.
         await wait_for(lambda: rec.calls and rec.calls[0].media is not None)
         call = rec.calls[0]
+        call.add_hold_handler(holds.append)
         media = call.media
         sender = RtpSender(0, 8000)
         transitions.append((loop.time(), media.sending))
@@ -233,6 +235,7 @@ async def test_hold_and_resume_by_reinvite(sipp, hold_direction, answer_directio
         call = rec.calls[0]
         assert call.local_sdp.origin.session_version == 2  # hold, resume; not the 488
         assert [sending for _, sending in transitions] == [True, False, True]
+        assert holds == [True, False] and not call.held
         held_from, held_until = transitions[1][0], transitions[2][0]
         assert held_until - held_from >= 1.4
         arrivals = [t for t, _ in rtp.received]

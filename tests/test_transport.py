@@ -442,6 +442,31 @@ async def test_with_real_rtp_session_on_loopback():
     assert call.hangup_calls == 1 and media.closed
 
 
+async def test_hold_and_resume_fire_transport_events():
+    call = await started_call()
+    transport = SIPTransport(call, quiet_params())
+    events = []
+
+    @transport.event_handler("on_hold")
+    async def on_hold(transport, client):
+        events.append(("hold", client))
+
+    @transport.event_handler("on_resume")
+    async def on_resume(transport, client):
+        events.append(("resume", client))
+
+    async def far_end():
+        await wait_until(lambda: call.media.on_audio is not None)
+        await call.set_held(True)
+        await wait_until(lambda: len(events) == 1)
+        await call.set_held(False)
+
+    task = asyncio.create_task(far_end())
+    await run_test(transport.input(), frames_to_send=[SleepFrame(0.3)])
+    await task
+    assert events == [("hold", call), ("resume", call)]
+
+
 def test_transport_api():
     call = FakeCall(media=FakeMedia())
     transport = SIPTransport(
