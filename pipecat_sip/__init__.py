@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so the pure protocol modules load without Pipecat):
 
-- `SIPServer`: the SIP/UDP server handing each call to your code.
+- `SIPServer`, `Registration`: the SIP/UDP server handing each call to your
+  code, and where it keeps itself registered (a PBX extension).
 - `SIPCall`, `CallInfo`, `CallFailed`: one call, its data, a failed outbound call.
 - `SIPTransport`, `SIPParams`: the Pipecat transport for one call.
 - `SIPRunnerArguments`, `create_transport`, `main`: `python bot.py --transport sip`.
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SIPServer": "pipecat_sip.server",
+    "Registration": "pipecat_sip.server",
     "SIPCall": "pipecat_sip.call",
     "CallInfo": "pipecat_sip.call",
     "CallFailed": "pipecat_sip.call",

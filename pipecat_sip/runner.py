@@ -25,6 +25,10 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--rate-burst` | `SIP_RATE_BURST` | 200 (requests at once per source IP) |
 | `--server-name` | `SIP_SERVER_NAME` | pipecat-sip (Server/User-Agent header; `none` sends none) |
 | `--event-loop` | `SIP_EVENT_LOOP` | auto: uvloop when installed, else `asyncio` (or `uvloop`) |
+| `--registrar` | `SIP_REGISTRAR` | none: no registration (a registrar URI: REGISTER there) |
+| `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
+| | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
+| `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
 """
 
 from __future__ import annotations
@@ -46,9 +50,12 @@ from pipecat_sip.call import SIPCall
 from pipecat_sip.server import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
+    Registration,
     SIPServer,
     parse_networks,
 )
+from pipecat_sip.sip.errors import SIPParseError
+from pipecat_sip.sip.uri import SIPURI
 
 BotFunction = Callable[[Any], Awaitable[Any]]
 
@@ -85,6 +92,7 @@ class SIPRunnerConfig:
         rate_burst: Requests accepted at once per source IP.
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
+        registration: Where to register, or None.
     """
 
     host: str = "0.0.0.0"
@@ -98,6 +106,7 @@ class SIPRunnerConfig:
     rate_burst: int = DEFAULT_RATE_BURST
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
+    registration: Registration | None = None
 
 
 def _uvloop_installed() -> bool:
@@ -203,6 +212,28 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         raise ConfigError(f"{name}: 'uvloop' asked for but uvloop is not installed")
     if choice == "auto":
         choice = "uvloop" if _uvloop_installed() else "asyncio"
+    registration = None
+    value, name = pick("registrar", "SIP_REGISTRAR")
+    if value:
+        try:
+            uri = SIPURI.parse(value.strip())
+        except SIPParseError:
+            raise ConfigError(f"{name}: {value!r} is not a SIP URI (sip:pbx.example.com)") from None
+        username, user_name = pick("username", "SIP_USERNAME")
+        if username is not None and not username.strip():
+            raise ConfigError(f"{user_name}: empty")
+        expires_text, expires_name = pick("register_expires", "SIP_REGISTER_EXPIRES")
+        expires = 300
+        if expires_text:
+            if not expires_text.strip().isdigit() or not 30 <= int(expires_text) <= 86400:
+                raise ConfigError(f"{expires_name}: {expires_text!r} is not 30-86400 seconds")
+            expires = int(expires_text)
+        registration = Registration(
+            registrar=str(uri),
+            username=username.strip() if username else None,
+            password=env.get("SIP_PASSWORD") or None,
+            expires=expires,
+        )
     return SIPRunnerConfig(
         host,
         port,
@@ -215,6 +246,7 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         rate_burst=rate_burst,
         server_name=server_name,
         event_loop=choice,
+        registration=registration,
     )
 
 
@@ -248,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--event-loop",
         help="auto (uvloop when installed), uvloop or asyncio (SIP_EVENT_LOOP, default auto)",
+    )
+    parser.add_argument(
+        "--registrar", help="register at this SIP URI, e.g. sip:pbx.example.com (SIP_REGISTRAR)"
+    )
+    parser.add_argument(
+        "--username", help="registration user / Digest user name (SIP_USERNAME; SIP_PASSWORD)"
+    )
+    parser.add_argument(
+        "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -335,6 +376,8 @@ async def serve(
             bot_tasks.discard(task)  # type: ignore[arg-type]
             await call.hangup()
 
+    # Registered as an extension, the Contact carries the extension's number.
+    registration_user = config.registration.username if config.registration else None
     server = SIPServer(
         on_call,
         host=config.host,
@@ -347,6 +390,8 @@ async def serve(
         rate_limit=config.rate_limit,
         rate_burst=config.rate_burst,
         server_name=config.server_name,
+        registration=config.registration,
+        user=registration_user or "pipecat",
     )
     if stop_event is None:
         stop_event = asyncio.Event()

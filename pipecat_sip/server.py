@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from loguru import logger
@@ -41,6 +41,8 @@ from pipecat_sip.sip.useragent import (
     Event,
     IncomingCall,
     InfoReceived,
+    Registered,
+    RegistrationFailed,
     UserAgent,
 )
 
@@ -173,6 +175,30 @@ class _SIPProtocol(asyncio.DatagramProtocol):
         logger.debug(f"SIP socket error: {exc}")
 
 
+# Seconds between attempts after a failed registration (or registrar lookup).
+_REGISTER_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where and as whom :class:`SIPServer` keeps itself registered (RFC 3261 s.10).
+
+    Attributes:
+        registrar: The registrar's URI, e.g. ``sip:pbx.example.com`` or
+            ``sip:192.0.2.10:5060`` (a host name is looked up with the
+            system resolver, A/AAAA only: no SRV).
+        username: The address-of-record's user part and the Digest user name
+            (e.g. the PBX extension); default the server's ``user``.
+        password: The Digest password; None answers no challenge.
+        expires: Seconds asked for each binding (the registrar may grant less).
+    """
+
+    registrar: str
+    username: str | None = None
+    password: str | None = None
+    expires: int = 300
+
+
 class SIPServer:
     """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
 
@@ -214,6 +240,10 @@ class SIPServer:
             disables the limit.
         rate_burst: Requests accepted at once from one source IP after a
             quiet period (the bucket size).
+        registration: Keep our Contact registered at a registrar (a PBX
+            extension, a trunk that wants registration): REGISTER on start,
+            refreshed at half the granted time, retried every 30 s after a
+            failure, removed (Expires: 0) on stop.
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit).
@@ -251,6 +281,7 @@ class SIPServer:
         allowed_networks: Iterable[str | Network] | str = (),
         rate_limit: float = DEFAULT_RATE_LIMIT,
         rate_burst: int = DEFAULT_RATE_BURST,
+        registration: Registration | None = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -293,6 +324,12 @@ class SIPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._incoming_handlers: list[Callable[[SIPCall], Any]] = []
         self._answer_timers: dict[str, asyncio.TimerHandle] = {}
+        self.registration = registration
+        self.registered = False
+        """Whether the registrar holds our binding now."""
+        self._registration_id: str | None = None
+        self._registration_timer: asyncio.TimerHandle | None = None
+        self._unregistered: asyncio.Event | None = None
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -319,15 +356,27 @@ class SIPServer:
             answer_offer=self._answer_reoffer,
         )
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
+        if self.registration is not None:
+            await self._register()
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Hang up every call (BYE), wait up to `timeout` s for the BYEs to complete, close."""
+        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
+        if self._registration_timer is not None:
+            self._registration_timer.cancel()
+            self._registration_timer = None
+        if self.registered and self.ua is not None and self._registration_id is not None:
+            self._unregistered = asyncio.Event()
+            self.ua.unregister(self._registration_id, asyncio.get_running_loop().time())
+            self._flush()
         calls = list(self.calls.values())
         for call in calls:
             await call.hangup(reason="shutdown")
         deadline = asyncio.get_running_loop().time() + timeout
         while self.ua and self.ua.layer.client and asyncio.get_running_loop().time() < deadline:
+            if self._unregistered is not None and self._unregistered.is_set() and not self.calls:
+                break
             await asyncio.sleep(0.05)
+        self._unregistered = None
         for task in list(self._tasks):
             task.cancel()
         if self._timer:
@@ -486,6 +535,9 @@ class SIPServer:
         if isinstance(event, IncomingCall):
             self._on_incoming(event)
             return
+        if isinstance(event, Registered | RegistrationFailed):
+            self._on_registration(event)
+            return
         call = self.calls.get(event.call_id)
         if call is None:
             return
@@ -504,6 +556,66 @@ class SIPServer:
             logger.debug(f"{call}: {event.response.status_code} {event.response.reason}")
         elif isinstance(event, InfoReceived):
             logger.debug(f"{call}: INFO {event.request.content_type}")
+
+    # --- registration ------------------------------------------------------------
+    async def _register(self) -> None:
+        """Send (or refresh) our REGISTER; on a lookup failure, try again later."""
+        assert self.registration is not None and self.ua is not None and self._loop is not None
+        reg = self.registration
+        try:
+            uri = SIPURI.parse(reg.registrar)
+            host, port = uri.host_port
+            family = socket.AF_INET6 if ":" in self.public_address else socket.AF_INET
+            infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            destination = infos[0][4][:2]
+        except (ValueError, OSError) as exc:
+            logger.warning(f"registrar {reg.registrar}: {exc}; retrying in {_REGISTER_RETRY_S} s")
+            self._schedule_registration(_REGISTER_RETRY_S)
+            return
+        if self.ua is None:  # stopped meanwhile
+            return
+        self._registration_id = self.ua.register(
+            uri,
+            destination,
+            self._loop.time(),
+            expires=reg.expires,
+            user=reg.username or self.user,
+            username=reg.username,
+            password=reg.password,
+            registration_id=self._registration_id,
+        )
+        self._flush()
+
+    def _schedule_registration(self, delay: float) -> None:
+        assert self._loop is not None
+        if self._registration_timer is not None:
+            self._registration_timer.cancel()
+        self._registration_timer = self._loop.call_later(
+            delay, lambda: self._spawn(self._register())
+        )
+
+    def _on_registration(self, event: Registered | RegistrationFailed) -> None:
+        assert self.registration is not None
+        where = self.registration.registrar
+        if isinstance(event, Registered):
+            if event.expires == 0:
+                self.registered = False
+                logger.info(f"unregistered from {where}")
+                if self._unregistered is not None:
+                    self._unregistered.set()
+                return
+            self.registered = True
+            logger.info(f"registered at {where} as {self.uri} for {event.expires} s")
+            self._schedule_registration(max(1.0, event.expires / 2))
+            return
+        self.registered = False
+        if self._unregistered is not None:  # stopping: the unregister failed, move on
+            self._unregistered.set()
+            return
+        logger.warning(
+            f"registration at {where} failed ({event.reason}); retrying in {_REGISTER_RETRY_S} s"
+        )
+        self._schedule_registration(_REGISTER_RETRY_S)
 
     def _on_incoming(self, event: IncomingCall) -> None:
         assert self.ua is not None and self._loop is not None

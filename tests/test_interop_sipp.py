@@ -13,10 +13,10 @@ import socket
 import pytest
 
 from pipecat_sip.rtp.sender import RtpSender
-from pipecat_sip.server import SIPServer
+from pipecat_sip.server import Registration, SIPServer
 from tests.helpers.peers import require_binary
 from tests.helpers.server import Recorder, start_server, wait_for
-from tests.helpers.sipp import run_sipp
+from tests.helpers.sipp import run_sipp, start_sipp
 
 pytestmark = pytest.mark.interop
 
@@ -285,3 +285,40 @@ async def test_delayed_offer_without_answer_in_the_ack_is_hung_up(sipp):
         assert server.ports.in_use == 0 and not server.calls
     finally:
         await server.stop()
+
+
+async def test_registers_with_digest_auth_and_unregisters_on_stop(sipp):
+    # RFC 3261 s.10 / s.22: SIPp as a registrar challenges with Digest, checks our
+    # answer (its verifyauth), grants 60 s; stopping the server removes the binding.
+    async with await start_sipp("uas_registrar.xml", "", calls=1, timeout=20) as registrar:
+        server = await start_server(
+            Recorder(),
+            registration=Registration(
+                registrar=f"sip:{registrar.target}", username="bot1000", password="s3cret"
+            ),
+        )
+        try:
+            assert await wait_for(lambda: server.registered, 5.0)
+        finally:
+            await server.stop()
+        assert not server.registered
+        result = await registrar.wait()
+    assert result.ok, result.summary()
+    assert result.successful_calls == 1
+
+
+async def test_wrong_password_is_refused_and_not_retried_at_once(sipp):
+    async with await start_sipp("uas_registrar.xml", "", calls=1, timeout=20) as registrar:
+        server = await start_server(
+            Recorder(),
+            registration=Registration(
+                registrar=f"sip:{registrar.target}", username="bot1000", password="wrong"
+            ),
+        )
+        try:
+            result = await registrar.wait()  # 401, our answer, 403: the scenario's end
+            await asyncio.sleep(0.3)
+            assert not server.registered
+        finally:
+            await server.stop()
+    assert result.ok, result.summary()

@@ -828,6 +828,17 @@ def test_runner_settings_for_limits():
     assert parse_config(argparse.Namespace(), {"SIP_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
     flags = build_parser().parse_args(["--event-loop", "UVLOOP"])
     assert parse_config(flags, {"SIP_EVENT_LOOP": "asyncio"}).event_loop == "uvloop"
+    assert config.registration is None
+    env_reg = {"SIP_REGISTRAR": "sip:pbx.example.com", "SIP_USERNAME": "1000", "SIP_PASSWORD": "pw"}
+    reg = parse_config(argparse.Namespace(), env_reg).registration
+    assert (reg.registrar, reg.username, reg.password, reg.expires) == (
+        "sip:pbx.example.com",
+        "1000",
+        "pw",
+        300,
+    )
+    with pytest.raises(ConfigError, match="SIP_REGISTER_EXPIRES: '5' is not 30-86400"):
+        parse_config(argparse.Namespace(), env_reg | {"SIP_REGISTER_EXPIRES": "5"})
     env = {
         "SIP_ALLOWED_NETWORKS": "10.0.0.0/8,192.0.2.0/24",
         "SIP_RATE_LIMIT": "0",
@@ -847,6 +858,7 @@ def test_runner_settings_for_limits():
         ("SIP_RATE_BURST", "0", "SIP_RATE_BURST: '0' is not a positive"),
         ("SIP_SERVER_NAME", "a\x01b", "SIP_SERVER_NAME: 'a\\x01b' must be one line"),
         ("SIP_EVENT_LOOP", "trio", "SIP_EVENT_LOOP: 'trio' is not one of auto, uvloop, asyncio"),
+        ("SIP_REGISTRAR", "pbx.example.com", "SIP_REGISTRAR: 'pbx.example.com' is not a SIP URI"),
     ]:
         with pytest.raises(ConfigError) as info:
             parse_config(argparse.Namespace(), {var: value})

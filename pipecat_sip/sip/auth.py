@@ -52,7 +52,7 @@ def _auth_params(text: str) -> dict[str, str]:
         while i < n and text[i] in " \t":
             i += 1
         if not name or i >= n or text[i] != "=":
-            raise ValueError(f"auth parameter without a value near {text[start:start + 20]!r}")
+            raise ValueError(f"auth parameter without a value near {text[start : start + 20]!r}")
         i += 1
         while i < n and text[i] in " \t":
             i += 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from pipecat_sip.sip.auth import DigestChallenge, digest_authorization, parse_challenge
 from pipecat_sip.sip.dialog import Dialog, DialogId, new_call_id, new_tag
 from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
 from pipecat_sip.sip.headers import CSeq, Via
@@ -120,6 +121,34 @@ class InfoReceived:
 
 
 @dataclass
+class Registered:
+    """A REGISTER was accepted (2xx); refresh it before ``expires`` seconds pass.
+
+    Attributes:
+        registration_id: What :meth:`UserAgent.register` returned.
+        expires: Seconds the registrar granted (0 after an unregister).
+    """
+
+    registration_id: str
+    expires: int
+
+
+@dataclass
+class RegistrationFailed:
+    """A REGISTER failed for good (after answering any challenge).
+
+    Attributes:
+        registration_id: What :meth:`UserAgent.register` returned.
+        status_code: The final status (408 when no answer came).
+        reason: Why, for the log.
+    """
+
+    registration_id: str
+    status_code: int
+    reason: str
+
+
+@dataclass
 class CallEnded:
     """A call is over.
 
@@ -142,6 +171,8 @@ Event = (
     | CallUpdated
     | InfoReceived
     | CallEnded
+    | Registered
+    | RegistrationFailed
 )
 
 
@@ -163,6 +194,25 @@ class _Leg:
     cancel_sent: bool = False
     ack_bytes: bytes | None = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Registration:
+    """One binding we keep at a registrar (RFC 3261 s.10)."""
+
+    registration_id: str  # its Call-ID, kept for every refresh (s.10.2.4)
+    registrar: SIPURI
+    destination: Addr
+    user: str
+    username: str | None
+    password: str | None
+    expires: int
+    from_tag: str
+    cseq: int = 0
+    challenge: DigestChallenge | None = None
+    proxy_challenge: bool = False
+    nonce_count: int = 0
+    challenges_answered: int = 0
 
 
 class UserAgent:
@@ -221,6 +271,8 @@ class UserAgent:
         self._by_dialog: dict[DialogId, _Leg] = {}
         # Transaction -> its call, for as long as the transaction lives.
         self._by_txn: dict[Transaction, _Leg] = {}
+        self._registrations: dict[str, _Registration] = {}
+        self._register_txns: dict[Transaction, _Registration] = {}
         host_literal = f"[{host}]" if ":" in host and not host.startswith("[") else host
         self.contact = Address(SIPURI(host_literal, user=user, port=port))
         self._via_host = host_literal
@@ -393,6 +445,146 @@ class UserAgent:
         self._track(leg, txn)
         return call_id
 
+    # --- registration (RFC 3261 s.10) -------------------------------------------
+    def register(
+        self,
+        registrar: str | SIPURI,
+        destination: Addr,
+        now: float,
+        *,
+        expires: int = 3600,
+        user: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        registration_id: str | None = None,
+    ) -> str:
+        """Bind our Contact at a registrar (or refresh, or with ``expires=0`` remove, a binding).
+
+        The outcome arrives as a :class:`Registered` or :class:`RegistrationFailed`
+        event; a 401/407 challenge is answered with Digest credentials once per
+        nonce (RFC 3261 s.22), a 423 is retried with the registrar's Min-Expires.
+
+        Args:
+            registrar: The registrar's URI (Request-URI of the REGISTER), e.g.
+                ``sip:pbx.example.com``.
+            destination: Its address, ``(ip, port)``.
+            now: The current time, seconds.
+            expires: Seconds the binding should last.
+            user: The address-of-record's user part (To/From), default ours.
+            username: Digest user name, default ``user``.
+            password: Digest password; None answers no challenge.
+            registration_id: A previous ``register`` result to refresh that
+                binding (same Call-ID, next CSeq); None starts a new one.
+
+        Returns:
+            The registration id.
+        """
+        reg = self._registrations.get(registration_id or "")
+        if reg is None:
+            uri = registrar if isinstance(registrar, SIPURI) else SIPURI.parse(registrar)
+            reg = _Registration(
+                registration_id=new_call_id(self.host),
+                registrar=uri,
+                destination=destination,
+                user=user or self.user,
+                username=username,
+                password=password,
+                expires=expires,
+                from_tag=new_tag(),
+                cseq=secrets.randbelow(2**15),
+            )
+            self._registrations[reg.registration_id] = reg
+        reg.expires = expires
+        reg.challenges_answered = 0
+        self._send_register(reg, now)
+        return reg.registration_id
+
+    def unregister(self, registration_id: str, now: float) -> None:
+        """Remove the binding (REGISTER with Expires: 0); unknown ids do nothing."""
+        if registration_id in self._registrations:
+            self.register("", ("", 0), now, expires=0, registration_id=registration_id)
+
+    def _send_register(self, reg: _Registration, now: float) -> None:
+        reg.cseq += 1
+        aor = Address(SIPURI(reg.registrar.host, user=reg.user, port=reg.registrar.port))
+        h = Headers()
+        h.add("Via", self._new_via())
+        h.add("Max-Forwards", "70")
+        h.add("From", Address(aor.uri, None, {"tag": reg.from_tag}))
+        h.add("To", aor)
+        h.add("Call-ID", reg.registration_id)
+        h.add("CSeq", CSeq(reg.cseq, "REGISTER"))
+        h.add("Contact", self.contact)
+        h.add("Expires", reg.expires)
+        if reg.challenge is not None and reg.password is not None:
+            reg.nonce_count += 1
+            h.add(
+                "Proxy-Authorization" if reg.proxy_challenge else "Authorization",
+                digest_authorization(
+                    reg.challenge,
+                    "REGISTER",
+                    str(reg.registrar),
+                    reg.username or reg.user,
+                    reg.password,
+                    nc=reg.nonce_count,
+                ),
+            )
+        self._add_common(h)
+        request = SIPRequest("REGISTER", reg.registrar, h, b"")
+        txn = self.layer.start_client(request, reg.destination, now)
+        self._register_txns[txn] = reg
+
+    def _on_register_response(self, reg: _Registration, response: SIPResponse) -> None:
+        code = response.status_code
+        rid = reg.registration_id
+        if code in (401, 407) and reg.password is not None:
+            header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+            try:
+                challenge = parse_challenge(response.headers.get(header) or "")
+            except ValueError as exc:
+                self._register_failed(reg, code, f"challenge not understood: {exc}")
+                return
+            repeated = reg.challenge is not None and challenge.nonce == reg.challenge.nonce
+            if reg.challenges_answered >= 2 or (repeated and not challenge.stale):
+                self._register_failed(reg, code, "credentials refused")
+                return
+            if not repeated:
+                reg.nonce_count = 0
+            reg.challenge, reg.proxy_challenge = challenge, code == 407
+            reg.challenges_answered += 1
+            self._send_register(reg, self._now)
+            return
+        if code == 423 and reg.expires:
+            min_expires = response.headers.get("Min-Expires") or ""
+            if min_expires.strip().isdigit() and int(min_expires) > reg.expires:
+                reg.expires = int(min_expires)
+                self._send_register(reg, self._now)
+                return
+        if 200 <= code < 300:
+            self._events.append(Registered(rid, self._granted_expires(reg, response)))
+            if reg.expires == 0:
+                self._registrations.pop(rid, None)
+            return
+        self._register_failed(reg, code, f"{code} {response.reason}")
+
+    def _granted_expires(self, reg: _Registration, response: SIPResponse) -> int:
+        """The binding's lifetime from a 2xx: our Contact's expires, else Expires (s.10.2.4)."""
+        if reg.expires == 0:
+            return 0
+        ours = self.contact.uri
+        for contact in response.contacts:
+            if contact.uri.host == ours.host and contact.uri.port == ours.port:
+                value = contact.params.get("expires")
+                if value and value.strip().isdigit():
+                    return int(value)
+        value = response.headers.get("Expires")
+        if value and value.strip().isdigit():
+            return int(value)
+        return reg.expires
+
+    def _register_failed(self, reg: _Registration, code: int, reason: str) -> None:
+        self._events.append(RegistrationFailed(reg.registration_id, code, reason))
+
     # --- both -------------------------------------------------------------------
     def hangup(self, call_id: str, now: float) -> None:
         """End a call from our side, whatever its state; idempotent.
@@ -423,7 +615,13 @@ class UserAgent:
 
     # --- TransactionUser --------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: SIPResponse) -> None:
-        """Responses to our INVITE, BYE and CANCEL."""
+        """Responses to our INVITE, BYE, CANCEL and REGISTER."""
+        if txn.method == "REGISTER":
+            reg = self._register_txns.get(txn)
+            if reg is not None and response.status_code >= 200:
+                del self._register_txns[txn]
+                self._on_register_response(reg, response)
+            return
         leg = self._by_txn.get(txn)
         if leg is None:
             return
@@ -453,6 +651,10 @@ class UserAgent:
 
     def on_transaction_timeout(self, txn: Transaction) -> None:
         """Timer B/F, or Timer H for a non-2xx final response."""
+        reg = self._register_txns.pop(txn, None)
+        if reg is not None:
+            self._register_failed(reg, 408, "the registrar did not answer")
+            return
         leg = self._by_txn.get(txn)
         if leg is None or leg.state == "ended":
             return
@@ -468,6 +670,7 @@ class UserAgent:
     def on_transaction_terminated(self, txn: Transaction) -> None:
         """Forget a finished transaction's link to its call."""
         self._by_txn.pop(txn, None)
+        self._register_txns.pop(txn, None)
 
     def on_ack_timeout(self, txn: ServerInviteTransaction) -> None:
         """No ACK for our 2xx within 64*T1: end the call with BYE (RFC 3261 s.13.3.1.4)."""
