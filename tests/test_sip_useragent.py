@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
-from pipecat_sip.sip.message import SIPRequest, SIPResponse, parse_message
+from pipecat_sip.sip.message import SIPRequest, SIPResponse, make_response, parse_message
 from pipecat_sip.sip.transaction import new_branch
 from pipecat_sip.sip.useragent import (
     CallAnswered,
@@ -25,6 +25,7 @@ from pipecat_sip.sip.useragent import (
     CallUpdated,
     IncomingCall,
     InfoReceived,
+    RegistrationFailed,
     UserAgent,
 )
 from tests.sip_pair import (
@@ -1003,3 +1004,82 @@ def test_malformed_request_without_rport_answered_at_sent_by_port():
     assert c.data.startswith(b"SIP/2.0 400")
     assert c.addr == (OUTSIDE[0], 5062)  # RFC 3261 s.18.2.2
     pair.assert_no_leaks()
+
+
+# --- registration (RFC 3261 s.10, s.22) ------------------------------------------------------
+
+REGISTRAR = ("192.0.2.10", 5060)
+
+
+class FakeRegistrar:
+    """Answers the UA's REGISTERs by hand."""
+
+    def __init__(self) -> None:
+        self.ua = UserAgent("127.0.0.1", 5070, user="1000")
+        self.now = 0.0
+
+    def last_request(self):
+        sent = self.ua.datagrams_to_send()
+        assert sent and sent[-1][1] == REGISTRAR, sent
+        request = parse_message(sent[-1][0])
+        assert request.method == "REGISTER"
+        return request
+
+    def answer(self, request, code: int, headers=()) -> None:
+        response = make_response(request, code, to_tag="reg1", headers=headers)
+        self.now += 0.1
+        self.ua.receive_datagram(bytes(response), REGISTRAR, self.now)
+
+    def events(self) -> list:
+        out = []
+        while (event := self.ua.next_event()) is not None:
+            out.append(event)
+        return out
+
+
+def test_register_answers_the_challenge_and_reads_the_granted_expires():
+    r = FakeRegistrar()
+    rid = r.ua.register("sip:pbx.example.com", REGISTRAR, 0.0, expires=600, password="pw")
+    first = r.last_request()
+    assert first.call_id == rid and first.headers.get("Expires") == "600"
+    assert first.headers.get("Authorization") is None
+    challenge = 'Digest realm="pbx", nonce="n1", qop="auth", algorithm=MD5'
+    r.answer(first, 401, [("WWW-Authenticate", challenge)])
+    second = r.last_request()
+    assert second.call_id == rid and second.cseq.seq == first.cseq.seq + 1
+    auth = second.headers.get("Authorization")
+    assert auth.startswith("Digest ") and 'username="1000"' in auth and "nc=00000001" in auth
+    assert 'uri="sip:pbx.example.com"' in auth
+    contact = "<sip:1000@127.0.0.1:5070>;expires=45"
+    r.answer(second, 200, [("Contact", contact), ("Expires", "600")])
+    assert [(type(e).__name__, e.expires) for e in r.events()] == [("Registered", 45)]
+    # A refresh keeps the Call-ID and moves CSeq on (s.10.2.4); the nonce is reused.
+    r.ua.register("sip:pbx.example.com", REGISTRAR, 1.0, expires=600, registration_id=rid)
+    refresh = r.last_request()
+    assert refresh.call_id == rid and refresh.cseq.seq == second.cseq.seq + 1
+    assert "nc=00000002" in refresh.headers.get("Authorization")
+    r.answer(refresh, 200, [("Expires", "300")])  # no Contact: the Expires header
+    assert [e.expires for e in r.events()] == [300]
+    r.ua.unregister(rid, 2.0)
+    gone = r.last_request()
+    assert gone.headers.get("Expires") == "0"
+    r.answer(gone, 200)
+    assert [e.expires for e in r.events()] == [0]
+
+
+def test_register_423_retries_with_min_expires_and_bad_credentials_fail():
+    r = FakeRegistrar()
+    rid = r.ua.register("sip:pbx.example.com", REGISTRAR, 0.0, expires=60, password="pw")
+    first = r.last_request()
+    r.answer(first, 423, [("Min-Expires", "120")])
+    second = r.last_request()
+    assert second.headers.get("Expires") == "120"
+    challenge = 'Digest realm="pbx", nonce="n1"'
+    r.answer(second, 401, [("WWW-Authenticate", challenge)])
+    third = r.last_request()
+    assert "qop" not in third.headers.get("Authorization")  # RFC 2069 style challenge
+    r.answer(third, 401, [("WWW-Authenticate", challenge)])  # same nonce again: refused
+    [failed] = r.events()
+    assert isinstance(failed, RegistrationFailed) and failed.registration_id == rid
+    assert failed.status_code == 401 and "refused" in failed.reason
+    assert r.ua.datagrams_to_send() == []  # no third try
