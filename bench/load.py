@@ -213,6 +213,17 @@ def cpu_and_rss(samples: list, start: float, end: float, baseline_rss: int, n: i
     }
 
 
+def echo_server_argv(mode: str, max_seconds: float, args: argparse.Namespace) -> list[str]:
+    """The echo_server.py command line for `mode`, with the run's --uvloop / --lean."""
+    argv = [PYTHON, str(BENCH / "echo_server.py"), "--mode", mode]
+    argv += ["--max-seconds", str(max_seconds)]
+    if args.uvloop:
+        argv.append("--uvloop")
+    if args.lean:
+        argv.append("--lean")
+    return argv
+
+
 async def profile(pid: int, delay: float, seconds: float, folder: str, mode: str, n: int) -> None:
     """py-spy (folded stacks) of the server over the steady window; see bench/folded.py."""
     await asyncio.sleep(delay)
@@ -242,12 +253,7 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         str(args.settle),
         cpu=args.load_cpu,
     )
-    server_argv = [PYTHON, str(BENCH / "echo_server.py"), "--mode", mode]
-    server_argv += ["--max-seconds", str(budget)]
-    if args.uvloop:
-        server_argv.append("--uvloop")
-    if args.lean:
-        server_argv.append("--lean")
+    server_argv = echo_server_argv(mode, budget, args)
     server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
     drain = None
     try:

@@ -34,7 +34,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from load import PYTHON, SCENARIO, Child, machine  # noqa: E402
+from load import PYTHON, SCENARIO, Child, echo_server_argv, machine  # noqa: E402
 
 from tests.helpers.sipp import run_sipp  # noqa: E402
 
@@ -59,12 +59,7 @@ async def run_rate(rate: float, args: argparse.Namespace) -> dict:
     peer = await Child.start(
         "rtp_peer", PYTHON, str(BENCH / "rtp_peer.py"), "--max-seconds", str(budget), cpu=0
     )
-    server_argv = [PYTHON, str(BENCH / "echo_server.py"), "--mode", args.mode]
-    server_argv += ["--max-seconds", str(budget)]
-    if args.uvloop:
-        server_argv.append("--uvloop")
-    if args.lean:
-        server_argv.append("--lean")
+    server_argv = echo_server_argv(args.mode, budget, args)
     server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
     workdir = Path(tempfile.mkdtemp(prefix="bench-setup-"))
     drain = None

@@ -19,7 +19,7 @@ from loguru import logger
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.rtp.ports import PortLease
-from pipecat_sip.sdp import NegotiatedMedia, SessionDescription
+from pipecat_sip.sdp import HOLD_ADDRESSES, NegotiatedMedia, SessionDescription
 
 if TYPE_CHECKING:
     from pipecat_sip.server import SIPServer
@@ -343,7 +343,7 @@ class SIPCall:
         the RTP timeout waits while it sends none.
         """
         assert self.media is not None
-        held_by_address = negotiated.remote_address[0] in ("0.0.0.0", "::")
+        held_by_address = negotiated.remote_address[0] in HOLD_ADDRESSES
         send = negotiated.direction in ("sendrecv", "sendonly") and not held_by_address
         receive = negotiated.direction in ("sendrecv", "recvonly") and not held_by_address
         if (send, receive) != (self.media.sending, self.media.receiving):

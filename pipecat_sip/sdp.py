@@ -112,7 +112,8 @@ _PLAIN_RTP = frozenset({"RTP/AVP", "RTP/AVPF"})
 _DEFAULT_PTIME_MS = 20
 _PTIME_RANGE_MS = (10, 200)
 _TELEPHONE_EVENT_FMTP = "0-16"  # RFC 4733 s.3: DTMF 0-9 * # A-D, and flash (16)
-_HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+#: Connection addresses that put a stream on hold the RFC 2543 way (RFC 3264 s.8.4).
+HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _TYPE = re.compile(r"[A-Za-z]")
@@ -941,7 +942,7 @@ def negotiate(
         telephone_event_pt=te_pt,
         ptime=ptime,
         direction=our_direction,
-        on_hold=host in _HOLD_ADDRESSES or offered_direction in ("sendonly", "inactive"),
+        on_hold=host in HOLD_ADDRESSES or offered_direction in ("sendonly", "inactive"),
     )
     return answer, negotiated
 
@@ -1074,7 +1075,7 @@ def apply_answer(offer: SessionDescription, answer: SessionDescription) -> Negot
             telephone_event_pt=_telephone_event_pt(theirs.formats, codec.clock_rate),
             ptime=_ptime_of(theirs),
             direction=direction,
-            on_hold=host in _HOLD_ADDRESSES or their_answered in ("sendonly", "inactive"),
+            on_hold=host in HOLD_ADDRESSES or their_answered in ("sendonly", "inactive"),
         )
     raise NoCommonCodec(
         "the answer accepts no audio stream with a codec we offered: "

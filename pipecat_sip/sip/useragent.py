@@ -494,15 +494,19 @@ class UserAgent:
                 cseq=secrets.randbelow(2**15),
             )
             self._registrations[reg.registration_id] = reg
-        reg.expires = expires
-        reg.challenges_answered = 0
-        self._send_register(reg, now)
+        self._start_register(reg, expires, now)
         return reg.registration_id
 
     def unregister(self, registration_id: str, now: float) -> None:
         """Remove the binding (REGISTER with Expires: 0); unknown ids do nothing."""
-        if registration_id in self._registrations:
-            self.register("", ("", 0), now, expires=0, registration_id=registration_id)
+        reg = self._registrations.get(registration_id)
+        if reg is not None:
+            self._start_register(reg, 0, now)
+
+    def _start_register(self, reg: _Registration, expires: int, now: float) -> None:
+        reg.expires = expires
+        reg.challenges_answered = 0
+        self._send_register(reg, now)
 
     def _send_register(self, reg: _Registration, now: float) -> None:
         reg.cseq += 1
