@@ -1,8 +1,12 @@
 """The per-call handle: what bot code sees of one SIP call.
 
-A `SIPCall` is made by `SIPServer` for each INVITE it accepts (inbound) or
-places (outbound). It carries the call data (`CallInfo`), answers or rejects
-the call, owns the call's RTP session once media flows, and ends the call.
+A :class:`SIPCall` is made by the call manager (``pipecat_sip.calls``) for
+each INVITE it accepts (inbound) or places (outbound). It carries the call
+data (:class:`CallInfo`), answers, rejects and ends the call through a
+:class:`CallControl` (the manager), gives access to the call's RTP session
+once media flows, and tells handlers when the call is held or ends. Its
+``state`` is the signalling state of the call's INVITE usage
+(:class:`~pipecat_sip.sip.invite.CallState`), never a copy of it.
 """
 
 from __future__ import annotations
@@ -10,23 +14,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from pipecat_sip.codecs import get_codec
-from pipecat_sip.media import RTPSession
-from pipecat_sip.rtp.ports import PortLease
-from pipecat_sip.sdp import HOLD_ADDRESSES, NegotiatedMedia, SessionDescription
+from pipecat_sip.sip.invite import CallState
 
 if TYPE_CHECKING:
-    from pipecat_sip.server import SIPServer
+    from pipecat_sip.media import RTPSession
+    from pipecat_sip.sdp import NegotiatedMedia, SessionDescription
+
+__all__ = ["CallControl", "CallFailed", "CallInfo", "CallState", "SIPCall", "SignallingState"]
 
 
 class CallFailed(Exception):
-    """An outbound call was not answered.
+    """A call ended before it was established (outbound: rejected, not answered).
 
     Attributes:
         status_code: The final SIP status (486, 603, 408 for no answer, ...), or None.
@@ -57,6 +61,7 @@ class CallInfo:
         ptime: Packet time, ms.
         telephone_event: Whether the peer offered RFC 4733 telephone-event.
         headers: The INVITE's headers, canonical names to values (X- headers included).
+        transport: The SIP transport the INVITE came or went on ("UDP", "TCP", "TLS").
     """
 
     call_id: str
@@ -72,6 +77,7 @@ class CallInfo:
     ptime: int = 20
     telephone_event: bool = False
     headers: dict[str, list[str]] = field(default_factory=dict)
+    transport: str = "UDP"
 
     def header(self, name: str) -> str | None:
         """The first value of an INVITE header (case-insensitive name), or None."""
@@ -82,19 +88,61 @@ class CallInfo:
         return None
 
 
+class SignallingState(Protocol):
+    """Where a call's signalling state is read from (the UA's INVITE session)."""
+
+    @property
+    def state(self) -> CallState:
+        """The current state."""
+        ...
+
+
+class CallControl(Protocol):
+    """What a :class:`SIPCall` asks of the call manager (the seam that tests fake).
+
+    Every method acts on the call's SIP signalling and media at once; none
+    of them raises for a call that already ended.
+    """
+
+    async def answer(self, call: SIPCall) -> None:
+        """Start media and send 200 OK; with a delayed offer, return once the ACK answered.
+
+        Raises:
+            CallFailed: The call ended before it could be answered.
+        """
+
+    def reject(
+        self, call: SIPCall, status_code: int, reason: str | None, retry_after: int | None
+    ) -> None:
+        """Answer the INVITE with a final error status."""
+
+    def hangup(self, call: SIPCall) -> None:
+        """Send what ends the call from our side now: BYE, CANCEL or 480."""
+
+    def release(self, call: SIPCall) -> None:
+        """The call is over: give back what it held (RTP port, timers)."""
+
+
 class SIPCall:
     """One SIP call: answer, reject, hang up; its media and its data.
 
-    States: "incoming" (INVITE received, ringing), "calling" (our INVITE
-    sent), "answered" (200 sent, waiting for ACK), "established", "ended".
+    ``state`` is the call's signalling state (RFC 5057 vocabulary, see
+    :class:`~pipecat_sip.sip.invite.CallState`): "incoming" or "calling",
+    "early", "accepted" (our 200 waits for its ACK), "confirmed", then
+    "terminating" (our BYE is out) or "terminated".
 
     Attributes:
         info: The call data.
         media: The call's RTP session, once answered (None before).
-        state: The state, as above.
         end_reason: Why the call ended ("remote_bye", "local_bye",
             "rtp_timeout", "cancelled", "rejected", "ack_timeout", "timeout",
-            "shutdown", "error"), or None while it lasts.
+            "shutdown", "error", ...), or None while it lasts.
+        negotiated: The negotiated media (codec, payload types, remote
+            address), set by the call manager once known.
+        local_sdp: Our current session description (the answer we gave, or
+            the offer we made), set by the call manager.
+        local_rtp_port: Our RTP port while the call holds one.
+        held: Whether the far end holds the call (we may not send it media).
 
     Example:
         ```python
@@ -106,40 +154,31 @@ class SIPCall:
         ```
     """
 
-    def __init__(
-        self,
-        server: SIPServer,
-        info: CallInfo,
-        negotiated: NegotiatedMedia | None,
-        lease: PortLease,
-        *,
-        answer_sdp: SessionDescription | None = None,
-        offer: SessionDescription | None = None,
-        rtp_timeout_s: float = 30.0,
-        send_silence: bool = True,
-    ) -> None:
-        self._server = server
+    def __init__(self, control: CallControl, info: CallInfo, signalling: SignallingState) -> None:
+        """Create the handle (the call manager does this).
+
+        Args:
+            control: The call manager acting for this call.
+            info: The call data.
+            signalling: The call's INVITE session, whose ``state`` is the call's.
+        """
+        loop = asyncio.get_running_loop()
+        self._control = control
+        self._signalling = signalling
         self.info = info
-        self.negotiated = negotiated
-        self._lease: PortLease | None = lease
-        self._answer_sdp = answer_sdp
-        self.offer = offer
-        # Our current session description: the answer we gave (inbound) or the
-        # offer we made (outbound); re-INVITE answers keep its o= session id.
-        self.local_sdp = answer_sdp if info.direction == "inbound" else offer
-        self._rtp_timeout_s = rtp_timeout_s
-        self._send_silence = send_silence
         self.media: RTPSession | None = None
-        self.state = "incoming" if info.direction == "inbound" else "calling"
+        self.negotiated: NegotiatedMedia | None = None
+        self.local_sdp: SessionDescription | None = None
+        self.local_rtp_port: int | None = None
         self.end_reason: str | None = None
-        self.started_at = time.monotonic()
         self.answered_at: float | None = None
-        self._ended = asyncio.get_running_loop().create_future()
-        self._established = asyncio.get_running_loop().create_future()
+        self.held = False
+        self._finished = False
+        self._up = False
+        self._ended = loop.create_future()
+        self._established = loop.create_future()
         self._ended_handlers: list[Callable[[str], Any]] = []
         self._hold_handlers: list[Callable[[bool], Any]] = []
-        self.held = False
-        """Whether the far end holds the call (we may not send it media)."""
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -148,14 +187,22 @@ class SIPCall:
         return self.info.call_id
 
     @property
-    def local_rtp_port(self) -> int | None:
-        """Our RTP port while the call holds one."""
-        return self._lease.port if self._lease else None
+    def state(self) -> CallState:
+        """The signalling state (terminated at the latest once the call ended here)."""
+        state = self._signalling.state
+        if self._finished and not state.ended:
+            return CallState.TERMINATED
+        return state
 
     @property
     def ended(self) -> bool:
-        """Whether the call is over."""
-        return self.state == "ended"
+        """Whether the call is over (media closed, port given back)."""
+        return self._finished
+
+    @property
+    def established(self) -> bool:
+        """Whether the call is up: confirmed and not ended."""
+        return self._up and not self._finished
 
     @property
     def duration(self) -> float:
@@ -180,28 +227,16 @@ class SIPCall:
             CallFailed: The call ended before it could be answered (the
                 caller cancelled, the answer timeout passed) or, with a
                 delayed offer, before a usable answer came in the ACK.
-            RuntimeError: The call was already answered.
+            RuntimeError: The call is not ringing (already answered, or outbound).
         """
-        if self.state == "ended":
+        if self._finished:
             raise CallFailed(f"call ended before answer ({self.end_reason})")
-        if self.state != "incoming":
+        if self.info.direction != "inbound" or self.state not in (
+            CallState.INCOMING,
+            CallState.EARLY,
+        ):
             raise RuntimeError(f"{self}: cannot answer a call that is {self.state}")
-        if self.negotiated is None:  # delayed offer: media starts with the ACK's answer
-            assert self.local_sdp is not None
-            self.state = "answered"
-            self.answered_at = time.monotonic()
-            self._server._ua_answer(self, self.local_sdp.serialize())
-            await self.wait_answered()
-            return
-        await self._start_media()
-        if self.state != "incoming":  # cancelled while media was starting
-            if self.media is not None:
-                await self.media.close()
-            raise CallFailed(f"call ended before answer ({self.end_reason})")
-        assert self._answer_sdp is not None
-        self.state = "answered"
-        self.answered_at = time.monotonic()
-        self._server._ua_answer(self, self._answer_sdp.serialize())
+        await self._control.answer(self)
 
     async def reject(
         self, status_code: int = 486, reason: str | None = None, retry_after: int | None = None
@@ -214,12 +249,13 @@ class SIPCall:
             retry_after: Seconds for a Retry-After header (with 503, 486, 480).
 
         Raises:
-            RuntimeError: The call is not incoming.
+            RuntimeError: The call is not ringing.
         """
-        if self.state != "incoming":
+        if self._finished or self.state not in (CallState.INCOMING, CallState.EARLY):
             raise RuntimeError(f"{self}: cannot reject a call that is {self.state}")
-        self._server._ua_reject(self, status_code, reason, retry_after)
-        await self._finish("rejected")
+        done = self.finish("rejected")
+        self._control.reject(self, status_code, reason, retry_after)
+        await done
 
     async def hangup(self, reason: str = "local_bye") -> None:
         """End the call from our side; idempotent.
@@ -232,10 +268,11 @@ class SIPCall:
             reason: The end reason reported to ended handlers ("local_bye";
                 the server uses "shutdown" when it stops).
         """
-        if self.state == "ended":
+        if self._finished:
             return
-        self._server._ua_hangup(self)
-        await self._finish(reason)
+        done = self.finish(reason)
+        self._control.hangup(self)
+        await done
 
     async def wait_answered(self, timeout: float | None = None) -> None:
         """Wait until the call is established (ACK received, or our INVITE answered).
@@ -255,7 +292,7 @@ class SIPCall:
 
         A handler added after the end is called at once.
         """
-        if self.state == "ended":
+        if self._finished:
             self._run_handler(handler, self.end_reason or "error", "ended handler")
         else:
             self._ended_handlers.append(handler)
@@ -269,130 +306,79 @@ class SIPCall:
         """
         self._hold_handlers.append(handler)
 
-    # --- called by the server -------------------------------------------------
-    async def _start_media(self) -> None:
-        neg = self.negotiated
-        assert neg is not None
-        codec = get_codec(neg.encoding_name)
-        assert self._lease is not None
-        self.media = RTPSession(
-            sock=self._lease.sock,
-            rtcp_sock=self._lease.rtcp_sock,
-            remote_addr=neg.remote_address,
-            codec=codec,
-            payload_type=neg.payload_type,
-            telephone_event_pt=neg.telephone_event_pt,
-            extra_telephone_event_pts=self._offered_telephone_event_pts(),
-            ptime_ms=neg.ptime,
-            send_silence=self._send_silence,
-            rtp_timeout_s=self._rtp_timeout_s,
-            log_prefix=f"{self}",
-        )
-        self.media.on_timeout = self._on_rtp_timeout
-        self._apply_direction(neg)
-        await self.media.start()
+    # --- told by the call manager ---------------------------------------------------
+    def mark_answered(self) -> None:
+        """The 200 OK was sent (inbound) or received (outbound): the call's duration starts."""
+        if self.answered_at is None:
+            self.answered_at = time.monotonic()
 
-    def _offered_telephone_event_pts(self) -> list[int]:
-        """Every telephone-event payload type of the offer.
-
-        Some peers (linphone) send DTMF on one of their own numbers rather than
-        the one the answer kept.
-        """
-        if self.offer is None:
-            return []
-        return [
-            fmt.payload_type
-            for media in self.offer.media
-            if media.media == "audio"
-            for fmt in media.formats
-            if fmt.encoding_name.lower() == "telephone-event"
-        ]
-
-    def _on_rtp_timeout(self) -> None:
-        if self.state == "ended":
-            return
-        timeout = self.media.rtp_timeout_s if self.media else self._rtp_timeout_s
-        logger.warning(f"{self}: no RTP for {timeout:g} s, hanging up")
-        self._server._ua_hangup(self)
-        self._spawn(self._finish("rtp_timeout"))
-
-    def _set_established(self) -> None:
-        if self.state in ("answered", "calling", "incoming"):
-            self.state = "established"
-            if self.answered_at is None:
-                self.answered_at = time.monotonic()
-        if not self._established.done():
+    def mark_established(self) -> None:
+        """The call is up (ACK in, or our ACK out and media running): wake `wait_answered`."""
+        self.mark_answered()
+        if not self._established.done() and not self._finished:
+            self._up = True
             self._established.set_result(None)
 
-    def _update_remote(self, negotiated: NegotiatedMedia) -> None:
-        """Follow a re-INVITE's offer: new remote address, hold and resume."""
-        self.negotiated = negotiated
-        if self.media is None:
+    def set_held(self, held: bool) -> None:
+        """The far end held (True) or resumed (False) the call: run the hold handlers."""
+        if self.held == held:
             return
-        if negotiated.remote_address != self.media.sdp_address and negotiated.remote_address[1]:
-            self.media.update_remote(negotiated.remote_address)
-        if negotiated.telephone_event_pt != self.media.telephone_event_pt:
-            self.media.set_telephone_event_pt(negotiated.telephone_event_pt)
-        self._apply_direction(negotiated)
+        self.held = held
+        for handler in list(self._hold_handlers):
+            self._run_handler(handler, held, "hold handler")
 
-    def _apply_direction(self, negotiated: NegotiatedMedia) -> None:
-        """Send and expect RTP as the negotiated direction says (RFC 3264 s.5.1, s.8.4).
+    def finish(self, reason: str, status_code: int | None = None) -> Awaitable[Any]:
+        """End the call here once: mark it ended now, tear down in a task (idempotent).
 
-        A peer that holds the call (its offer sendonly or inactive, or the
-        RFC 2543 way with connection address 0.0.0.0) gets no RTP from us, and
-        the RTP timeout waits while it sends none.
+        The mark is immediate, so the first reason given wins (a hang-up's
+        "shutdown" over the "local_bye" the user agent reports for it); the
+        teardown (media closed, resources released through
+        :meth:`CallControl.release`, ended handlers called) runs in a task.
+
+        Args:
+            reason: The end reason.
+            status_code: The SIP status that ended it, if any.
+
+        Returns:
+            What to await for the teardown to be done.
         """
-        assert self.media is not None
-        held_by_address = negotiated.remote_address[0] in HOLD_ADDRESSES
-        send = negotiated.direction in ("sendrecv", "sendonly") and not held_by_address
-        receive = negotiated.direction in ("sendrecv", "recvonly") and not held_by_address
-        if (send, receive) != (self.media.sending, self.media.receiving):
-            logger.info(
-                f"{self}: media {negotiated.direction}"
-                f"{' (held: c=0.0.0.0)' if held_by_address else ''}"
-                f": we {'send' if send else 'do not send'}, "
-                f"{'expect' if receive else 'do not expect'} RTP"
-            )
-        self.media.set_direction(send=send, receive=receive)
-        if self.held != (not send):
-            self.held = not send
-            for handler in list(self._hold_handlers):
-                self._run_handler(handler, self.held, "hold handler")
-
-    async def _finish(self, reason: str, status_code: int | None = None) -> None:
-        """Tear down once: media closed, port released, handlers called."""
-        if self.state == "ended":
-            return
-        self.state = "ended"
+        if self._finished:
+            return asyncio.shield(self._ended)
+        self._finished = True
         self.end_reason = reason
         if not self._established.done():
             self._established.set_exception(CallFailed(reason, status_code))
             self._established.exception()  # retrieved: no "never retrieved" warning
-        if self.media is not None:
+        self.spawn(self._teardown(reason))
+        return asyncio.shield(self._ended)
+
+    async def _teardown(self, reason: str) -> None:
+        if self.media is not None:  # closed, but kept for its statistics
             try:
                 await self.media.close()
             except Exception:
                 logger.exception(f"{self}: error closing media")
-        elif self._lease is not None:
-            self._lease.close()
-        if self._lease is not None:
-            self._server._release(self, self._lease)
-            self._lease = None
+        try:
+            self._control.release(self)
+        except Exception:
+            logger.exception(f"{self}: error releasing the call")
+        self.local_rtp_port = None
         if not self._ended.done():
             self._ended.set_result(reason)
         handlers, self._ended_handlers = self._ended_handlers, []
         for handler in handlers:
             self._run_handler(handler, reason, "ended handler")
 
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in a task the call keeps a reference to."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _run_handler(self, handler: Callable[[Any], Any], arg: Any, what: str) -> None:
         try:
             result = handler(arg)
             if inspect.isawaitable(result):
-                self._spawn(result)
+                self.spawn(result)
         except Exception:
             logger.exception(f"{self}: error in {what}")
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -291,7 +291,7 @@ class SIPInputTransport(BaseInputTransport):
         if self._transport.far_end_gone:
             # The caller hung up before the pipeline started.
             self._transport.schedule_far_end_hangup(self)
-        elif self._call.state == "established":
+        elif self._call.established:
             await self._client_connected()
         elif not self._connect_task:
             # Answered, ACK not in yet: connect when it arrives.
@@ -703,7 +703,7 @@ class SIPTransport(BaseTransport):
         add_hold_handler = getattr(call, "add_hold_handler", None)
         if add_hold_handler is not None:
             add_hold_handler(self._on_call_hold)
-        if call.state == "ended" and self._end_reason is None:
+        if call.ended and self._end_reason is None:
             self._end_reason = getattr(call, "end_reason", None) or "ended"
 
     def input(self) -> SIPInputTransport:
@@ -758,7 +758,7 @@ class SIPTransport(BaseTransport):
     @property
     def call_ended(self) -> bool:
         """Whether the call is over, whoever ended it."""
-        return self.far_end_gone or self._hangup_requested or self._call.state == "ended"
+        return self.far_end_gone or self._hangup_requested or self._call.ended
 
     def get_client_id(self, client: Any) -> str:
         """The Call-ID of the call passed to event handlers.
@@ -793,7 +793,7 @@ class SIPTransport(BaseTransport):
             why: For the log line.
         """
         self._input.detach()
-        if self._hangup_task is None and not self.far_end_gone and self._call.state != "ended":
+        if self._hangup_task is None and not self.far_end_gone and not self._call.ended:
             self._hangup_requested = True
             logger.info(f"{self} hanging up ({why})")
             self._hangup_task = asyncio.create_task(self._call.hangup())

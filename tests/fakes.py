@@ -1,6 +1,6 @@
 """Fakes of SIPCall and RTPSession for transport tests.
 
-They implement the interfaces the transport uses (see /tmp/notes/interfaces.md):
+They implement the interfaces the transport uses:
 ``FakeMedia`` paces queued audio out one packet per ptime from absolute
 deadlines on the event loop (optionally sped up), and records what it
 "sent"; ``FakeCall`` counts hang-ups and can simulate the far end's BYE.
@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipecat_sip.sip.invite import CallState
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,10 @@ class FakeCallFailed(Exception):
 
 
 class FakeCall:
-    """SIPCall stand-in: "answered" or "established", with a FakeMedia.
+    """SIPCall stand-in: "accepted" (200 sent) or "confirmed", with a FakeMedia.
 
     Like SIPCall, ended handlers may be sync or async, and one added after
-    the end is called at once.
+    the end is called at once; `state` uses the same CallState values.
     """
 
     def __init__(
@@ -150,12 +152,12 @@ class FakeCall:
         *,
         call_id: str = "a84b4c76e66710@127.0.0.1",
         media: FakeMedia | None = None,
-        state: str = "established",
+        state: CallState = CallState.CONFIRMED,
     ):
         self.call_id = call_id
         self.media = media or FakeMedia()
         self.info = FakeCallInfo(call_id=call_id, sample_rate=self.media.sample_rate)
-        self.state = state
+        self.state = CallState(state)
         self.end_reason: str | None = None
         self.hangup_calls = 0
         self.byes_sent = 0
@@ -165,8 +167,16 @@ class FakeCall:
         self._ended: asyncio.Event | None = None
         self._established: asyncio.Event | None = None
 
+    @property
+    def ended(self) -> bool:
+        return self.state.ended
+
+    @property
+    def established(self) -> bool:
+        return self.state is CallState.CONFIRMED
+
     def add_ended_handler(self, handler: Callable[[str], Any]) -> None:
-        if self.state == "ended":
+        if self.ended:
             self._run_handler(handler, self.end_reason or "error")
         else:
             self._handlers.append(handler)
@@ -184,24 +194,24 @@ class FakeCall:
 
     async def hangup(self) -> None:
         self.hangup_calls += 1
-        if self.state in ("answered", "established"):
+        if self.state in (CallState.ACCEPTED, CallState.CONFIRMED):
             self.byes_sent += 1
             await self._end("local_bye")
-        elif self.state == "incoming":
+        elif self.state is CallState.INCOMING:
             await self._end("cancelled")
 
     def establish(self) -> None:
         """The ACK arrived."""
-        if self.state == "answered":
-            self.state = "established"
+        if self.state is CallState.ACCEPTED:
+            self.state = CallState.CONFIRMED
             if self._established:
                 self._established.set()
 
     async def wait_answered(self, timeout: float | None = None) -> None:
-        if self.state == "answered":
+        if self.state is CallState.ACCEPTED:
             self._established = self._established or asyncio.Event()
             await asyncio.wait_for(self._established.wait(), timeout)
-        if self.state != "established":
+        if self.state is not CallState.CONFIRMED:
             raise FakeCallFailed(self.end_reason)
 
     async def remote_hangup(self, reason: str = "remote_bye") -> None:
@@ -209,16 +219,16 @@ class FakeCall:
         await self._end(reason)
 
     async def wait_ended(self) -> str:
-        if self.state != "ended":
+        if not self.ended:
             self._ended = self._ended or asyncio.Event()
             await self._ended.wait()
         assert self.end_reason is not None
         return self.end_reason
 
     async def _end(self, reason: str) -> None:
-        if self.state == "ended":
+        if self.ended:
             return
-        self.state = "ended"
+        self.state = CallState.TERMINATED
         self.end_reason = reason
         await self.media.close()
         for event in (self._ended, self._established):

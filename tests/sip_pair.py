@@ -24,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipecat_sip.sip.transaction import TimerValues
-from pipecat_sip.sip.useragent import CallEnded, Event, IncomingCall, UserAgent
+from pipecat_sip.sip.useragent import (
+    CallEnded,
+    Event,
+    IncomingCall,
+    Notice,
+    ReofferReceived,
+    UserAgent,
+)
 
 Addr = tuple[str, int]
 
@@ -136,6 +143,8 @@ class SIPPair:
         self.events: dict[str, list[Event]] = {"a": [], "b": []}
         self.outside: list[Crossing] = []  # datagrams to addresses not in the pair
         self.max_steps = max_steps
+        self.fail_on_errors = True
+        """Raise when a UA reports an exception of its own (a bug), instead of a Notice."""
         self._handlers: dict[str, list[Callable[[SIPPair, Event], None]]] = {"a": [], "b": []}
         self._in_flight: list[tuple[float, int, str, bytes]] = []  # (due, n, dst, data)
         self._seq = itertools.count()
@@ -149,6 +158,13 @@ class SIPPair:
     def on_event(self, side: str, handler: Callable[[SIPPair, Event], None]) -> None:
         """Call `handler(pair, event)` for every event of `side` (it may act on the UA)."""
         self._handlers[side].append(handler)
+
+    def off_event(self, side: str, handler: Callable[[SIPPair, Event], None] | None = None) -> None:
+        """Stop calling `handler` for `side`'s events (every handler when None)."""
+        if handler is None:
+            self._handlers[side].clear()
+        else:
+            self._handlers[side].remove(handler)
 
     def _side_of(self, addr: Addr) -> str:
         for side, a in self.addr.items():
@@ -175,7 +191,8 @@ class SIPPair:
         moved = False
         for src in ("a", "b"):
             self._drain(src)
-            for data, addr in self.ua[src].datagrams_to_send():
+            for data, flow in self.ua[src].datagrams_to_send():
+                addr = flow.remote
                 moved = True
                 dst = self._side_of(addr)
                 if dst == "outside":
@@ -198,6 +215,8 @@ class SIPPair:
     def _drain(self, side: str) -> None:
         ua = self.ua[side]
         while (event := ua.next_event()) is not None:
+            if isinstance(event, Notice) and event.error is not None and self.fail_on_errors:
+                raise AssertionError(f"{side}: {event.message}") from event.error
             self.events[side].append(event)
             for handler in self._handlers[side]:
                 handler(self, event)
@@ -281,15 +300,15 @@ class SIPPair:
     def assert_no_leaks(self, slack: float = 5.0) -> None:
         """No call left, and after 64*T1 + slack seconds no transaction and no index entry."""
         for side in ("a", "b"):
-            assert self.ua[side].active_calls == 0, f"{side}: calls left {self.ua[side]._legs}"
+            ua = self.ua[side]
+            assert ua.active_calls == 0, f"{side}: calls left {ua.invites.sessions}"
         self.run_for(64 * self.timer_values.t1 + slack)
         for side in ("a", "b"):
             ua = self.ua[side]
             assert not ua.layer.server, f"{side}: server transactions left {ua.layer.server}"
             assert not ua.layer.client, f"{side}: client transactions left {ua.layer.client}"
             assert ua.get_timer() is None, f"{side}: timer still armed"
-            assert not ua._by_dialog, f"{side}: dialogs left {ua._by_dialog}"
-            assert not ua._by_txn, f"{side}: transaction index left {ua._by_txn}"
+            assert ua.tracked == 0, f"{side}: {ua.tracked} index entries left"
         assert not self._in_flight
 
 
@@ -299,13 +318,20 @@ class SIPPair:
 def auto_answer(
     side: str = "b", *, ring: bool = True, sdp: bytes = SDP_ANSWER
 ) -> Callable[[SIPPair, Event], None]:
-    """A handler for `side`: ring (optionally) and answer every IncomingCall at once."""
+    """A handler for `side`: ring (optionally) and answer every IncomingCall at once.
+
+    Re-offers are answered with the call's current session description.
+    """
 
     def handler(pair: SIPPair, event: Event) -> None:
+        ua = pair.ua[side]
         if isinstance(event, IncomingCall):
-            ua = pair.ua[side]
             if ring:
                 ua.ringing(event.call_id, pair.now)
             ua.answer(event.call_id, sdp, pair.now)
+        elif isinstance(event, ReofferReceived):
+            session = ua.session(event.call_id)
+            if session is not None:
+                ua.answer_reoffer(event.call_id, session.local_sdp, pair.now)
 
     return handler

@@ -15,6 +15,7 @@ import asyncio
 import random
 import re
 import secrets
+import socket
 
 import numpy as np
 import pytest
@@ -213,7 +214,6 @@ async def test_no_ack_200_retransmitted_then_bye_after_timer_h():
         await peer.wait_200()
         call = rec.calls[0]
         port = call.local_rtp_port
-        lease_sock = call._lease.sock if call._lease else None
         # no ACK: 200 OK is retransmitted (Timer G) until Timer H (64*T1 = 1.28 s) fires
         assert await wait_for(lambda: peer.requests("BYE"), 5.0), peer.messages()
         assert len(peer.responses(200)) >= 4, "200 OK was not retransmitted"
@@ -222,7 +222,9 @@ async def test_no_ack_200_retransmitted_then_bye_after_timer_h():
         peer.answer_byes()
         assert await wait_for(lambda: not server.ua.layer.client, 3.0)
         assert_all_freed(server)
-        assert port is not None and lease_sock is not None and lease_sock.fileno() == -1
+        assert port is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", port))  # the call's RTP socket is closed: free again
         # retransmissions stop once the call is over
         seen = len(peer.responses(200))
         await asyncio.sleep(0.3)
@@ -241,7 +243,7 @@ async def test_vanished_caller_ends_after_rtp_timeout():
     peer = await RawPeer.open(server)
     try:
         await peer.establish()
-        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "established")
+        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "confirmed")
         call = rec.calls[0]
         assert call.media is not None
         # the caller sends nothing more: after ~0.5 s the server hangs up with BYE
@@ -304,7 +306,7 @@ async def test_garbage_on_sip_and_rtp_ports_is_ignored():
     junk = None
     try:
         await peer.establish()
-        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "established")
+        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "confirmed")
         live = rec.calls[0]
         rtp_addr = ("127.0.0.1", live.local_rtp_port)
         for packet in rtp_packets(5):
@@ -336,7 +338,7 @@ async def test_garbage_on_sip_and_rtp_ports_is_ignored():
             peer.rtp.send(bytes([0x80, 200]) + rng.randbytes(n), rtcp_addr)
         await asyncio.sleep(0.3)
         assert media.stats.packets_invalid > before_invalid
-        assert live.state == "established" and media.stats.errors == 0
+        assert live.state == "confirmed" and media.stats.errors == 0
         for packet in rtp_packets(5, ssrc=0x1234):
             peer.rtp.send(packet, rtp_addr)
         assert await wait_for(lambda: len(rec.audio[live.call_id]) >= 8)
@@ -478,7 +480,7 @@ async def test_rtp_loss_and_reordering_call_carries_on():
         call = rec.calls[0]
         relay.server_rtp = ("127.0.0.1", call.local_rtp_port)
         peer.send_ack()
-        assert await wait_for(lambda: call.state == "established")
+        assert await wait_for(lambda: call.state == "confirmed")
 
         packets = rtp_packets(300)
         for i, packet in enumerate(packets):
@@ -493,7 +495,7 @@ async def test_rtp_loss_and_reordering_call_carries_on():
         pcm = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.float64)
         spectrum = np.abs(np.fft.rfft(pcm))
         assert abs(np.argmax(spectrum) * 8000 / pcm.size - 1000) < 20  # the tone got through
-        assert call.state == "established" and call.media.stats.errors == 0
+        assert call.state == "confirmed" and call.media.stats.errors == 0
         assert relay.returned > 0  # the server's RTP comes back through the relay (latched)
         assert peer.rtp.datagrams, "no RTP from the server reached the caller"
         assert all(addr[1] == relay_port for _, addr in peer.rtp.datagrams)
@@ -519,7 +521,7 @@ async def test_rtp_from_another_port_never_reaches_the_call():
     intruder = await UdpSocket.open()
     try:
         await peer.establish()
-        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "established")
+        assert await wait_for(lambda: rec.calls and rec.calls[0].state == "confirmed")
         call = rec.calls[0]
         rtp_addr = ("127.0.0.1", call.local_rtp_port)
         quiet = rtp_packets(10, payload=b"\xff" * 160)  # mu-law 0xFF decodes to 0
@@ -714,7 +716,8 @@ async def test_allowed_networks_403_for_other_sources():
 
 
 def test_parse_networks():
-    from pipecat_sip.server import _in_networks, parse_networks
+    from pipecat_sip.security import in_networks as _in_networks
+    from pipecat_sip.security import parse_networks
 
     nets = parse_networks("10.1.2.3/8, 2001:db8::/32 192.0.2.7")
     assert [str(n) for n in nets] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
@@ -728,7 +731,7 @@ def test_parse_networks():
 
 
 def test_rate_limiter_token_bucket():
-    from pipecat_sip.server import RateLimiter
+    from pipecat_sip.security import RateLimiter
 
     limiter = RateLimiter(rate=10, burst=5)
     assert [limiter.allow("192.0.2.1", 0.0) for _ in range(7)] == [True] * 5 + [False] * 2
@@ -740,16 +743,19 @@ def test_rate_limiter_token_bucket():
         RateLimiter(rate=0, burst=5)
 
 
-def test_rate_limiter_forgets_idle_sources():
-    import pipecat_sip.server as server_module
+def test_rate_limiter_keeps_at_most_max_sources_forgetting_the_least_recent():
+    from pipecat_sip.security import MAX_TRACKED_SOURCES, RateLimiter
 
-    limiter = server_module.RateLimiter(rate=100, burst=10)
-    n = server_module._MAX_TRACKED_SOURCES
+    limiter = RateLimiter(rate=100, burst=2)
+    n = MAX_TRACKED_SOURCES
+    assert limiter.allow("192.0.2.1", 0.0) and limiter.allow("192.0.2.1", 0.0)
+    assert not limiter.allow("192.0.2.1", 0.0)  # its bucket is empty
     for i in range(n):
         limiter.allow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 0.0)
+        assert len(limiter) <= n
     assert len(limiter) == n
-    limiter.allow("192.0.2.1", 1.0)  # all others idle for 1 s > burst/rate: full, forgotten
-    assert len(limiter) == 1
+    # 192.0.2.1 was the least recently seen: forgotten, it starts with a full bucket
+    assert limiter.allow("192.0.2.1", 0.0)
 
 
 async def test_rate_limit_drops_excess_with_one_warning():

@@ -122,7 +122,7 @@ async def test_answer_after_cancel_raises_call_failed_without_a_traceback():
 def test_open_file_limit_raised_for_max_calls():
     import resource
 
-    from pipecat_sip.server import _ensure_fd_limit
+    from pipecat_sip.host import ensure_fd_limit as _ensure_fd_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pipecat_sip.sip.errors import LocalProtocolError
+from pipecat_sip.sip.ids import Identifiers
 from pipecat_sip.sip.message import SIPRequest, SIPResponse, make_response, parse_message
 from pipecat_sip.sip.transaction import (
     BRANCH_MAGIC,
@@ -19,11 +20,19 @@ from pipecat_sip.sip.transaction import (
     ServerNonInviteTransaction,
     TimerValues,
     TransactionLayer,
-    new_branch,
     server_key,
 )
+from pipecat_sip.sip.transport import Flow
 
-PEER = ("127.0.0.1", 5080)
+PEER = Flow.udp(("127.0.0.1", 5080))
+TCP_PEER = Flow("TCP", ("127.0.0.1", 5080), connection=7)
+_IDS = Identifiers()
+
+
+def new_branch() -> str:
+    return _IDS.branch()
+
+
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
@@ -35,16 +44,16 @@ class RecordingTU:
     def __init__(self) -> None:
         self.responses: list[tuple[object, SIPResponse]] = []
         self.timeouts: list[object] = []
-        self.ack_timeouts: list[object] = []
+        self.terminated: list[tuple[object, float]] = []
 
-    def on_response(self, txn, response):
+    def on_response(self, txn, response, now):
         self.responses.append((txn, response))
 
-    def on_transaction_timeout(self, txn):
+    def on_transaction_timeout(self, txn, now):
         self.timeouts.append(txn)
 
-    def on_ack_timeout(self, txn):
-        self.ack_timeouts.append(txn)
+    def on_transaction_terminated(self, txn, now):
+        self.terminated.append((txn, now))
 
 
 def request(
@@ -357,7 +366,8 @@ def test_invite_server_ack_confirms_and_timer_i_terminates(layer, tu):
     assert layer.server == {}
 
 
-def test_invite_server_retransmitted_invite_resends_latest_response(layer):
+def test_invite_server_retransmitted_invite_resends_latest_provisional(layer):
+    """Proceeding re-sends the latest provisional; Accepted absorbs (RFC 6026 s.7.1)."""
     clock = Clock(layer)
     req = request()
     txn = server_txn(layer, req)
@@ -369,40 +379,76 @@ def test_invite_server_retransmitted_invite_resends_latest_response(layer):
         clock.drain()
         layer.receive_request(layer.find_server(req), req, 0.0)
         seen += clock.drain()
-    assert seen == ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]
+    assert seen == ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing"]
 
 
-def test_invite_server_2xx_retransmitted_until_ack_then_timer_l(layer, tu):
+def test_invite_server_accepted_leaves_2xx_retransmission_to_the_tu(layer, tu):
+    """RFC 6026 s.7.1: no 2xx retransmission of its own, INVITEs absorbed, Timer L ends it."""
     clock = Clock(layer)
     req = request()
     txn = server_txn(layer, req)
-    layer.respond(txn, response(req, 200), 0.0)
+    ok = response(req, 200)
+    layer.respond(txn, ok, 0.0)
     assert txn.state == "accepted"
     clock.run(until=8.0)
-    assert clock.times("SIP/2.0 200") == [0.0, 0.5, 1.5, 3.5, 7.5]
-    txn.ack_received()  # the TU matched the ACK to its dialog
-    clock.run(until=31.9)
-    assert clock.times("SIP/2.0 200") == [0.0, 0.5, 1.5, 3.5, 7.5]  # stopped at once
+    assert clock.times("SIP/2.0 200") == [0.0]  # the transaction retransmits nothing
+    layer.respond(txn, ok, 8.0)  # the TU's retransmission passes through
     layer.receive_request(txn, req, 20.0)  # Accepted absorbs a late INVITE
+    clock.run(until=31.9)
+    assert clock.times("SIP/2.0 200") == [0.0, 8.0]
+    assert txn.state == "accepted"
     clock.run(until=32.0)
-    assert txn.state == "terminated"  # Timer L
-    assert not tu.ack_timeouts and not tu.timeouts
+    assert txn.state == "terminated"  # Timer L = 64*T1
+    assert not tu.timeouts
+    assert [t for t, _ in tu.terminated] == [txn]
     assert layer.server == {}
 
 
-def test_invite_server_2xx_without_ack_reports_ack_timeout(layer, tu):
-    clock = Clock(layer)
+def test_invite_server_accepted_refuses_a_non_2xx(layer):
     req = request()
     txn = server_txn(layer, req)
     layer.respond(txn, response(req, 200), 0.0)
-    clock.run(until=31.99)
-    assert intervals(clock.times("SIP/2.0 200")) == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4]
-    assert not tu.ack_timeouts
-    clock.run(until=100.0)
-    assert tu.ack_timeouts == [txn]  # Timer H: the UA sends BYE
-    assert not tu.timeouts
-    assert txn.state == "terminated"  # Timer L
-    assert layer.server == {}
+    with pytest.raises(LocalProtocolError):
+        layer.respond(txn, response(req, 486), 0.0)
+
+
+def test_reliable_transport_arms_no_retransmission_timer(tu):
+    """RFC 3261 s.17.1.1.2, s.17.1.2.2, s.17.2.1: no Timer A, E or G over TCP."""
+    layer = TransactionLayer(tu, TimerValues(T1, T2, T4))
+    clock = Clock(layer)
+    invite = layer.start_client(request(), TCP_PEER, 0.0)
+    options = layer.start_client(request("OPTIONS"), TCP_PEER, 0.0)
+    clock.run(until=31.9)
+    assert clock.times("INVITE") == [0.0] and clock.times("OPTIONS") == [0.0]
+    clock.run(until=32.0)  # Timers B and F still give up at 64*T1
+    assert tu.timeouts == [invite, options]
+    req = request(branch=new_branch())
+    server = layer.create_server(req, TCP_PEER)
+    layer.respond(server, response(req, 486), 40.0)
+    clock.now = 40.0
+    clock.run(until=70.0)
+    assert clock.times("SIP/2.0 486") == [40.0]  # no Timer G
+
+
+def test_reliable_transport_absorbing_timers_are_zero(tu):
+    """Timers D, I, J and K are zero over a reliable transport."""
+    layer = TransactionLayer(tu, TimerValues(T1, T2, T4))
+    invite = layer.start_client(request(), TCP_PEER, 0.0)
+    layer.receive_response(response(invite.request, 486), 0.1)  # Completed, Timer D
+    bye = layer.start_client(request("BYE", to_tag="x"), TCP_PEER, 0.1)
+    layer.receive_response(response(bye.request, 200), 0.2)  # Completed, Timer K
+    req = request("OPTIONS", branch=new_branch())
+    server = layer.create_server(req, TCP_PEER)
+    layer.respond(server, response(req, 200), 0.3)  # Completed, Timer J
+    inv = request(branch=new_branch())
+    server_inv = layer.create_server(inv, TCP_PEER)
+    final = response(inv, 486)
+    layer.respond(server_inv, final, 0.3)
+    layer.receive_request(server_inv, ack_for(inv, final), 0.4)  # Confirmed, Timer I
+    assert layer.get_timer() == pytest.approx(0.1)  # Timer D fires at once: zero
+    layer.handle_timer(0.4)
+    assert all(t.state == "terminated" for t in (invite, bye, server, server_inv))
+    assert layer.client == {} and layer.server == {}
 
 
 def test_invite_server_second_final_response_is_a_local_error(layer):

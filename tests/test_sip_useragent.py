@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
+from pipecat_sip.sip.ids import Identifiers
 from pipecat_sip.sip.message import SIPRequest, SIPResponse, make_response, parse_message
-from pipecat_sip.sip.transaction import new_branch
+from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.useragent import (
     CallAnswered,
     CallEstablished,
@@ -25,7 +26,9 @@ from pipecat_sip.sip.useragent import (
     CallUpdated,
     IncomingCall,
     InfoReceived,
+    Notice,
     RegistrationFailed,
+    ReofferReceived,
     UserAgent,
 )
 from tests.sip_pair import (
@@ -40,6 +43,11 @@ from tests.sip_pair import (
 )
 
 OUTSIDE = ("10.0.0.9", 40000)
+_IDS = Identifiers()
+
+
+def new_branch() -> str:
+    return _IDS.branch()
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +60,11 @@ def quiet_logs():
 
 def reasons(pair: SIPPair, side: str) -> list[tuple[str, int | None]]:
     return [(e.reason, e.status_code) for e in pair.ended(side)]
+
+
+def app_events(pair: SIPPair, side: str) -> list:
+    """The events of a side other than Notices (what an application acts on)."""
+    return [e for e in pair.events[side] if not isinstance(e, Notice)]
 
 
 def names(pair: SIPPair, side: str) -> list[str]:
@@ -98,6 +111,11 @@ def raw_request(
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+def to(pair: SIPPair, side: str) -> Flow:
+    """The UDP flow to a side of the pair."""
+    return Flow.udp(pair.addr[side])
 
 
 def responses(crossings) -> list[SIPResponse]:
@@ -363,7 +381,7 @@ def test_unsupported_require_gets_420():
     resp = single_response(pair, data)
     assert resp.status_code == 420
     assert resp.headers.get("Unsupported") == "foo, 100rel"
-    assert not pair.events["b"]
+    assert not app_events(pair, "b")
     resp = single_response(pair, raw_request("OPTIONS", extra="Require: foo\r\n"))
     assert resp.status_code == 420
     pair.assert_no_leaks()
@@ -374,7 +392,7 @@ def test_invite_without_contact_gets_400():
     data = raw_request("INVITE").replace(b"Contact: <sip:carol@10.0.0.9:5062>\r\n", b"")
     resp = single_response(pair, data)
     assert resp.status_code == 400
-    assert not pair.events["b"]
+    assert not app_events(pair, "b")
     pair.assert_no_leaks()
 
 
@@ -383,16 +401,17 @@ def test_invite_without_contact_gets_400():
 
 def in_dialog_request(pair: SIPPair, method: str, *, cseq_delta: int = 1, body=b"", extra=()):
     """A request from a to b inside the established dialog (built with a's dialog state)."""
-    leg = next(iter(pair.a._legs.values()))
-    dialog = leg.dialog
+    session = next(iter(pair.a.invites.sessions.values()))
+    dialog = session.dialog
     from pipecat_sip.sip.message import Headers
 
     headers = Headers(extra)
     if body:
         headers.add("Content-Type", "application/sdp")
     seq = (dialog.local_seq or 0) + cseq_delta
+    via = pair.a.new_via(to(pair, "b"))
     req = dialog.create_request(
-        method, "127.0.0.1", 5070, contact=pair.a.contact, headers=headers, body=body, cseq=seq
+        method, via, contact=pair.a.contact, headers=headers, body=body, cseq=seq
     )
     if cseq_delta > 0:
         dialog.local_seq = seq
@@ -404,9 +423,10 @@ def ack_reinvite_then_hang_up(pair: SIPPair, side: str, reinvite, local_port: in
     the call must outlive Timer H, then a hangs up."""
     peer = "b" if side == "a" else "a"
     ua = getattr(pair, side)
-    leg = ua._legs[reinvite.call_id]
-    ack = leg.dialog.create_request("ACK", "127.0.0.1", local_port, cseq=reinvite.cseq.seq)
-    ua.layer.send(bytes(ack), pair.addr[peer])
+    session = ua.session(reinvite.call_id)
+    via = ua.new_via(to(pair, peer))
+    ack = session.dialog.create_request("ACK", via, cseq=reinvite.cseq.seq)
+    ua.layer.send(bytes(ack), to(pair, peer))
     pair.run(until=pair.now + 40)  # past Timer H of the re-INVITE's 2xx
     assert pair.a.active_calls == pair.b.active_calls == 1  # still up: no ack_timeout
     pair.act("a", "hangup", reinvite.call_id)
@@ -419,7 +439,7 @@ def test_reinvite_answered_with_current_sdp_and_call_stays_up():
     new_sdp = SDP_ANSWER.replace(b"o=b 2 2", b"o=b 2 3")
     pair.b.update_local_sdp(call_id, new_sdp)
     reinvite = in_dialog_request(pair, "INVITE", body=SDP_OFFER)
-    txn = pair.a.layer.start_client(reinvite, pair.addr["b"], pair.now)
+    txn = pair.a.layer.start_client(reinvite, to(pair, "b"), pair.now)
     pair.flush()
     [update] = pair.of_type("b", CallUpdated)
     assert update.call_id == call_id and update.request.body == SDP_OFFER
@@ -437,33 +457,46 @@ def test_reinvite_offer_answered_by_the_application_or_488():
     call_id = establish(pair)
     offers = []
 
-    def answer_offer(cid: str, offer: bytes) -> bytes:
-        offers.append((cid, offer))
-        if b"G729" in offer:
-            raise ValueError("PCMU not offered")
-        return SDP_ANSWER.replace(b"o=b 2 2", b"o=b 2 3")
+    def answer_offer(pair: SIPPair, event) -> None:
+        """The application answers each ReofferReceived: 488 for G.729, else its answer."""
+        if not isinstance(event, ReofferReceived):
+            return
+        offers.append((event.call_id, event.offer))
+        if b"G729" in event.offer:
+            pair.b.reject_reoffer(
+                event.call_id, 488, pair.now, reason="Not Acceptable Here (PCMU not offered)"
+            )
+        else:
+            answer = SDP_ANSWER.replace(b"o=b 2 2", b"o=b 2 3")
+            pair.b.answer_reoffer(event.call_id, answer, pair.now)
 
-    # A hook that fails unexpectedly: 500, nothing changes.
-    pair.b.answer_offer = lambda cid, offer: 1 / 0
+    # The application fails unexpectedly: 500, nothing changes.
+    def broken_handler(pair: SIPPair, event) -> None:
+        if isinstance(event, ReofferReceived):
+            pair.b.reject_reoffer(event.call_id, 500, pair.now)
+
+    pair.off_event("b")
+    pair.on_event("b", broken_handler)
     broken = in_dialog_request(pair, "INVITE", body=SDP_OFFER)
-    pair.a.layer.start_client(broken, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(broken, to(pair, "b"), pair.now)
     pair.run(until=pair.now + 1)
     assert [r for r in responses(pair.sent("b", "SIP/2.0 500")) if r.cseq == broken.cseq]
-    pair.b.answer_offer = answer_offer
+    pair.off_event("b", broken_handler)
+    pair.on_event("b", answer_offer)
     # An offer the application cannot take: 488, nothing changes (RFC 3261 s.14.2).
     bad = in_dialog_request(pair, "INVITE", body=SDP_OFFER + b"a=rtpmap:18 G729/8000\r\n")
-    pair.a.layer.start_client(bad, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(bad, to(pair, "b"), pair.now)
     pair.run(until=pair.now + 1)  # the client transaction ACKs the 488 itself
     [rejected] = [r for r in responses(pair.sent("b", "SIP/2.0 488")) if r.cseq == bad.cseq]
     assert "PCMU not offered" in rejected.reason
     assert not pair.of_type("b", CallUpdated)
-    assert pair.b._legs[call_id].local_sdp == SDP_ANSWER
+    assert pair.b.session(call_id).local_sdp == SDP_ANSWER
     # An acceptable one: the 200 carries the application's answer, which stays.
     good = in_dialog_request(pair, "INVITE", body=SDP_OFFER)
-    pair.a.layer.start_client(good, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(good, to(pair, "b"), pair.now)
     pair.flush()
     [ok] = [r for r in responses(pair.sent("b", "SIP/2.0 200")) if r.cseq == good.cseq]
-    assert b"o=b 2 3" in ok.body and pair.b._legs[call_id].local_sdp == ok.body
+    assert b"o=b 2 3" in ok.body and pair.b.session(call_id).local_sdp == ok.body
     assert [e.call_id for e in pair.of_type("b", CallUpdated)] == [call_id]
     assert offers == [(call_id, bad.body), (call_id, SDP_OFFER)]
     ack_reinvite_then_hang_up(pair, "a", good, 5070)
@@ -474,11 +507,12 @@ def test_reinvite_offer_answered_by_the_application_or_488():
 def test_reinvite_from_callee_reaches_the_caller():
     pair = SIPPair()
     call_id = establish(pair)
-    leg = pair.b._legs[call_id]
-    reinvite = leg.dialog.create_request(
-        "INVITE", "127.0.0.1", 5080, contact=pair.b.contact, body=SDP_ANSWER
+    session = pair.b.session(call_id)
+    reinvite = session.dialog.create_request(
+        "INVITE", pair.b.new_via(to(pair, "a")), contact=pair.b.contact, body=SDP_ANSWER
     )
-    pair.b.layer.start_client(reinvite, pair.addr["a"], pair.now)
+    pair.on_event("a", auto_answer("a"))  # a's application answers with its current SDP
+    pair.b.layer.start_client(reinvite, to(pair, "a"), pair.now)
     pair.flush()
     assert [e.call_id for e in pair.of_type("a", CallUpdated)] == [call_id]
     [ok] = [r for r in responses(pair.sent("a", "SIP/2.0 200")) if r.cseq == reinvite.cseq]
@@ -494,7 +528,7 @@ def test_info_in_dialog_is_answered_and_reported():
     info = in_dialog_request(
         pair, "INFO", extra=[("Content-Type", "application/dtmf-relay")], body=b""
     )
-    pair.a.layer.start_client(info, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(info, to(pair, "b"), pair.now)
     pair.run()
     [event] = pair.of_type("b", InfoReceived)
     assert event.call_id == call_id
@@ -508,10 +542,10 @@ def test_in_dialog_request_with_lower_cseq_gets_500():
     pair = SIPPair()
     call_id = establish(pair)
     first = in_dialog_request(pair, "INFO")
-    pair.a.layer.start_client(first, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(first, to(pair, "b"), pair.now)
     pair.run()
     stale = in_dialog_request(pair, "INFO", cseq_delta=-1)
-    pair.a.layer.start_client(stale, pair.addr["b"], pair.now)
+    pair.a.layer.start_client(stale, to(pair, "b"), pair.now)
     pair.run()
     codes = [(r.cseq.seq, r.status_code) for r in responses(pair.sent("b", "SIP/2.0"))]
     assert (first.cseq.seq, 200) in codes and (stale.cseq.seq, 500) in codes
@@ -560,8 +594,10 @@ def test_ack_with_other_cseq_does_not_confirm_the_2xx():
     pair = SIPPair(a_to_b=Link(drop=drop_all(b"ACK")))
     pair.on_event("b", auto_answer(ring=False))
     call_id = pair.act("a", "invite", pair.uri_of("b"), SDP_OFFER)
-    leg = pair.a._legs[call_id]
-    wrong = leg.dialog.create_request("ACK", "127.0.0.1", 5070, cseq=leg.invite.cseq.seq + 7)
+    session = pair.a.session(call_id)
+    wrong = session.dialog.create_request(
+        "ACK", pair.a.new_via(to(pair, "b")), cseq=session.invite.cseq.seq + 7
+    )
     pair.b.receive_datagram(bytes(wrong), pair.addr["a"], pair.now)
     pair.flush()
     assert not pair.of_type("b", CallEstablished)
@@ -773,7 +809,7 @@ def test_malformed_request_gets_400_with_its_call_id():
     assert b"\r\nCSeq: one INVITE\r\n" in c.data
     # The Via asks for rport: to the source address and port (RFC 3581 s.4).
     assert c.addr == OUTSIDE
-    assert not pair.events["b"]
+    assert not app_events(pair, "b")
     pair.assert_no_leaks()
 
 
@@ -784,7 +820,7 @@ def test_malformed_contact_gets_400():
     )
     [c] = pair.inject("b", data, OUTSIDE)
     assert c.data.startswith(b"SIP/2.0 400")
-    assert not pair.events["b"]
+    assert not app_events(pair, "b")
     pair.assert_no_leaks()
 
 
@@ -798,13 +834,17 @@ def test_error_while_handling_answers_through_the_transaction(monkeypatch, error
         raise error
 
     pair = SIPPair()
-    monkeypatch.setattr(pair.b, "_on_invite", broken)
+    pair.fail_on_errors = False  # the bug is the point: reported as a Notice
+    monkeypatch.setattr(pair.b.invites, "on_invite", broken)
     data = raw_request("INVITE", call_id="bad-3@x", branch="z9hG4bKbroken")
     first = pair.inject("b", data, OUTSIDE)
     assert [first_line(c.data)[:11] for c in first] == [f"SIP/2.0 {code}"]
     assert first[0].addr == OUTSIDE  # rport: the source port
     again = pair.inject("b", data, OUTSIDE)  # a retransmission gets the same answer
     assert [c.data for c in again] == [first[0].data]
+    if code == 500:
+        [notice] = [e for e in pair.events["b"] if isinstance(e, Notice)]
+        assert notice.level == "error" and notice.error is error
     pair.assert_no_leaks()
 
 
@@ -822,7 +862,7 @@ def test_error_while_handling_answers_through_the_transaction(monkeypatch, error
 def test_garbage_is_dropped(data):
     pair = SIPPair()
     assert pair.inject("b", data, OUTSIDE) == []
-    assert not pair.events["b"]
+    assert not app_events(pair, "b")
     pair.assert_no_leaks()
 
 
@@ -992,7 +1032,7 @@ def test_unsupported_request_uri_scheme_gets_416():
     )
     ((data, addr),) = ua.datagrams_to_send()
     response = parse_message(data)
-    assert response.status_code == 416 and addr == ("127.0.0.1", 5070)
+    assert response.status_code == 416 and addr.remote == ("127.0.0.1", 5070)
 
 
 def test_malformed_request_without_rport_answered_at_sent_by_port():
@@ -1020,7 +1060,7 @@ class FakeRegistrar:
 
     def last_request(self):
         sent = self.ua.datagrams_to_send()
-        assert sent and sent[-1][1] == REGISTRAR, sent
+        assert sent and sent[-1][1].remote == REGISTRAR, sent
         request = parse_message(sent[-1][0])
         assert request.method == "REGISTER"
         return request
@@ -1035,6 +1075,15 @@ class FakeRegistrar:
         while (event := self.ua.next_event()) is not None:
             out.append(event)
         return out
+
+    def run_until_request(self, limit: float = 3600.0):
+        """Fire the UA's timers until it sends a REGISTER (a refresh or a retry)."""
+        while (deadline := self.ua.get_timer()) is not None and deadline <= limit:
+            self.now = max(self.now, deadline)
+            self.ua.handle_timer(self.now)
+            if self.ua.layer.outbox:
+                return self.last_request()
+        raise AssertionError("no REGISTER sent")
 
 
 def test_register_answers_the_challenge_and_reads_the_granted_expires():
@@ -1053,18 +1102,22 @@ def test_register_answers_the_challenge_and_reads_the_granted_expires():
     contact = "<sip:1000@127.0.0.1:5070>;expires=45"
     r.answer(second, 200, [("Contact", contact), ("Expires", "600")])
     assert [(type(e).__name__, e.expires) for e in r.events()] == [("Registered", 45)]
-    # A refresh keeps the Call-ID and moves CSeq on (s.10.2.4); the nonce is reused.
-    r.ua.register("sip:pbx.example.com", REGISTRAR, 1.0, expires=600, registration_id=rid)
-    refresh = r.last_request()
+    # The UA refreshes at half the granted time, on its own timer; a refresh keeps
+    # the Call-ID and moves CSeq on (s.10.2.4); the nonce is reused.
+    granted_at = r.now
+    refresh = r.run_until_request()
+    assert r.now == pytest.approx(granted_at + 22.5)
     assert refresh.call_id == rid and refresh.cseq.seq == second.cseq.seq + 1
     assert "nc=00000002" in refresh.headers.get("Authorization")
     r.answer(refresh, 200, [("Expires", "300")])  # no Contact: the Expires header
     assert [e.expires for e in r.events()] == [300]
-    r.ua.unregister(rid, 2.0)
+    r.ua.unregister(rid, r.now + 1)
     gone = r.last_request()
     assert gone.headers.get("Expires") == "0"
     r.answer(gone, 200)
     assert [e.expires for e in r.events()] == [0]
+    r.ua.handle_timer(r.now + 600)  # no refresh after the unregister
+    assert r.ua.datagrams_to_send() == [] and r.ua.get_timer() is None
 
 
 def test_register_423_retries_with_min_expires_and_bad_credentials_fail():
@@ -1082,4 +1135,21 @@ def test_register_423_retries_with_min_expires_and_bad_credentials_fail():
     [failed] = r.events()
     assert isinstance(failed, RegistrationFailed) and failed.registration_id == rid
     assert failed.status_code == 401 and "refused" in failed.reason
-    assert r.ua.datagrams_to_send() == []  # no third try
+    assert failed.retry_in == 30
+    assert r.ua.datagrams_to_send() == []  # no third try now ...
+    failed_at = r.now
+    retry = r.run_until_request()  # ... but a fresh attempt after retry_s
+    assert r.now == pytest.approx(failed_at + 30) and retry.call_id == rid
+
+
+def test_registration_granted_0_s_is_a_failure_and_retried():
+    """Issue 11 #16: a 2xx granting 0 s did not register us: retried, not 'unregistered'."""
+    r = FakeRegistrar()
+    rid = r.ua.register("sip:pbx.example.com", REGISTRAR, 0.0, expires=300)
+    first = r.last_request()
+    r.answer(first, 200, [("Contact", "<sip:1000@127.0.0.1:5070>;expires=0")])
+    [failed] = r.events()
+    assert isinstance(failed, RegistrationFailed) and failed.registration_id == rid
+    assert "granted 0" in failed.reason and failed.retry_in == 30
+    again = r.run_until_request()
+    assert again.call_id == rid and again.headers.get("Expires") == "300"

@@ -131,11 +131,11 @@ async def test_soak_calls_leave_nothing_behind():
             len(ua.layer.server),
             len(ua.layer.client),
         )
-        assert await wait_for(lambda: not server._tasks, 5)
+        assert await wait_for(lambda: server.manager.tasks_running == 0, 5)
         await asyncio.sleep(0.3)
 
         assert server.ports.in_use == 0 and server.ports.available == pool_size
-        assert not server.calls and not ua._legs and not ua._by_dialog and not ua._by_txn
+        assert not server.calls and ua.active_calls == 0 and ua.tracked == 0, ua.tracked
         assert live_objects(SIPCall) == 0, "SIPCall objects left alive"
         assert live_objects(RTPSession) == 0, "RTPSession objects left alive"
         tasks_after = len(asyncio.all_tasks())

@@ -29,6 +29,7 @@ from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.rtp.packet import RtpPacket
 from pipecat_sip.rtp.sender import RtpSender
+from pipecat_sip.sip.invite import CallState
 from pipecat_sip.transport import LowLatencyResampler, SIPParams, SIPTransport
 from tests.fakes import FakeCall, FakeMedia
 
@@ -354,7 +355,7 @@ async def test_call_ended_before_pipeline_started():
 
 
 async def test_connected_fires_once_the_ack_arrives():
-    call = await started_call(state="answered")
+    call = await started_call(state=CallState.ACCEPTED)
     session = Session(call)
 
     async def ack_then_end():

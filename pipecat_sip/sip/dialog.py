@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from dataclasses import dataclass, field
 
-from pipecat_sip.sip.errors import LocalProtocolError
+from pipecat_sip.sip.errors import LocalProtocolError, RemoteProtocolError
 from pipecat_sip.sip.headers import CSeq, Via
 from pipecat_sip.sip.message import Headers, SIPRequest, SIPResponse
-from pipecat_sip.sip.transaction import new_branch
+from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI, URI, Address
 
-
-def new_tag() -> str:
-    """A fresh From/To tag (RFC 3261 s.19.3: at least 32 random bits)."""
-    return secrets.token_hex(6)
-
-
-def new_call_id(host: str) -> str:
-    """A fresh Call-ID (RFC 3261 s.8.1.1.4)."""
-    return f"{secrets.token_hex(12)}@{host}"
-
-
 DialogId = tuple[str, str, str]
+
+#: CSeq numbers of requests we originate stay below 2**31 (RFC 3261 s.8.1.1.5).
+MAX_CSEQ = 2**31 - 1
 
 
 @dataclass
@@ -40,7 +31,9 @@ class Dialog:
         route_set: Route header values for in-dialog requests, in order.
         local_seq: Last CSeq number we used, or None before our first request.
         remote_seq: Last CSeq number received from the peer, or None.
-        source: Address the dialog-creating message came from (NAT fallback).
+        source: The flow the dialog-creating message came on (the next hop
+            when the remote target cannot be used as is: a host name, which
+            this sans-IO layer does not resolve).
     """
 
     call_id: str
@@ -52,7 +45,7 @@ class Dialog:
     route_set: list[Address] = field(default_factory=list)
     local_seq: int | None = None
     remote_seq: int | None = None
-    source: tuple[str, int] | None = None
+    source: Flow | None = None
 
     @property
     def id(self) -> DialogId:
@@ -60,15 +53,16 @@ class Dialog:
         return (self.call_id, self.local_tag, self.remote_tag)
 
     @classmethod
-    def from_uas(cls, request: SIPRequest, local_tag: str, source: tuple[str, int]) -> Dialog:
+    def from_uas(cls, request: SIPRequest, local_tag: str, source: Flow) -> Dialog:
         """The dialog a UAS creates by answering `request` (RFC 3261 s.12.1.1).
 
         Raises:
-            LocalProtocolError: The request has no Contact to use as remote target.
+            RemoteProtocolError: The request has no Contact to use as remote
+                target (answer 400).
         """
         contacts = request.contacts
         if not contacts:
-            raise LocalProtocolError("request has no Contact")
+            raise RemoteProtocolError("request has no Contact", 400)
         from_ = request.from_
         return cls(
             call_id=request.call_id,
@@ -83,17 +77,15 @@ class Dialog:
         )
 
     @classmethod
-    def from_uac(
-        cls, request: SIPRequest, response: SIPResponse, source: tuple[str, int]
-    ) -> Dialog:
+    def from_uac(cls, request: SIPRequest, response: SIPResponse, source: Flow) -> Dialog:
         """The dialog a UAC creates from a 2xx (or tagged 1xx) response (RFC 3261 s.12.1.2).
 
         Raises:
-            LocalProtocolError: The response has no Contact.
+            RemoteProtocolError: The response has no Contact.
         """
         contacts = response.contacts
         if not contacts:
-            raise LocalProtocolError("response has no Contact")
+            raise RemoteProtocolError("response has no Contact", 400)
         return cls(
             call_id=request.call_id,
             local_tag=request.from_.tag or "",
@@ -106,51 +98,65 @@ class Dialog:
             source=source,
         )
 
-    def next_hop(self) -> tuple[str, int]:
-        """Where to send in-dialog requests: first route or the remote target.
+    def next_hop(self) -> Flow:
+        """Where to send in-dialog requests: the first route, or the remote target.
 
-        A host name (which this sans-IO layer does not resolve) falls back to
-        the address the dialog was created from, as does an unroutable target.
+        An IP-literal URI is used as is, with its ``transport`` parameter
+        (``sips:`` means TLS) or else the transport the dialog was created
+        over; the connection the dialog came on is reused when the hop is
+        its source. A host name (which this sans-IO layer does not resolve)
+        falls back to the dialog's source.
+
+        Raises:
+            LocalProtocolError: No usable hop and no source to fall back to.
         """
         uri = self.route_set[0].uri if self.route_set else self.remote_target
+        source = self.source
         if isinstance(uri, SIPURI):
             host, port = uri.host_port
             try:
                 ipaddress.ip_address(host)
-                return host, port
             except ValueError:
                 pass
-        if self.source is None:
+            else:
+                transport = _uri_transport(uri) or (source.transport if source else "UDP")
+                if source is not None and source.remote == (host, port):
+                    if transport == source.transport:
+                        return source
+                return Flow(transport, (host, port))
+        if source is None:
             raise LocalProtocolError(f"no address to send to for {uri}")
-        return self.source
+        return source
 
     def create_request(
         self,
         method: str,
-        via_host: str,
-        via_port: int,
+        via: Via,
         *,
         contact: Address | None = None,
         headers: Headers | None = None,
         body: bytes = b"",
         cseq: int | None = None,
+        first_cseq: int = 1,
     ) -> SIPRequest:
         """A request inside this dialog (RFC 3261 s.12.2.1.1).
 
         Args:
             method: The method (BYE, INVITE, ACK, ...).
-            via_host: Our sent-by host.
-            via_port: Our sent-by port.
+            via: Our Via for it, with a fresh branch.
             contact: Contact header for target-refresh requests.
             headers: Further headers.
             body: The body.
-            cseq: CSeq number to use (ACK reuses the INVITE's); None takes the next one.
+            cseq: CSeq number to use (ACK and CANCEL reuse the INVITE's);
+                None takes the next one of our CSeq space.
+            first_cseq: The number to start our CSeq space at when we have
+                sent nothing yet in this dialog (a UAS's first BYE).
 
         Returns:
-            The request, with a fresh branch.
+            The request.
         """
         if cseq is None:
-            self.local_seq = (self.local_seq or secrets.randbelow(2**16)) + 1
+            self.local_seq = first_cseq if self.local_seq is None else self.local_seq + 1
             cseq = self.local_seq
         uri = self.remote_target
         routes = list(self.route_set)
@@ -158,7 +164,7 @@ class Dialog:
             uri = routes[0].uri
             routes = routes[1:] + [Address(self.remote_target)]
         h = Headers()
-        h.add("Via", Via("UDP", via_host, via_port, {"branch": new_branch(), "rport": None}))
+        h.add("Via", via)
         h.add("Max-Forwards", "70")
         h.add("From", self.local_address.with_tag(self.local_tag))
         h.add("To", self.remote_address.with_tag(self.remote_tag))
@@ -195,3 +201,13 @@ def _untagged(address: Address) -> Address:
 
 def _is_loose(route: Address) -> bool:
     return isinstance(route.uri, SIPURI) and route.uri.has_param("lr")
+
+
+def _uri_transport(uri: SIPURI) -> str | None:
+    """The transport a URI asks for: its transport parameter, TLS for sips:, else None."""
+    if uri.scheme == "sips":
+        return "TLS"
+    value = uri.get_param("transport")
+    if value and value.upper() in ("UDP", "TCP", "TLS"):
+        return value.upper()
+    return None

@@ -12,7 +12,19 @@ class LocalProtocolError(Exception):
     """We were asked to do something RFC 3261 forbids (a bug in the caller's code)."""
 
 
-class SIPParseError(ValueError):
+class RemoteProtocolError(Exception):
+    """The peer sent something we cannot accept.
+
+    Attributes:
+        status_code: The status a UAS answers with (400 Bad Request by default).
+    """
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class SIPParseError(RemoteProtocolError, ValueError):
     """A message from the network could not be understood.
 
     Attributes:
@@ -27,6 +39,5 @@ class SIPParseError(ValueError):
     def __init__(
         self, message: str, status_code: int = 400, partial: SIPMessage | None = None
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, status_code)
         self.partial = partial

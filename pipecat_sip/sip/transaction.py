@@ -1,11 +1,21 @@
-"""SIP transactions over an unreliable transport (RFC 3261 s.17, RFC 6026).
+"""SIP transactions (RFC 3261 s.17, RFC 6026).
 
 Sans-IO: transactions never touch a socket or read a clock. `now` (seconds,
-monotonic) goes in; bytes to send come out through the `TransactionLayer`'s
-outbox, and what the transaction user (TU) must know is reported through the
-`TransactionUser` methods. Timers are named as in RFC 3261 s.17 (A..K) and
+monotonic) goes in; messages to send come out through the
+`TransactionLayer`'s outbox with the `Flow` they go on, and what the
+transaction user (TU) must know is reported through the `TransactionUser`
+methods, each with `now`. Timers are named as in RFC 3261 s.17 (A..K) and
 RFC 6026 (L, M); `TransactionLayer.get_timer()` gives the one deadline the
 I/O layer has to arm.
+
+Over a reliable transport (TCP, TLS) no retransmission timer is armed
+(A, E, G) and the timers that absorb retransmissions (D, I, J, K) are zero
+(RFC 3261 s.17.1.1.2, s.17.1.2.2, s.17.2.1, s.17.2.2).
+
+In the Accepted state of an INVITE server transaction (RFC 6026 s.7.1) the
+transaction neither retransmits the 2xx nor reports INVITE retransmissions:
+retransmitting the 2xx until the ACK is the UAS core's job (RFC 3261
+s.13.3.1.4), a TU timer.
 
 State machines are tables: a move not listed in a class's `TRANSITIONS` is a
 `LocalProtocolError`.
@@ -15,22 +25,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
 from pipecat_sip.sip.errors import LocalProtocolError
 from pipecat_sip.sip.headers import CSeq
+from pipecat_sip.sip.ids import BRANCH_MAGIC
 from pipecat_sip.sip.message import Headers, SIPRequest, SIPResponse
+from pipecat_sip.sip.transport import Flow
 
-Addr = tuple[str, int]
-
-BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 s.8.1.1.7
-
-
-def new_branch() -> str:
-    """A fresh RFC 3261 branch parameter (magic cookie + 80 random bits)."""
-    return BRANCH_MAGIC + secrets.token_hex(10)
+#: Timer D over an unreliable transport, seconds (RFC 3261 s.17.1.1.2: at least 32 s).
+TIMER_D_UNRELIABLE = 32.0
 
 
 @dataclass(frozen=True)
@@ -49,19 +54,16 @@ class TimerValues:
 
 
 class TransactionUser(Protocol):
-    """What a transaction reports to its user (the UA core)."""
+    """What a transaction reports to its user (the UA core); `now` is the time of the report."""
 
-    def on_response(self, txn: ClientTransaction, response: SIPResponse) -> None:
+    def on_response(self, txn: ClientTransaction, response: SIPResponse, now: float) -> None:
         """A response for a client transaction (retransmitted 2xx to INVITE included)."""
 
-    def on_transaction_timeout(self, txn: Transaction) -> None:
-        """Timer B/F fired (client) or Timer H fired without ACK to a non-2xx (server)."""
+    def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
+        """Timer B/F fired (client), or Timer H fired without ACK to a non-2xx (server)."""
 
-    def on_ack_timeout(self, txn: ServerInviteTransaction) -> None:
-        """No ACK for our 2xx within 64*T1 (Timer H in the Accepted state)."""
-
-    def on_transaction_terminated(self, txn: Transaction) -> None:
-        """The transaction reached Terminated and left the layer (optional method).
+    def on_transaction_terminated(self, txn: Transaction, now: float) -> None:
+        """The transaction reached Terminated and left the layer.
 
         Called after the report that caused it (`on_response`,
         `on_transaction_timeout`), so the TU can drop what it keeps per
@@ -70,16 +72,21 @@ class TransactionUser(Protocol):
 
 
 class Transaction:
-    """Common machinery: state, named timers and sending through the layer."""
+    """Common machinery: state, named timers and sending through the layer.
+
+    Attributes:
+        flow: Where the transaction's messages go (the request's destination
+            for a client transaction, the response destination for a server one).
+    """
 
     TRANSITIONS: frozenset[tuple[str, str]] = frozenset()
     initial_state = ""
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, addr: Addr):
+    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, flow: Flow):
         self.layer = layer
         self.key = key
         self.request = request
-        self.addr = addr
+        self.flow = flow
         self.state = self.initial_state
         self.timers: dict[str, float] = {}
         self._intervals: dict[str, float] = {}
@@ -111,6 +118,15 @@ class Transaction:
         self._intervals[name] = interval
         self.timers[name] = now + interval
 
+    def _start_retransmit_timer(self, name: str, now: float, interval: float) -> None:
+        """Arm a retransmission timer (A, E, G): only over an unreliable transport."""
+        if not self.flow.reliable:
+            self._start_timer(name, now, interval)
+
+    def _absorb_interval(self, interval: float) -> float:
+        """Timer D, I, J, K: ``interval`` over UDP, zero over a reliable transport."""
+        return 0.0 if self.flow.reliable else interval
+
     def _go(self, state: str) -> None:
         if (self.state, state) not in self.TRANSITIONS:
             raise LocalProtocolError(
@@ -119,10 +135,10 @@ class Transaction:
         self.state = state
         if state == "terminated":
             self.timers.clear()
-            self.layer._terminated(self)
+            self.layer.transaction_ended(self)
 
     def _send(self, data: bytes) -> None:
-        self.layer.send(data, self.addr)
+        self.layer.send(data, self.flow)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.state}>"
@@ -134,8 +150,8 @@ class Transaction:
 class ServerTransaction(Transaction):
     """A transaction created by a received request; the TU answers through it."""
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, addr: Addr):
-        super().__init__(layer, key, request, addr)
+    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, flow: Flow):
+        super().__init__(layer, key, request, flow)
         self.last_response: SIPResponse | None = None
         self._last_bytes: bytes | None = None
 
@@ -152,12 +168,11 @@ class ServerTransaction(Transaction):
 class ServerInviteTransaction(ServerTransaction):
     """INVITE server transaction (RFC 3261 s.17.2.1, RFC 6026 s.7.1).
 
-    Proceeding -> Completed (3xx-6xx, Timer G retransmits, Timer H waits for
-    ACK) -> Confirmed (ACK, Timer I) -> Terminated; or Proceeding -> Accepted
-    (2xx). In Accepted the 2xx is retransmitted on Timer G (T1 doubling up to
-    T2, RFC 3261 s.13.3.1.4) until the TU reports the ACK; Timer H (64*T1)
-    without ACK reports `on_ack_timeout`; Timer L (64*T1) ends the
-    transaction, absorbing INVITE retransmissions until then.
+    Proceeding -> Completed (3xx-6xx: Timer G retransmits it, Timer H waits
+    for the ACK) -> Confirmed (ACK, Timer I) -> Terminated; or Proceeding ->
+    Accepted (2xx) -> Terminated at Timer L (64*T1). In Accepted, INVITE
+    retransmissions are absorbed and 2xx retransmissions come from the TU
+    (:meth:`send_response` with the same 2xx).
     """
 
     initial_state = "proceeding"
@@ -172,51 +187,40 @@ class ServerInviteTransaction(ServerTransaction):
         }
     )
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, addr: Addr):
-        super().__init__(layer, key, request, addr)
-        self.acked = False
-
     def send_response(self, response: SIPResponse, now: float) -> None:
         """Send a response from the TU.
 
         Raises:
-            LocalProtocolError: A response after the final one.
+            LocalProtocolError: A response after the final one (a 2xx again in
+                Accepted is a retransmission, and allowed).
         """
         code = response.status_code
+        if self.state == "accepted" and 200 <= code < 300:
+            self._transmit(response)  # the TU's 2xx retransmission (RFC 6026 s.7.1)
+            return
         if self.state != "proceeding":
             raise LocalProtocolError(f"response {code} in state {self.state}")
         self._transmit(response)
         t = self.layer.timer_values
         if 200 <= code < 300:
             self._go("accepted")
-            self._start_timer("G", now, t.t1)
-            self._start_timer("H", now, 64 * t.t1)
             self._start_timer("L", now, 64 * t.t1)
         elif code >= 300:
             self._go("completed")
-            self._start_timer("G", now, t.t1)
+            self._start_retransmit_timer("G", now, t.t1)
             self._start_timer("H", now, 64 * t.t1)
 
     def receive_request(self, request: SIPRequest, now: float) -> None:
-        """A retransmitted INVITE, or an ACK matching this transaction."""
+        """A retransmitted INVITE, or an ACK for a non-2xx final response."""
         if request.method == "ACK":
             if self.state == "completed":
                 self._go("confirmed")
                 self.timers.pop("G", None)
                 self.timers.pop("H", None)
-                self._start_timer("I", now, self.layer.timer_values.t4)
-            elif self.state == "accepted":
-                self.ack_received()
+                self._start_timer("I", now, self._absorb_interval(self.layer.timer_values.t4))
             return
-        if self.state in ("proceeding", "completed", "accepted"):
+        if self.state in ("proceeding", "completed"):
             self._retransmit()
-
-    def ack_received(self) -> None:
-        """The TU matched the ACK for our 2xx to its dialog: stop retransmitting."""
-        self.acked = True
-        self.timers.pop("G", None)
-        self.timers.pop("H", None)
-        self.layer._reschedule(self)
 
     def _timer_G(self, now: float) -> None:
         self._retransmit()
@@ -224,12 +228,8 @@ class ServerInviteTransaction(ServerTransaction):
         self._start_timer("G", now, interval)
 
     def _timer_H(self, now: float) -> None:
-        self.timers.pop("G", None)
-        if self.state == "accepted":
-            self.layer.tu.on_ack_timeout(self)
-        else:
-            self._go("terminated")
-            self.layer.tu.on_transaction_timeout(self)
+        self._go("terminated")
+        self.layer.tu.on_transaction_timeout(self, now)
 
     def _timer_I(self, now: float) -> None:
         self._go("terminated")
@@ -269,7 +269,7 @@ class ServerNonInviteTransaction(ServerTransaction):
                 self._go("proceeding")
         else:
             self._go("completed")
-            self._start_timer("J", now, 64 * self.layer.timer_values.t1)
+            self._start_timer("J", now, self._absorb_interval(64 * self.layer.timer_values.t1))
 
     def receive_request(self, request: SIPRequest, now: float) -> None:
         """A retransmission of the request: re-send the last response, if any."""
@@ -286,9 +286,17 @@ class ServerNonInviteTransaction(ServerTransaction):
 class ClientTransaction(Transaction):
     """A transaction created by a request we send."""
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, addr: Addr):
-        super().__init__(layer, key, request, addr)
+    def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, flow: Flow):
+        super().__init__(layer, key, request, flow)
         self._request_bytes = bytes(request)
+
+    def start(self, now: float) -> None:  # pragma: no cover - overridden
+        """Send the request and arm the timers."""
+        raise NotImplementedError
+
+    def receive_response(self, response: SIPResponse, now: float) -> None:  # pragma: no cover
+        """A response matched to this transaction."""
+        raise NotImplementedError
 
 
 class ClientInviteTransaction(ClientTransaction):
@@ -319,7 +327,7 @@ class ClientInviteTransaction(ClientTransaction):
         """Send the INVITE and arm Timers A and B."""
         self._send(self._request_bytes)
         t = self.layer.timer_values
-        self._start_timer("A", now, t.t1)
+        self._start_retransmit_timer("A", now, t.t1)
         self._start_timer("B", now, 64 * t.t1)
 
     def receive_response(self, response: SIPResponse, now: float) -> None:
@@ -332,23 +340,23 @@ class ClientInviteTransaction(ClientTransaction):
                     self._go("proceeding")
                     self.timers.pop("A", None)
                     self.timers.pop("B", None)
-                tu.on_response(self, response)
+                tu.on_response(self, response, now)
             elif code < 300:
                 self._go("accepted")
                 self.timers.clear()
                 self._start_timer("M", now, 64 * self.layer.timer_values.t1)
-                tu.on_response(self, response)
+                tu.on_response(self, response, now)
             else:
                 self._go("completed")
                 self.timers.clear()
                 self._ack_bytes = bytes(self._make_ack(response))
                 self._send(self._ack_bytes)
-                self._start_timer("D", now, 32.0)
-                tu.on_response(self, response)
+                self._start_timer("D", now, self._absorb_interval(TIMER_D_UNRELIABLE))
+                tu.on_response(self, response, now)
         elif self.state == "completed" and code >= 300:
             self._send(self._ack_bytes)
         elif self.state == "accepted" and 200 <= code < 300:
-            tu.on_response(self, response)
+            tu.on_response(self, response, now)
 
     def cancel_sent(self, now: float) -> None:
         """The TU sent a CANCEL for this INVITE (RFC 3261 s.9.1).
@@ -358,7 +366,7 @@ class ClientInviteTransaction(ClientTransaction):
         """
         if self.state in ("calling", "proceeding"):
             self._start_timer("cancel", now, 64 * self.layer.timer_values.t1)
-            self.layer._reschedule(self)
+            self.layer.reschedule(self)
 
     def _make_ack(self, response: SIPResponse) -> SIPRequest:
         """ACK for a non-2xx final response (RFC 3261 s.17.1.1.3)."""
@@ -380,14 +388,14 @@ class ClientInviteTransaction(ClientTransaction):
 
     def _timer_B(self, now: float) -> None:
         self._go("terminated")
-        self.layer.tu.on_transaction_timeout(self)
+        self.layer.tu.on_transaction_timeout(self, now)
 
     def _timer_D(self, now: float) -> None:
         self._go("terminated")
 
     def _timer_cancel(self, now: float) -> None:
         self._go("terminated")
-        self.layer.tu.on_transaction_timeout(self)
+        self.layer.tu.on_transaction_timeout(self, now)
 
     def _timer_M(self, now: float) -> None:
         self._go("terminated")
@@ -417,7 +425,7 @@ class ClientNonInviteTransaction(ClientTransaction):
         """Send the request and arm Timers E and F."""
         self._send(self._request_bytes)
         t = self.layer.timer_values
-        self._start_timer("E", now, t.t1)
+        self._start_retransmit_timer("E", now, t.t1)
         self._start_timer("F", now, 64 * t.t1)
 
     def receive_response(self, response: SIPResponse, now: float) -> None:
@@ -430,8 +438,8 @@ class ClientNonInviteTransaction(ClientTransaction):
         else:
             self._go("completed")
             self.timers.clear()
-            self._start_timer("K", now, self.layer.timer_values.t4)
-        self.layer.tu.on_response(self, response)
+            self._start_timer("K", now, self._absorb_interval(self.layer.timer_values.t4))
+        self.layer.tu.on_response(self, response, now)
 
     def _timer_E(self, now: float) -> None:
         self._send(self._request_bytes)
@@ -441,7 +449,7 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     def _timer_F(self, now: float) -> None:
         self._go("terminated")
-        self.layer.tu.on_transaction_timeout(self)
+        self.layer.tu.on_transaction_timeout(self, now)
 
     def _timer_K(self, now: float) -> None:
         self._go("terminated")
@@ -476,66 +484,68 @@ class TransactionLayer:
     Attributes:
         tu: The transaction user receiving reports.
         timer_values: T1, T2, T4.
-        outbox: (datagram, address) pairs waiting to be sent by the I/O layer.
+        outbox: (message, flow) pairs waiting to be sent by the I/O layer.
+        server: Live server transactions by key.
+        client: Live client transactions by key.
     """
 
     def __init__(self, tu: TransactionUser, timer_values: TimerValues | None = None) -> None:
         self.tu = tu
         self.timer_values = timer_values or TimerValues()
-        self.outbox: list[tuple[bytes, Addr]] = []
+        self.outbox: list[tuple[bytes, Flow]] = []
         self.server: dict[tuple, ServerTransaction] = {}
         self.client: dict[tuple, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._counter = itertools.count()
         self._ended: list[Transaction] = []
 
-    def send(self, data: bytes, addr: Addr) -> None:
-        """Queue a datagram for the I/O layer."""
-        self.outbox.append((data, addr))
+    def send(self, data: bytes, flow: Flow) -> None:
+        """Queue a message for the I/O layer."""
+        self.outbox.append((data, flow))
 
     def find_server(self, request: SIPRequest) -> ServerTransaction | None:
         """The server transaction a received request belongs to, if any."""
         return self.server.get(server_key(request))
 
-    def create_server(self, request: SIPRequest, addr: Addr) -> ServerTransaction:
-        """A new server transaction for a request that matched none."""
+    def create_server(self, request: SIPRequest, flow: Flow) -> ServerTransaction:
+        """A new server transaction for a request that matched none; its responses go to `flow`."""
         key = server_key(request)
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
-        txn = cls(self, key, request, addr)
+        txn = cls(self, key, request, flow)
         self.server[key] = txn
         return txn
 
     def respond(self, txn: ServerTransaction, response: SIPResponse, now: float) -> None:
         """Send `response` through `txn` and re-arm its timers."""
-        txn.send_response(response, now)
-        self._reschedule(txn)
-        self._report_terminated()
+        txn.send_response(response, now)  # type: ignore[attr-defined]
+        self.reschedule(txn)
+        self._report_terminated(now)
 
     def receive_request(self, txn: ServerTransaction, request: SIPRequest, now: float) -> None:
         """Hand a retransmission (or an ACK) to its server transaction."""
-        txn.receive_request(request, now)
-        self._reschedule(txn)
-        self._report_terminated()
+        txn.receive_request(request, now)  # type: ignore[attr-defined]
+        self.reschedule(txn)
+        self._report_terminated(now)
 
-    def start_client(self, request: SIPRequest, addr: Addr, now: float) -> ClientTransaction:
+    def start_client(self, request: SIPRequest, flow: Flow, now: float) -> ClientTransaction:
         """Create and start a client transaction for `request` (its top Via has the branch)."""
         key = client_key(request.top_via.branch or "", request.method)
         cls = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
-        txn = cls(self, key, request, addr)
+        txn = cls(self, key, request, flow)
         self.client[key] = txn
         txn.start(now)
-        self._reschedule(txn)
+        self.reschedule(txn)
         return txn
 
     def receive_response(self, response: SIPResponse, now: float) -> bool:
         """Hand a response to its client transaction; False when none matches."""
         via = response.top_via
         txn = self.client.get(client_key(via.branch or "", response.cseq.method))
-        if txn is None or not isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction):
+        if txn is None:
             return False
         txn.receive_response(response, now)
-        self._reschedule(txn)
-        self._report_terminated()
+        self.reschedule(txn)
+        self._report_terminated(now)
         return True
 
     def get_timer(self) -> float | None:
@@ -557,24 +567,23 @@ class TransactionLayer:
             if txn.terminated:
                 continue
             txn.handle_timer(now)
-            self._reschedule(txn)
-        self._report_terminated()
+            self.reschedule(txn)
+        self._report_terminated(now)
 
-    def _reschedule(self, txn: Transaction) -> None:
+    def reschedule(self, txn: Transaction) -> None:
+        """Put `txn`'s next deadline on the layer's heap (after its timers changed)."""
         deadline = txn.next_deadline()
         if deadline is not None and not txn.terminated:
             heapq.heappush(self._heap, (deadline, next(self._counter), txn))
 
-    def _terminated(self, txn: Transaction) -> None:
+    def transaction_ended(self, txn: Transaction) -> None:
+        """A transaction reached Terminated: forget it (reported to the TU afterwards)."""
         table = self.server if isinstance(txn, ServerTransaction) else self.client
         if table.get(txn.key) is txn:
             del table[txn.key]
         self._ended.append(txn)
 
-    def _report_terminated(self) -> None:
+    def _report_terminated(self, now: float) -> None:
         """Tell the TU which transactions ended, once what ended them was reported."""
-        report = getattr(self.tu, "on_transaction_terminated", None)
         while self._ended:
-            txn = self._ended.pop(0)
-            if report is not None:
-                report(txn)
+            self.tu.on_transaction_terminated(self._ended.pop(0), now)

@@ -1,0 +1,654 @@
+"""The call manager: everything between the user agent's events and a running call.
+
+:class:`CallManager` is where calls are orchestrated, and the only place:
+admission (source networks, capacity), the RTP port lease, SDP
+negotiation (offer/answer, delayed offer, re-offers for hold and resume),
+the answer timeout, media start and direction, and the release of all of
+it when the call ends. It implements :class:`~pipecat_sip.call.CallControl`
+for the :class:`~pipecat_sip.call.SIPCall` handles it makes, so a call
+handle never touches the user agent, and reaches the user agent through a
+small :class:`Signalling` interface (the server), so it never touches a
+socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from loguru import logger
+
+from pipecat_sip.call import CallFailed, CallInfo, SIPCall
+from pipecat_sip.codecs import get_codec
+from pipecat_sip.media import RTPSession
+from pipecat_sip.rtp.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.sdp import (
+    HOLD_ADDRESSES,
+    NegotiatedMedia,
+    NoCommonCodec,
+    SDPParseError,
+    SessionDescription,
+    apply_answer,
+    create_offer,
+    negotiate,
+)
+from pipecat_sip.security import Network, escape, in_networks
+from pipecat_sip.sip.events import (
+    CallAnswered,
+    CallEnded,
+    CallEstablished,
+    CallProgress,
+    CallUpdated,
+    Event,
+    IncomingCall,
+    InfoReceived,
+    ReofferReceived,
+)
+from pipecat_sip.sip.invite import CallState
+from pipecat_sip.sip.message import SIPRequest
+from pipecat_sip.sip.transport import Flow
+from pipecat_sip.sip.useragent import UserAgent
+
+__all__ = ["CallHandler", "CallManager", "Signalling"]
+
+CallHandler = Callable[[SIPCall], Awaitable[Any]]
+_RINGING = (CallState.INCOMING, CallState.EARLY)
+
+
+class Signalling(Protocol):
+    """The user agent and its I/O loop, as the call manager uses them (the server)."""
+
+    @property
+    def ua(self) -> UserAgent:
+        """The user agent."""
+        ...
+
+    def now(self) -> float:
+        """The event loop's clock, seconds (the user agent's `now`)."""
+        ...
+
+    def flush(self) -> None:
+        """Send what the user agent queued and dispatch its events."""
+        ...
+
+
+@dataclass(eq=False)
+class _Record:
+    """What the manager keeps per call beside the handle."""
+
+    call: SIPCall
+    lease: PortLease | None
+    offer: SessionDescription | None = None  # the peer's (inbound) or ours (outbound)
+    answer: SessionDescription | None = None  # our answer, or our offer in a delayed-offer 200
+    ring_timer: asyncio.TimerHandle | None = None
+
+
+class CallManager:
+    """Orchestrates calls: admission, RTP ports, SDP, media, timeouts; the calls' CallControl.
+
+    Args:
+        signalling: The user agent and its I/O loop.
+        ports: The RTP port pool.
+        call_handler: Coroutine function run with each new incoming call;
+            None answers every call and does nothing else.
+        public_address: Our address for SDP.
+        codecs: Codec names we accept, in our preference order.
+        max_calls: Concurrent calls before new INVITEs get 503.
+        retry_after_s: Retry-After seconds sent with 503.
+        rtp_timeout_s: Seconds without RTP before a call is ended (0 disables).
+        answer_timeout_s: Seconds an incoming call may ring unanswered before
+            it is rejected with 480 (0 disables).
+        send_silence: Send silence packets when the bot is quiet.
+        allowed_networks: Source networks allowed to place calls (empty: all).
+
+    Attributes:
+        calls: Live calls by Call-ID.
+        rejected_forbidden: INVITEs refused 403 for their source network.
+    """
+
+    def __init__(
+        self,
+        signalling: Signalling,
+        ports: PortPool,
+        *,
+        call_handler: CallHandler | None,
+        public_address: str,
+        codecs: Sequence[str],
+        max_calls: int,
+        retry_after_s: int,
+        rtp_timeout_s: float,
+        answer_timeout_s: float,
+        send_silence: bool,
+        allowed_networks: tuple[Network, ...] = (),
+    ) -> None:
+        self.signalling = signalling
+        self.ports = ports
+        self.call_handler = call_handler
+        self.public_address = public_address
+        self.codecs = tuple(codecs)
+        self.max_calls = max_calls
+        self.retry_after_s = retry_after_s
+        self.rtp_timeout_s = rtp_timeout_s
+        self.answer_timeout_s = answer_timeout_s
+        self.send_silence = send_silence
+        self.allowed_networks = allowed_networks
+        self.calls: dict[str, SIPCall] = {}
+        self.rejected_forbidden = 0
+        self._records: dict[str, _Record] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- events from the user agent ------------------------------------------------
+    def dispatch(self, event: Event) -> None:
+        """Act on a call event of the user agent (other events are ignored)."""
+        if isinstance(event, IncomingCall):
+            self._on_incoming(event)
+            return
+        call_id = getattr(event, "call_id", None)
+        record = self._records.get(call_id) if call_id is not None else None
+        if record is None:
+            return
+        call = record.call
+        if isinstance(event, CallEstablished):
+            if call.negotiated is None:
+                self._on_delayed_answer(record, event.ack)
+            else:
+                call.mark_established()
+        elif isinstance(event, CallAnswered):
+            self._on_answered(record, event)
+        elif isinstance(event, ReofferReceived):
+            self._on_reoffer(record, event)
+        elif isinstance(event, CallEnded):
+            call.finish(event.reason, event.status_code)
+        elif isinstance(event, CallUpdated):
+            logger.debug(f"{call}: re-INVITE answered (CSeq {event.request.cseq.seq})")
+        elif isinstance(event, CallProgress):
+            response = event.response
+            logger.debug(f"{call}: {response.status_code} {escape(response.reason, 80)}")
+        elif isinstance(event, InfoReceived):
+            logger.debug(f"{call}: INFO {escape(event.request.content_type, 80)}")
+
+    # --- CallControl ---------------------------------------------------------------
+    async def answer(self, call: SIPCall) -> None:
+        """Start media and send 200 OK (with a delayed offer: our offer, then wait for the ACK).
+
+        Raises:
+            CallFailed: The call ended before it could be answered.
+        """
+        record = self._records.get(call.call_id)
+        if record is None or call.ended:
+            raise CallFailed(f"call ended before answer ({call.end_reason})")
+        assert record.answer is not None
+        if call.negotiated is None:  # delayed offer: media starts with the ACK's answer
+            self._send_answer(record)
+            await call.wait_answered()
+            return
+        await self._start_media(record)
+        if call.ended or call.state not in _RINGING:  # cancelled while media was starting
+            raise CallFailed(f"call ended before answer ({call.end_reason})")
+        self._send_answer(record)
+
+    def reject(
+        self, call: SIPCall, status_code: int, reason: str | None, retry_after: int | None
+    ) -> None:
+        """Answer the INVITE with a final error status (if it still rings)."""
+        signalling = self.signalling
+        headers = [("Retry-After", retry_after)] if retry_after is not None else []
+        if signalling.ua.call_state(call.call_id) in _RINGING:
+            signalling.ua.reject(
+                call.call_id, status_code, signalling.now(), reason=reason, headers=headers
+            )
+        signalling.flush()
+
+    def hangup(self, call: SIPCall) -> None:
+        """BYE, CANCEL or 480, as the call's state requires."""
+        self.signalling.ua.hangup(call.call_id, self.signalling.now())
+        self.signalling.flush()
+
+    def release(self, call: SIPCall) -> None:
+        """Give back the call's RTP port, stop its timers, forget it; log the end."""
+        record = self._records.pop(call.call_id, None)
+        if record is None:
+            return
+        self._cancel_ring_timer(record)
+        lease = record.lease
+        if lease is not None:
+            if call.media is None:
+                lease.close()  # no RTP session took the sockets over
+            self.ports.release(lease.port)
+            record.lease = None
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        info = call.info
+        logger.info(
+            f"{call}: ended ({call.end_reason}) from {escape(info.from_uri, 120)} to "
+            f"{escape(info.to_uri, 120)}, {call.duration:.1f} s, {info.codec or 'no codec'}"
+        )
+
+    # --- outbound ---------------------------------------------------------------------
+    async def place_call(
+        self,
+        target: str,
+        *,
+        destination: tuple[str, int] | Flow | None = None,
+        from_user: str | None = None,
+        display_name: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        timeout: float | None = 60.0,
+    ) -> SIPCall:
+        """Send an INVITE with our offer and wait until it is answered and media runs.
+
+        Raises:
+            CallFailed: Rejected, cancelled or not answered in time.
+            PortPoolExhausted: No RTP port is free.
+        """
+        signalling = self.signalling
+        ua = signalling.ua
+        lease = self.ports.acquire()
+        offer = create_offer(
+            local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+        )
+        try:
+            call_id = ua.invite(
+                target,
+                offer.serialize(),
+                signalling.now(),
+                destination=destination,
+                from_user=from_user,
+                display_name=display_name,
+                headers=headers,
+            )
+        except Exception:
+            lease.close()
+            self.ports.release(lease.port)
+            raise
+        session = ua.session(call_id)
+        assert session is not None
+        info = call_info(session.invite, "outbound", session.flow)
+        call = SIPCall(self, info, session)
+        call.local_sdp = offer
+        call.local_rtp_port = lease.port
+        self._records[call_id] = _Record(call, lease, offer=offer)
+        self.calls[call_id] = call
+        signalling.flush()
+        try:
+            await call.wait_answered(timeout)
+        except TimeoutError:
+            await call.hangup()
+            raise CallFailed("no answer", 408) from None
+        return call
+
+    async def hangup_all(self, reason: str) -> None:
+        """Hang up every live call (server shutdown)."""
+        for call in list(self.calls.values()):
+            await call.hangup(reason=reason)
+
+    @property
+    def tasks_running(self) -> int:
+        """Background tasks not yet done (call handlers, media starts)."""
+        return len(self._tasks)
+
+    def cancel_tasks(self) -> None:
+        """Cancel the manager's background tasks (call handlers, media starts)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --- inbound ------------------------------------------------------------------------
+    def _on_incoming(self, event: IncomingCall) -> None:
+        signalling = self.signalling
+        ua = signalling.ua
+        now = signalling.now()
+        req = event.request
+        call_id = event.call_id
+        shown = escape(call_id, 80)
+        if self.allowed_networks and not in_networks(event.flow.host, self.allowed_networks):
+            self.rejected_forbidden += 1
+            logger.warning(f"SIP {shown}: INVITE from {event.flow.host}, not allowed, 403")
+            ua.reject(call_id, 403, now)
+            return
+        if len(self.calls) >= self.max_calls:
+            logger.warning(f"SIP {shown}: at capacity ({self.max_calls} calls), 503")
+            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            return
+        if req.body and req.content_type != "application/sdp":
+            logger.warning(f"SIP {shown}: INVITE body is {escape(req.content_type, 60)}, not SDP")
+            ua.reject(call_id, 488, now, reason="Not Acceptable Here (no SDP offer)")
+            return
+        offer: SessionDescription | None = None
+        if req.body:
+            try:
+                offer = SessionDescription.parse(req.body)
+            except SDPParseError as exc:
+                ua.reject(call_id, 400, now, reason=f"Bad Request (SDP: {exc})"[:120])
+                return
+        try:
+            lease = self.ports.acquire()
+        except PortPoolExhausted:
+            logger.warning(f"SIP {shown}: no RTP port free, 503")
+            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            return
+        try:
+            self._admit(event, offer, lease, now)
+        except Exception:
+            # Anything failing once the port is leased answers 500 and gives the port back.
+            logger.exception(f"SIP {shown}: setting up the call failed, 500")
+            lease.close()
+            self.ports.release(lease.port)
+            record = self._records.pop(call_id, None)
+            if record is not None:
+                self._cancel_ring_timer(record)
+            self.calls.pop(call_id, None)
+            if ua.call_state(call_id) in _RINGING:
+                ua.reject(call_id, 500, now)
+
+    def _admit(
+        self,
+        event: IncomingCall,
+        offer: SessionDescription | None,
+        lease: PortLease,
+        now: float,
+    ) -> None:
+        """Negotiate, make the call handle, ring, and run the handler (the port is leased)."""
+        ua = self.signalling.ua
+        call_id = event.call_id
+        negotiated: NegotiatedMedia | None = None
+        if offer is None:
+            # Delayed offer (RFC 3261 s.13.2.1): our offer goes in the 200, the
+            # answer comes in the ACK (see _on_delayed_answer).
+            answer = create_offer(
+                local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+            )
+        else:
+            try:
+                answer, negotiated = negotiate(
+                    offer, self.codecs, local_address=self.public_address, local_port=lease.port
+                )
+            except NoCommonCodec as exc:
+                lease.close()
+                self.ports.release(lease.port)
+                logger.info(f"SIP {escape(call_id, 80)}: no common codec ({escape(exc)}), 488")
+                ua.reject(call_id, 488, now)
+                return
+        session = ua.session(call_id)
+        assert session is not None
+        info = call_info(event.request, "inbound", event.flow, negotiated)
+        call = SIPCall(self, info, session)
+        call.negotiated = negotiated
+        call.local_sdp = answer
+        call.local_rtp_port = lease.port
+        record = _Record(call, lease, offer=offer, answer=answer)
+        self._records[call_id] = record
+        self.calls[call_id] = call
+        ua.ringing(call_id, now)
+        logger.info(
+            f"{call}: incoming from {escape(info.from_uri, 120)} "
+            f"to {escape(info.request_uri, 120)} "
+            f"({negotiated.encoding_name if negotiated else 'no SDP: delayed offer'}, "
+            f"rtp {lease.port})"
+        )
+        if self.answer_timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            record.ring_timer = loop.call_later(self.answer_timeout_s, self._answer_timeout, call)
+        if self.call_handler is None:
+            self._spawn(call.answer())
+        else:
+            self._spawn(self._run_handler(call))
+
+    async def _run_handler(self, call: SIPCall) -> None:
+        assert self.call_handler is not None
+        try:
+            await self.call_handler(call)
+        except asyncio.CancelledError:
+            raise
+        except CallFailed as exc:  # e.g. the caller cancelled before the answer
+            logger.info(f"{call}: {exc}")
+        except Exception:
+            logger.exception(f"{call}: call handler failed")
+            if call.state in _RINGING and not call.ended:
+                done = call.finish("error")
+                self.reject(call, 500, None, None)
+                await done
+            else:
+                await call.hangup()
+
+    def _answer_timeout(self, call: SIPCall) -> None:
+        record = self._records.get(call.call_id)
+        if record is not None:
+            record.ring_timer = None
+        if call.ended or call.state not in _RINGING:
+            return
+        logger.warning(f"{call}: not answered in {self.answer_timeout_s:g} s, 480")
+        call.finish("timeout", 480)
+        self.reject(call, 480, None, None)
+
+    def _send_answer(self, record: _Record) -> None:
+        call = record.call
+        assert record.answer is not None
+        self._cancel_ring_timer(record)
+        signalling = self.signalling
+        signalling.ua.answer(call.call_id, record.answer.serialize(), signalling.now())
+        call.mark_answered()
+        signalling.flush()
+
+    def _on_delayed_answer(self, record: _Record, ack: SIPRequest | None) -> None:
+        """The ACK of a delayed-offer call: its SDP answers the offer in our 200."""
+        call = record.call
+        try:
+            if ack is None or not ack.body or ack.content_type != "application/sdp":
+                raise ValueError("the ACK carries no SDP answer")
+            assert record.answer is not None
+            negotiated = apply_answer(record.answer, SessionDescription.parse(ack.body))
+        except (ValueError, SDPParseError, NoCommonCodec) as exc:
+            # RFC 3261 s.13.2.1 leaves no other way out of an unusable answer.
+            logger.warning(f"{call}: delayed offer not answered usably in the ACK ({exc}): BYE")
+            self._spawn(call.hangup())
+            return
+        call.negotiated = negotiated
+        call.info = _with_codec(call.info, negotiated, None)
+        logger.info(f"{call}: ACK answered our offer ({negotiated.encoding_name})")
+        self._spawn(self._start_and_establish(record))
+
+    def _on_answered(self, record: _Record, event: CallAnswered) -> None:
+        call = record.call
+        try:
+            answer = SessionDescription.parse(event.response.body)
+            assert record.offer is not None
+            negotiated = apply_answer(record.offer, answer)
+        except (SDPParseError, NoCommonCodec) as exc:
+            logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
+            self._spawn(call.hangup())
+            return
+        call.negotiated = negotiated
+        call.info = _with_codec(call.info, negotiated, event.response.to.display_name)
+        call.mark_answered()
+        self._spawn(self._start_and_establish(record))
+
+    async def _start_and_establish(self, record: _Record) -> None:
+        await self._start_media(record)
+        record.call.mark_established()
+
+    def _on_reoffer(self, record: _Record, event: ReofferReceived) -> None:
+        """Answer a re-INVITE's offer (RFC 3264 s.8): move, hold or resume the media.
+
+        The call keeps its codec and RTP port. The answer keeps our o=
+        session id and increments its version only when something changed.
+        An offer that is unparsable or lacks the call's codec gets 488 and
+        changes nothing (RFC 3261 s.14.2).
+        """
+        call = record.call
+        ua = self.signalling.ua
+        now = self.signalling.now()
+        try:
+            answer = self._answer_reoffer(call, event.offer)
+        except ValueError as exc:
+            ua.reject_reoffer(call.call_id, 488, now, reason=f"Not Acceptable Here ({exc})"[:120])
+            return
+        except Exception:  # a bug: answer, never leave the peer hanging
+            logger.exception(f"{call}: answering the re-INVITE's offer failed")
+            ua.reject_reoffer(call.call_id, 500, now)
+            return
+        ua.answer_reoffer(call.call_id, answer, now)
+
+    def _answer_reoffer(self, call: SIPCall, body: bytes) -> bytes:
+        if call.negotiated is None or call.local_rtp_port is None:
+            raise ValueError("no media session to update")
+        current = call.local_sdp
+        session_id = current.origin.session_id if current is not None else None
+        version = current.origin.session_version if current is not None else 0
+        try:
+            offer = SessionDescription.parse(body)
+            answer, negotiated = negotiate(
+                offer,
+                (call.negotiated.encoding_name,),
+                local_address=self.public_address,
+                local_port=call.local_rtp_port,
+                session_id=session_id,
+                session_version=version,
+            )
+        except SDPParseError as exc:
+            logger.warning(f"{call}: re-INVITE with unusable SDP ({exc}): 488")
+            raise ValueError("SDP not understood") from exc
+        except NoCommonCodec as exc:
+            logger.warning(f"{call}: re-INVITE offer not usable ({exc}): 488")
+            raise ValueError(f"{call.negotiated.encoding_name} not offered") from exc
+        if current is None or answer.serialize() != current.serialize():
+            answer.origin.session_version = version + 1
+        call.local_sdp = answer
+        logger.info(
+            f"{call}: re-INVITE: remote media {negotiated.remote_address[0]}:"
+            f"{negotiated.remote_address[1]}, {negotiated.direction}"
+        )
+        self._update_remote(call, negotiated)
+        return answer.serialize()
+
+    # --- media ---------------------------------------------------------------------
+    async def _start_media(self, record: _Record) -> None:
+        call = record.call
+        neg = call.negotiated
+        lease = record.lease
+        assert neg is not None and lease is not None
+        media = RTPSession(
+            sock=lease.sock,
+            rtcp_sock=lease.rtcp_sock,
+            remote_addr=neg.remote_address,
+            codec=get_codec(neg.encoding_name),
+            payload_type=neg.payload_type,
+            telephone_event_pt=neg.telephone_event_pt,
+            extra_telephone_event_pts=_offered_telephone_event_pts(record.offer),
+            ptime_ms=neg.ptime,
+            send_silence=self.send_silence,
+            rtp_timeout_s=self.rtp_timeout_s,
+            log_prefix=f"{call}",
+        )
+        media.on_timeout = lambda: self._on_rtp_timeout(call)
+        call.media = media
+        self._apply_direction(call, neg)
+        await media.start()
+
+    def _on_rtp_timeout(self, call: SIPCall) -> None:
+        if call.ended:
+            return
+        timeout = call.media.rtp_timeout_s if call.media else self.rtp_timeout_s
+        logger.warning(f"{call}: no RTP for {timeout:g} s, hanging up")
+        call.finish("rtp_timeout")
+        self.hangup(call)
+
+    def _update_remote(self, call: SIPCall, negotiated: NegotiatedMedia) -> None:
+        """Follow a re-INVITE's offer: new remote address, hold and resume."""
+        call.negotiated = negotiated
+        media = call.media
+        if media is None:
+            return
+        if negotiated.remote_address != media.sdp_address and negotiated.remote_address[1]:
+            media.update_remote(negotiated.remote_address)
+        if negotiated.telephone_event_pt != media.telephone_event_pt:
+            media.set_telephone_event_pt(negotiated.telephone_event_pt)
+        self._apply_direction(call, negotiated)
+
+    def _apply_direction(self, call: SIPCall, negotiated: NegotiatedMedia) -> None:
+        """Send and expect RTP as the negotiated direction says (RFC 3264 s.5.1, s.8.4).
+
+        A peer that holds the call (its offer sendonly or inactive, or the
+        RFC 2543 way with connection address 0.0.0.0) gets no RTP from us.
+        """
+        media = call.media
+        assert media is not None
+        held_by_address = negotiated.remote_address[0] in HOLD_ADDRESSES
+        send = negotiated.direction in ("sendrecv", "sendonly") and not held_by_address
+        receive = negotiated.direction in ("sendrecv", "recvonly") and not held_by_address
+        if (send, receive) != (media.sending, media.receiving):
+            logger.info(
+                f"{call}: media {negotiated.direction}"
+                f"{' (held: c=0.0.0.0)' if held_by_address else ''}"
+                f": we {'send' if send else 'do not send'}, "
+                f"{'expect' if receive else 'do not expect'} RTP"
+            )
+        media.set_direction(send=send, receive=receive)
+        call.set_held(not send)
+
+    # --- helpers ----------------------------------------------------------------------
+    def _cancel_ring_timer(self, record: _Record) -> None:
+        """Drop the ringing timer: a pending timer would keep the call object alive."""
+        if record.ring_timer is not None:
+            record.ring_timer.cancel()
+            record.ring_timer = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:
+    """Every telephone-event payload type of the offer.
+
+    Some peers (linphone) send DTMF on one of their own numbers rather than
+    the one the answer kept.
+    """
+    if offer is None:
+        return []
+    return [
+        fmt.payload_type
+        for media in offer.media
+        if media.media == "audio"
+        for fmt in media.formats
+        if fmt.encoding_name.lower() == "telephone-event"
+    ]
+
+
+def call_info(
+    req: SIPRequest, direction: str, flow: Flow, negotiated: NegotiatedMedia | None = None
+) -> CallInfo:
+    """The :class:`CallInfo` of a call from its INVITE."""
+    from_ = req.from_
+    to = req.to
+    return CallInfo(
+        call_id=req.call_id,
+        direction=direction,
+        from_uri=str(from_.uri),
+        from_display_name=from_.display_name,
+        to_uri=str(to.uri),
+        to_display_name=to.display_name,
+        request_uri=str(req.uri),
+        remote_address=flow.remote,
+        codec=negotiated.encoding_name if negotiated else "",
+        sample_rate=get_codec(negotiated.encoding_name).sample_rate if negotiated else 8000,
+        ptime=negotiated.ptime if negotiated else 20,
+        telephone_event=bool(negotiated and negotiated.telephone_event_pt is not None),
+        headers=req.headers.as_dict(),
+        transport=flow.transport,
+    )
+
+
+def _with_codec(
+    info: CallInfo, negotiated: NegotiatedMedia, to_display_name: str | None
+) -> CallInfo:
+    return replace(
+        info,
+        codec=negotiated.encoding_name,
+        sample_rate=get_codec(negotiated.encoding_name).sample_rate,
+        ptime=negotiated.ptime,
+        telephone_event=negotiated.telephone_event_pt is not None,
+        to_display_name=to_display_name or info.to_display_name,
+    )

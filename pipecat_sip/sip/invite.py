@@ -1,0 +1,890 @@
+"""The INVITE dialog usage (RFC 3261 s.13-15, RFC 5057): calls as UAS and UAC.
+
+A call's signalling state is one :class:`CallState`, moved only through the
+:data:`TRANSITIONS` table: ``(role, state, event) -> state``, where the
+states are RFC 5057's early, confirmed and terminated, refined where a
+UA must behave differently (a UAS's 2xx waiting for its ACK is "accepted",
+as RFC 6026 names the transaction state; our BYE or CANCEL waiting for its
+answer is "terminating"). A move that is not in the table is a
+:class:`~pipecat_sip.sip.errors.LocalProtocolError`: a bug, never a silent
+fall-through.
+
+What runs beside the main state lives in tables of its own, so later
+features add rows, not rewrites: the session-modification state of
+RFC 6337 (:class:`Modification`: a re-INVITE we answer or one we sent;
+UPDATE and session refreshes join it), and flags on the session for
+pending actions (a BYE waiting for the ACK, a CANCEL waiting for the first
+provisional response). Early media is the EARLY state with an early session
+description.
+
+:class:`InviteUsage` implements the behaviour on top of a
+:class:`~pipecat_sip.sip.useragent.UserAgent`'s transaction layer, timers
+and event queue.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pipecat_sip.sip.dialog import Dialog, DialogId
+from pipecat_sip.sip.errors import LocalProtocolError, RemoteProtocolError
+from pipecat_sip.sip.events import (
+    CallAnswered,
+    CallEnded,
+    CallEstablished,
+    CallProgress,
+    CallUpdated,
+    IncomingCall,
+    InfoReceived,
+    ReofferReceived,
+)
+from pipecat_sip.sip.headers import CSeq
+from pipecat_sip.sip.message import Headers, SIPRequest, SIPResponse, make_response
+from pipecat_sip.sip.timers import Timer
+from pipecat_sip.sip.transaction import (
+    ClientInviteTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+    Transaction,
+)
+from pipecat_sip.sip.transport import Flow
+from pipecat_sip.sip.uri import SIPURI, Address
+
+if TYPE_CHECKING:
+    from pipecat_sip.sip.useragent import UserAgent
+
+__all__ = [
+    "TRANSITIONS",
+    "CallState",
+    "InviteEvent",
+    "InviteSession",
+    "InviteUsage",
+    "Modification",
+    "Role",
+    "next_state",
+]
+
+SDP = "application/sdp"
+
+
+class Role(StrEnum):
+    """Which side of the INVITE we are."""
+
+    UAS = "uas"
+    UAC = "uac"
+
+
+class CallState(StrEnum):
+    """A call's signalling state (RFC 5057 s.4 vocabulary, refined).
+
+    Attributes:
+        INCOMING: UAS: the INVITE arrived, 100 Trying sent, nothing else yet.
+        CALLING: UAC: our INVITE is out, nothing came back but 100.
+        EARLY: A provisional response was sent (UAS: 18x) or received (UAC:
+            any 1xx, so CANCEL may be sent, RFC 3261 s.9.1); with a To tag it
+            makes an early dialog (s.12.1).
+        ACCEPTED: UAS: our 2xx is out, retransmitted until its ACK
+            (RFC 3261 s.13.3.1.4; RFC 6026's Accepted).
+        CONFIRMED: The ACK arrived (UAS) or was sent (UAC): a confirmed dialog.
+        TERMINATING: Our BYE (or, as UAC, CANCEL) waits for its final response.
+        TERMINATED: Over.
+    """
+
+    INCOMING = "incoming"
+    CALLING = "calling"
+    EARLY = "early"
+    ACCEPTED = "accepted"
+    CONFIRMED = "confirmed"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+    @property
+    def ended(self) -> bool:
+        """Whether the call is over for the application (terminating or terminated)."""
+        return self in (CallState.TERMINATING, CallState.TERMINATED)
+
+
+class InviteEvent(StrEnum):
+    """What moves a call between states (sent or received, as the role implies).
+
+    Attributes:
+        PROVISIONAL: UAS sends 18x; UAC receives 1xx.
+        ACCEPT: UAS sends 2xx; UAC receives 2xx (and ACKs it).
+        ACK: UAS receives the ACK for its 2xx.
+        REJECT: A final 3xx-6xx: UAS sends it (reject, 480, 487); UAC receives it.
+        CANCEL: UAS receives CANCEL; UAC sends CANCEL.
+        BYE_SENT: We send BYE (also when the ACK never came: RFC 3261 s.13.3.1.4).
+        BYE_RECEIVED: The peer's BYE.
+        BYE_DONE: Our BYE got its final response or timed out.
+        TIMEOUT: No final response (UAC Timer B, or 64*T1 after CANCEL).
+        ERROR: The call cannot go on (a malformed 2xx, a failure answered 500).
+    """
+
+    PROVISIONAL = "provisional"
+    ACCEPT = "accept"
+    ACK = "ack"
+    REJECT = "reject"
+    CANCEL = "cancel"
+    BYE_SENT = "bye_sent"
+    BYE_RECEIVED = "bye_received"
+    BYE_DONE = "bye_done"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+S, E, UAS, UAC = CallState, InviteEvent, Role.UAS, Role.UAC
+
+TRANSITIONS: dict[tuple[Role, CallState, InviteEvent], CallState] = {
+    # UAS (RFC 3261 s.13.3)
+    (UAS, S.INCOMING, E.PROVISIONAL): S.EARLY,
+    (UAS, S.EARLY, E.PROVISIONAL): S.EARLY,
+    (UAS, S.INCOMING, E.ACCEPT): S.ACCEPTED,
+    (UAS, S.EARLY, E.ACCEPT): S.ACCEPTED,
+    (UAS, S.INCOMING, E.REJECT): S.TERMINATED,
+    (UAS, S.EARLY, E.REJECT): S.TERMINATED,
+    (UAS, S.INCOMING, E.CANCEL): S.TERMINATED,
+    (UAS, S.EARLY, E.CANCEL): S.TERMINATED,
+    (UAS, S.EARLY, E.BYE_RECEIVED): S.TERMINATED,
+    (UAS, S.ACCEPTED, E.ACK): S.CONFIRMED,
+    (UAS, S.ACCEPTED, E.BYE_RECEIVED): S.TERMINATED,
+    (UAS, S.ACCEPTED, E.BYE_SENT): S.TERMINATING,  # no ACK within 64*T1
+    (UAS, S.CONFIRMED, E.BYE_SENT): S.TERMINATING,
+    (UAS, S.CONFIRMED, E.BYE_RECEIVED): S.TERMINATED,
+    (UAS, S.TERMINATING, E.BYE_DONE): S.TERMINATED,
+    (UAS, S.TERMINATING, E.BYE_RECEIVED): S.TERMINATED,  # BYEs crossed
+    # UAC (RFC 3261 s.13.2, s.9.1)
+    (UAC, S.CALLING, E.PROVISIONAL): S.EARLY,
+    (UAC, S.EARLY, E.PROVISIONAL): S.EARLY,
+    (UAC, S.CALLING, E.ACCEPT): S.CONFIRMED,
+    (UAC, S.EARLY, E.ACCEPT): S.CONFIRMED,
+    (UAC, S.CALLING, E.REJECT): S.TERMINATED,
+    (UAC, S.EARLY, E.REJECT): S.TERMINATED,
+    (UAC, S.CALLING, E.TIMEOUT): S.TERMINATED,
+    (UAC, S.EARLY, E.TIMEOUT): S.TERMINATED,
+    (UAC, S.EARLY, E.CANCEL): S.TERMINATING,
+    (UAC, S.TERMINATING, E.ACCEPT): S.TERMINATING,  # 2xx crossed our CANCEL: ACK, then BYE
+    (UAC, S.TERMINATING, E.BYE_SENT): S.TERMINATING,
+    (UAC, S.TERMINATING, E.REJECT): S.TERMINATED,  # 487 to the cancelled INVITE
+    (UAC, S.TERMINATING, E.TIMEOUT): S.TERMINATED,
+    (UAC, S.CONFIRMED, E.BYE_SENT): S.TERMINATING,
+    (UAC, S.CONFIRMED, E.BYE_RECEIVED): S.TERMINATED,
+    (UAC, S.TERMINATING, E.BYE_DONE): S.TERMINATED,
+    (UAC, S.TERMINATING, E.BYE_RECEIVED): S.TERMINATED,
+}
+# Any live call can fail.
+for _role in Role:
+    for _state in CallState:
+        if _state is not S.TERMINATED:
+            TRANSITIONS[(_role, _state, E.ERROR)] = S.TERMINATED
+del _role, _state
+
+
+def next_state(role: Role, state: CallState, event: InviteEvent) -> CallState:
+    """The state ``event`` moves a call to.
+
+    Raises:
+        LocalProtocolError: The table has no such move.
+    """
+    try:
+        return TRANSITIONS[(role, state, event)]
+    except KeyError:
+        raise LocalProtocolError(f"{role} call: no transition from {state} on {event}") from None
+
+
+class Modification(StrEnum):
+    """The session-modification state beside the main one (RFC 6337 s.3.1, simplified).
+
+    Attributes:
+        IDLE: No offer/answer exchange in progress after the initial one.
+        REOFFER_RECEIVED: A re-INVITE's offer waits for our answer
+            (:meth:`InviteUsage.answer_reoffer`).
+    """
+
+    IDLE = "idle"
+    REOFFER_RECEIVED = "reoffer_received"
+
+
+@dataclass(eq=False)
+class InviteSession:
+    """One call's signalling state (an INVITE dialog usage).
+
+    Attributes:
+        call_id: The Call-ID.
+        role: UAS or UAC.
+        local_tag: Our tag.
+        invite: The initial INVITE.
+        invite_txn: The transaction of the latest INVITE (the initial one or
+            a re-INVITE): its CSeq is what an ACK must carry.
+        flow: Where the INVITE came from (UAS) or went (UAC).
+        state: The main state; change it only with :meth:`apply`.
+        dialog: The dialog once there is one.
+        local_sdp: Our current session description (answer or offer).
+        modification: The session-modification state.
+        reoffer_txn: The re-INVITE transaction waiting for our answer.
+        bye_pending: UAS: hang up as soon as the ACK (or its timeout) comes.
+        cancel_pending: UAC: send CANCEL once a provisional response came.
+        ack_bytes: UAC: the ACK of the 2xx, re-sent for 2xx retransmissions.
+        ok_response: UAS: the 2xx being retransmitted until its ACK.
+        ok_timer: UAS: the 2xx retransmission timer.
+        ack_timer: UAS: the 64*T1 wait for the ACK.
+    """
+
+    call_id: str
+    role: Role
+    local_tag: str
+    invite: SIPRequest
+    invite_txn: Transaction
+    flow: Flow
+    state: CallState
+    dialog: Dialog | None = None
+    local_sdp: bytes = b""
+    modification: Modification = Modification.IDLE
+    reoffer_txn: ServerTransaction | None = None
+    bye_pending: bool = False
+    cancel_pending: bool = False
+    ack_bytes: bytes | None = None
+    ok_response: SIPResponse | None = None
+    ok_timer: Timer | None = None
+    ack_timer: Timer | None = None
+
+    def apply(self, event: InviteEvent) -> CallState:
+        """Move the state as the table says and return the new one.
+
+        Raises:
+            LocalProtocolError: The table has no such move.
+        """
+        self.state = next_state(self.role, self.state, event)
+        return self.state
+
+    def can(self, event: InviteEvent) -> bool:
+        """Whether ``event`` is a legal move now."""
+        return (self.role, self.state, event) in TRANSITIONS
+
+
+class InviteUsage:
+    """Calls over a :class:`~pipecat_sip.sip.useragent.UserAgent`: the INVITE dialog usage.
+
+    The user agent routes to it: new INVITEs, requests inside its dialogs,
+    ACKs, CANCELs and the transaction reports of its transactions. The
+    application acts through the user agent's methods, which delegate here.
+
+    Args:
+        ua: The user agent (transaction layer, timers, identifiers, events).
+        trust_in_dialog_from: Where in-dialog requests may come from:
+            ``"peer"`` (default: the INVITE's source address, the remote
+            target's host or the first route's host; anything else gets 403)
+            or ``"any"`` (a deployment behind a proxy that rewrites sources).
+    """
+
+    def __init__(self, ua: UserAgent, *, trust_in_dialog_from: str = "peer") -> None:
+        if trust_in_dialog_from not in ("peer", "any"):
+            raise ValueError(
+                f"trust_in_dialog_from must be 'peer' or 'any', not {trust_in_dialog_from!r}"
+            )
+        self.ua = ua
+        self.trust_in_dialog_from = trust_in_dialog_from
+        self.sessions: dict[str, InviteSession] = {}
+        self._by_dialog: dict[DialogId, InviteSession] = {}
+        self._by_txn: dict[Transaction, InviteSession] = {}
+
+    # --- lookups ----------------------------------------------------------------
+    def session(self, call_id: str) -> InviteSession | None:
+        """The live call with this Call-ID, or None."""
+        return self.sessions.get(call_id)
+
+    def by_dialog(self, dialog_id: DialogId) -> InviteSession | None:
+        """The live call of a dialog, or None."""
+        return self._by_dialog.get(dialog_id)
+
+    def owns(self, txn: Transaction) -> bool:
+        """Whether ``txn`` belongs to a call."""
+        return txn in self._by_txn
+
+    @property
+    def tracked(self) -> int:
+        """Entries in the lookup tables (for leak checks: 0 when idle)."""
+        return len(self.sessions) + len(self._by_dialog) + len(self._by_txn)
+
+    # --- UAS --------------------------------------------------------------------
+    def on_invite(self, req: SIPRequest, txn: ServerTransaction, flow: Flow, now: float) -> None:
+        """A new INVITE outside any dialog (its server transaction is made)."""
+        ua = self.ua
+        from_tag = req.from_.tag
+        for session in self.sessions.values():  # merged request (RFC 3261 s.8.2.2.2)
+            if (
+                session.role is Role.UAS
+                and session.call_id == req.call_id
+                and session.invite.from_.tag == from_tag
+                and session.invite.cseq == req.cseq
+            ):
+                ua.respond(txn, 482, now)
+                return
+        if not req.contacts:
+            ua.respond(txn, 400, now, reason="Bad Request - missing Contact")
+            return
+        if req.call_id in self.sessions:
+            ua.respond(txn, 482, now)
+            return
+        session = InviteSession(
+            call_id=req.call_id,
+            role=Role.UAS,
+            local_tag=ua.ids.tag(),
+            invite=req,
+            invite_txn=txn,
+            flow=flow,
+            state=CallState.INCOMING,
+        )
+        self._track(session, txn)
+        self._respond(session, 100, now)
+        ua.emit(IncomingCall(req.call_id, req, flow))
+
+    def ringing(self, call_id: str, now: float, *, status_code: int = 180) -> None:
+        """Send a provisional response (180 Ringing) for an incoming call.
+
+        Raises:
+            LocalProtocolError: Unknown call, or not ringing any more.
+        """
+        session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
+        session.apply(InviteEvent.PROVISIONAL)
+        self._respond(session, status_code, now)
+
+    def answer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send 200 OK with our SDP; it is retransmitted until the ACK (RFC 3261 s.13.3.1.4).
+
+        Raises:
+            LocalProtocolError: Unknown call, or not in a state to be answered.
+        """
+        session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
+        try:
+            dialog = Dialog.from_uas(session.invite, session.local_tag, session.flow)
+        except RemoteProtocolError as exc:  # checked on arrival: not reached
+            raise LocalProtocolError(str(exc)) from exc
+        session.local_sdp = sdp
+        session.dialog = dialog
+        self._by_dialog[dialog.id] = session
+        session.apply(InviteEvent.ACCEPT)
+        self._send_2xx(session, session.invite_txn, self._response(session, 200, body=sdp), now)
+
+    def reject(
+        self,
+        call_id: str,
+        status_code: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        """Answer an incoming call with a final error status (3xx-6xx).
+
+        Raises:
+            LocalProtocolError: Unknown call, already answered, or status < 300.
+        """
+        if status_code < 300:
+            raise LocalProtocolError(f"reject needs a status >= 300, not {status_code}")
+        session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
+        self._respond(session, status_code, now, reason=reason, headers=headers)
+        session.apply(InviteEvent.REJECT)
+        self._end(session, "rejected", status_code)
+
+    def answer_reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Answer the pending re-INVITE's offer with 200 and ``sdp`` (RFC 3264 s.8).
+
+        Raises:
+            LocalProtocolError: No re-offer is waiting for an answer.
+        """
+        session, txn = self._pending_reoffer(call_id)
+        session.local_sdp = sdp
+        self._accept_reinvite(session, txn, now)
+
+    def reject_reoffer(
+        self, call_id: str, status_code: int, now: float, *, reason: str | None = None
+    ) -> None:
+        """Refuse the pending re-INVITE (488: the session stays as it was, RFC 3261 s.14.2).
+
+        Raises:
+            LocalProtocolError: No re-offer is waiting, or status < 300.
+        """
+        if status_code < 300:
+            raise LocalProtocolError(f"reject_reoffer needs a status >= 300, not {status_code}")
+        session, txn = self._pending_reoffer(call_id)
+        session.modification = Modification.IDLE
+        session.reoffer_txn = None
+        self.ua.respond(txn, status_code, now, reason=reason, to_tag=session.local_tag)
+
+    def update_local_sdp(self, call_id: str, sdp: bytes) -> None:
+        """Set the session description used to answer later re-INVITEs without an offer."""
+        session = self.sessions.get(call_id)
+        if session is not None:
+            session.local_sdp = sdp
+
+    # --- UAC --------------------------------------------------------------------
+    def invite(
+        self,
+        uri: SIPURI,
+        sdp: bytes,
+        now: float,
+        *,
+        flow: Flow,
+        from_user: str | None = None,
+        display_name: str | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+    ) -> str:
+        """Place a call: send an INVITE with our SDP offer to ``flow``; returns its Call-ID."""
+        ua = self.ua
+        call_id = ua.ids.call_id(ua.host)
+        local_tag = ua.ids.tag()
+        from_uri = SIPURI(ua.via_host, user=from_user or ua.user)
+        h = Headers()
+        h.add("Via", ua.new_via(flow))
+        h.add("Max-Forwards", "70")
+        h.add("From", Address(from_uri, display_name, {"tag": local_tag}))
+        h.add("To", Address(SIPURI(uri.host, user=uri.user, port=uri.port, scheme=uri.scheme)))
+        h.add("Call-ID", call_id)
+        h.add("CSeq", CSeq(ua.ids.cseq(), "INVITE"))
+        h.add("Contact", ua.contact_for(flow))
+        ua.add_common_headers(h)
+        for name, value in headers:
+            h.add(name, value)
+        h.add("Content-Type", SDP)
+        request = SIPRequest("INVITE", uri, h, sdp)
+        txn = ua.send_request(request, flow, now, self)
+        session = InviteSession(
+            call_id=call_id,
+            role=Role.UAC,
+            local_tag=local_tag,
+            invite=request,
+            invite_txn=txn,
+            flow=flow,
+            state=CallState.CALLING,
+            local_sdp=sdp,
+        )
+        self._track(session, txn)
+        return call_id
+
+    # --- both -------------------------------------------------------------------
+    def hangup(self, call_id: str, now: float) -> None:
+        """End a call from our side, whatever its state; idempotent.
+
+        UAS before answer: 480 Temporarily Unavailable. UAC before answer:
+        CANCEL (once a provisional response arrived, RFC 3261 s.9.1).
+        Answered, waiting for ACK: BYE as soon as the ACK (or its timeout)
+        comes. Confirmed: BYE. Ending: nothing.
+        """
+        session = self.sessions.get(call_id)
+        if session is None or session.state.ended:
+            return
+        state = session.state
+        if session.role is Role.UAS:
+            if state in (CallState.INCOMING, CallState.EARLY):
+                self._respond(session, 480, now)
+                session.apply(InviteEvent.REJECT)
+                self._end(session, "local_bye", 480)
+            elif state is CallState.ACCEPTED:
+                session.bye_pending = True
+            else:
+                self._send_bye(session, now)
+        elif state is CallState.CALLING:
+            session.cancel_pending = True
+        elif state is CallState.EARLY:
+            self._send_cancel(session, now)
+        else:
+            self._send_bye(session, now)
+
+    def on_in_dialog(self, req: SIPRequest, txn: ServerTransaction, flow: Flow, now: float) -> None:
+        """A request with a To tag (other than ACK and CANCEL)."""
+        ua = self.ua
+        session = self._by_dialog.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
+        if session is None or session.dialog is None or session.state is CallState.TERMINATED:
+            ua.respond(txn, 481, now)
+            return
+        if not self._from_peer(session, flow):
+            ua.notice(
+                "warning",
+                f"{req.method} for the call from {flow.remote[0]}, not the dialog's peer: 403",
+                session.call_id,
+                kind="in_dialog_source",
+            )
+            ua.respond(txn, 403, now, reason="Forbidden (not the dialog's peer)")
+            return
+        if not session.dialog.accept_remote_cseq(req):
+            ua.respond(txn, 500, now, reason="CSeq out of order")
+            return
+        method = req.method
+        if method == "BYE":
+            ua.respond(txn, 200, now)
+            self._stop_2xx(session)
+            if session.state in (CallState.INCOMING, CallState.EARLY):
+                self._respond(session, 487, now)
+            session.apply(InviteEvent.BYE_RECEIVED)
+            self._end(session, "remote_bye")
+        elif method == "INVITE":
+            self._on_reinvite(session, req, txn, now)
+        elif method in ("OPTIONS", "INFO"):
+            ua.respond(txn, 200, now, headers=ua.capabilities() if method == "OPTIONS" else ())
+            if method == "INFO":
+                ua.emit(InfoReceived(session.call_id, req))
+        else:
+            ua.refuse_method(txn, now)
+
+    def on_ack(self, req: SIPRequest, now: float) -> None:
+        """An ACK that matched no INVITE server transaction: the ACK of one of our 2xx."""
+        session = self._by_dialog.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
+        if session is None:
+            return
+        if req.cseq.seq != session.invite_txn.request.cseq.seq:
+            return  # not the ACK for our latest 2xx (RFC 3261 s.13.2.2.4, s.17.1.1.3)
+        self._stop_2xx(session)
+        if session.state is CallState.ACCEPTED:
+            session.apply(InviteEvent.ACK)
+            self.ua.emit(CallEstablished(session.call_id, req))
+            if session.bye_pending:
+                self._send_bye(session, now)
+
+    def on_cancel(self, invite_txn: ServerInviteTransaction, now: float) -> None:
+        """A CANCEL matched ``invite_txn`` (200 to the CANCEL is sent): answer the INVITE 487."""
+        session = self._by_txn.get(invite_txn)
+        if session is None or invite_txn.state != "proceeding" or session.state.ended:
+            return
+        if session.invite_txn is not invite_txn:  # a re-INVITE: RFC 3261 s.15 leaves the call up
+            self.ua.respond(invite_txn, 487, now, to_tag=session.local_tag)
+            session.modification = Modification.IDLE
+            session.reoffer_txn = None
+            return
+        self._respond(session, 487, now)
+        session.apply(InviteEvent.CANCEL)
+        self._end(session, "cancelled", 487)
+
+    def stray_2xx(self, resp: SIPResponse) -> None:
+        """A 2xx to INVITE that matched no transaction: re-send our ACK (RFC 3261 s.13.2.2.4)."""
+        session = self.sessions.get(resp.call_id)
+        if (
+            session is not None
+            and session.ack_bytes is not None
+            and resp.cseq.method == "INVITE"
+            and 200 <= resp.status_code < 300
+            and session.dialog is not None
+        ):
+            self.ua.layer.send(session.ack_bytes, session.dialog.next_hop())
+
+    def fail_request(
+        self, txn: ServerTransaction, code: int, reason: str | None, now: float
+    ) -> bool:
+        """Answer a request of one of our calls that could not be handled with ``code``.
+
+        The response carries the call's To tag. A failed initial INVITE ends
+        the call ("error"); a failed in-dialog request leaves it up.
+
+        Returns:
+            False when ``txn`` is not a call's (the caller answers it).
+        """
+        session = self._by_txn.get(txn)
+        if session is None:
+            return False
+        self.ua.respond(txn, code, now, reason=reason, to_tag=session.local_tag)
+        if session.invite_txn is txn and session.dialog is None and not session.state.ended:
+            session.apply(InviteEvent.ERROR)
+            self._end(session, "error", code)
+        return True
+
+    # --- transaction reports -------------------------------------------------------
+    def on_response(self, txn: Transaction, response: SIPResponse, now: float) -> None:
+        """Responses to our INVITE, BYE and CANCEL."""
+        session = self._by_txn.get(txn)
+        if session is None:
+            return
+        code = response.status_code
+        if txn.method == "BYE":
+            if code >= 200 and session.state is CallState.TERMINATING:
+                session.apply(InviteEvent.BYE_DONE)
+                self._end(session, "local_bye", code)
+            return
+        if txn.method != "INVITE" or session.role is not Role.UAC:
+            return
+        if code < 200:
+            if session.state in (CallState.CALLING, CallState.EARLY):
+                session.apply(InviteEvent.PROVISIONAL)
+            self.ua.emit(CallProgress(session.call_id, response))
+            if session.cancel_pending and session.state is CallState.EARLY:
+                self._send_cancel(session, now)
+        elif code < 300:
+            if session.dialog is None:
+                self._confirm_uac(session, response, now)
+            elif session.ack_bytes is not None:  # 2xx retransmission: ACK again
+                self.ua.layer.send(session.ack_bytes, session.dialog.next_hop())
+        elif session.dialog is None and session.state is not CallState.TERMINATED:
+            session.apply(InviteEvent.REJECT)
+            self._end(session, "cancelled" if code == 487 else "rejected", code)
+
+    def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
+        """Timer B (no final to our INVITE), Timer F (no answer to our BYE)."""
+        session = self._by_txn.get(txn)
+        if session is None or session.state is CallState.TERMINATED:
+            return
+        if isinstance(txn, ClientInviteTransaction) and session.dialog is None:
+            if session.state is CallState.TERMINATING:  # no final 64*T1 after CANCEL (s.9.1)
+                session.apply(InviteEvent.TIMEOUT)
+                self._end(session, "cancelled")
+            elif session.can(InviteEvent.TIMEOUT):
+                session.apply(InviteEvent.TIMEOUT)
+                self._end(session, "timeout", 408)
+        elif txn.method == "BYE" and session.state is CallState.TERMINATING:
+            self.ua.notice("warning", "BYE got no response", session.call_id, kind="bye_timeout")
+            session.apply(InviteEvent.BYE_DONE)
+            self._end(session, "local_bye", 408)
+
+    def on_transaction_terminated(self, txn: Transaction, now: float) -> None:
+        """Forget a finished transaction's link to its call."""
+        self._by_txn.pop(txn, None)
+
+    # --- internals --------------------------------------------------------------------
+    def _from_peer(self, session: InviteSession, flow: Flow) -> bool:
+        """Whether an in-dialog request from ``flow`` may be the dialog's peer's."""
+        if self.trust_in_dialog_from == "any":
+            return True
+        source = flow.remote[0]
+        if _same_host(source, session.flow.remote[0]):
+            return True
+        dialog = session.dialog
+        assert dialog is not None
+        hosts = [dialog.remote_target]
+        if dialog.route_set:
+            hosts.append(dialog.route_set[0].uri)
+        for uri in hosts:
+            if isinstance(uri, SIPURI) and _same_host(source, uri.host_port[0]):
+                return True
+        return False
+
+    def _on_reinvite(
+        self, session: InviteSession, req: SIPRequest, txn: ServerTransaction, now: float
+    ) -> None:
+        ua = self.ua
+        initial = session.invite_txn
+        if (
+            isinstance(initial, ServerInviteTransaction) and initial.state == "proceeding"
+        ) or session.modification is not Modification.IDLE:
+            ua.respond(txn, 491, now, to_tag=session.local_tag)  # Request Pending (s.14.2)
+            return
+        if req.contacts:
+            assert session.dialog is not None
+            session.dialog.remote_target = req.contacts[0].uri
+        if isinstance(txn, ServerInviteTransaction):
+            self._by_txn[txn] = session
+        if req.body:
+            session.modification = Modification.REOFFER_RECEIVED
+            session.reoffer_txn = txn
+            ua.emit(ReofferReceived(session.call_id, req, req.body))
+            return
+        self._accept_reinvite(session, txn, now)
+
+    def _pending_reoffer(self, call_id: str) -> tuple[InviteSession, ServerTransaction]:
+        session = self.sessions.get(call_id)
+        if (
+            session is None
+            or session.modification is not Modification.REOFFER_RECEIVED
+            or session.reoffer_txn is None
+        ):
+            raise LocalProtocolError(f"no re-offer waits for an answer in call {call_id}")
+        return session, session.reoffer_txn
+
+    def _accept_reinvite(self, session: InviteSession, txn: ServerTransaction, now: float) -> None:
+        session.modification = Modification.IDLE
+        session.reoffer_txn = None
+        req = txn.request
+        response = make_response(
+            req,
+            200,
+            to_tag=session.local_tag,
+            headers=self.ua.answer_headers(req) + self.ua.server_header(),
+            body=session.local_sdp,
+            content_type=SDP,
+        )
+        if isinstance(txn, ServerInviteTransaction):
+            self._stop_2xx(session)
+            session.invite_txn = txn
+            self._send_2xx(session, txn, response, now)
+        else:  # pragma: no cover - an INVITE always has an INVITE transaction
+            self.ua.layer.respond(txn, response, now)
+        self.ua.emit(CallUpdated(session.call_id, req))
+
+    def _send_2xx(
+        self, session: InviteSession, txn: Transaction, response: SIPResponse, now: float
+    ) -> None:
+        """Send a 2xx to INVITE and retransmit it until its ACK (RFC 3261 s.13.3.1.4).
+
+        The interval starts at T1 and doubles up to T2; after 64*T1 without
+        ACK the call is hung up with BYE.
+        """
+        assert isinstance(txn, ServerInviteTransaction)
+        ua = self.ua
+        ua.layer.respond(txn, response, now)
+        session.ok_response = response
+        t = ua.layer.timer_values
+
+        def retransmit(at: float, interval: float = t.t1) -> None:
+            if session.ok_response is not response or txn.terminated:
+                return
+            ua.layer.respond(txn, response, at)
+            next_interval = min(2 * interval, t.t2)
+            session.ok_timer = ua.timers.start(
+                "2xx retransmit", at + next_interval, lambda t_: retransmit(t_, next_interval)
+            )
+
+        session.ok_timer = ua.timers.start("2xx retransmit", now + t.t1, retransmit)
+        session.ack_timer = ua.timers.start(
+            "ACK wait", now + 64 * t.t1, lambda at: self._ack_timeout(session, txn, at)
+        )
+
+    def _stop_2xx(self, session: InviteSession) -> None:
+        session.ok_response = None
+        for timer in (session.ok_timer, session.ack_timer):
+            if timer is not None:
+                timer.cancel()
+        session.ok_timer = session.ack_timer = None
+
+    def _ack_timeout(self, session: InviteSession, txn: Transaction, now: float) -> None:
+        """No ACK for our 2xx within 64*T1: end the call with BYE (RFC 3261 s.13.3.1.4)."""
+        self._stop_2xx(session)
+        if session.state.ended or txn is not session.invite_txn:
+            return
+        self.ua.notice("warning", "no ACK for 200 OK, ending the call", session.call_id, "no_ack")
+        self._send_bye(session, now, reason="ack_timeout")
+
+    def _confirm_uac(self, session: InviteSession, response: SIPResponse, now: float) -> None:
+        ua = self.ua
+        try:
+            dialog = Dialog.from_uac(session.invite, response, session.flow)
+        except RemoteProtocolError as exc:  # 2xx without Contact: no dialog possible
+            ua.notice("warning", f"unusable 2xx: {exc}", session.call_id, kind="bad_2xx")
+            session.apply(InviteEvent.ERROR)
+            self._end(session, "error", response.status_code)
+            return
+        session.dialog = dialog
+        self._by_dialog[dialog.id] = session
+        hop = dialog.next_hop()
+        ack = dialog.create_request(
+            "ACK", ua.new_via(hop), cseq=session.invite.cseq.seq, headers=ua.ua_headers()
+        )
+        session.ack_bytes = bytes(ack)
+        ua.layer.send(session.ack_bytes, hop)
+        cancelled = session.state is CallState.TERMINATING or session.cancel_pending
+        session.apply(InviteEvent.ACCEPT)
+        ua.emit(CallAnswered(session.call_id, response))
+        if cancelled:  # we hung up meanwhile (s.9.1, s.15)
+            session.cancel_pending = False
+            self._send_bye(session, now)
+
+    def _uas(self, call_id: str, states: tuple[CallState, ...]) -> InviteSession:
+        session = self.sessions.get(call_id)
+        if session is None or session.role is not Role.UAS:
+            raise LocalProtocolError(f"no incoming call {call_id}")
+        if session.state not in states:
+            raise LocalProtocolError(f"call {call_id} is {session.state}")
+        return session
+
+    def _track(self, session: InviteSession, txn: Transaction) -> None:
+        self.sessions[session.call_id] = session
+        self._by_txn[txn] = session
+
+    def _end(self, session: InviteSession, reason: str, status_code: int | None = None) -> None:
+        if self.sessions.get(session.call_id) is not session:
+            return
+        self._stop_2xx(session)
+        del self.sessions[session.call_id]
+        if session.dialog is not None:
+            self._by_dialog.pop(session.dialog.id, None)
+        self.ua.emit(CallEnded(session.call_id, reason, status_code))
+
+    def _send_bye(self, session: InviteSession, now: float, reason: str = "local_bye") -> None:
+        ua = self.ua
+        if session.dialog is None:  # pragma: no cover - every caller has a dialog
+            session.apply(InviteEvent.ERROR)
+            self._end(session, reason)
+            return
+        self._stop_2xx(session)
+        hop = session.dialog.next_hop()
+        bye = session.dialog.create_request(
+            "BYE",
+            ua.new_via(hop),
+            headers=ua.ua_headers(),
+            first_cseq=ua.ids.cseq(),
+        )
+        txn = ua.send_request(bye, hop, now, self)
+        self._by_txn[txn] = session
+        session.apply(InviteEvent.BYE_SENT)
+        if reason != "local_bye":
+            self._end(session, reason)
+
+    def _send_cancel(self, session: InviteSession, now: float) -> None:
+        """CANCEL for our INVITE (RFC 3261 s.9.1): same branch, Call-ID, From, To, CSeq number."""
+        session.cancel_pending = False
+        inv = session.invite
+        h = Headers()
+        h.add("Via", inv.headers.get_list("Via")[0])
+        for route in inv.headers.get_all("Route"):
+            h.add("Route", route)
+        h.add("Max-Forwards", "70")
+        for name in ("From", "To", "Call-ID"):
+            h.add(name, inv.headers.get(name))
+        h.add("CSeq", CSeq(inv.cseq.seq, "CANCEL"))
+        cancel = SIPRequest("CANCEL", inv.uri, h)
+        txn = self.ua.send_request(cancel, session.flow, now, self)
+        self._by_txn[txn] = session
+        session.apply(InviteEvent.CANCEL)
+        if isinstance(session.invite_txn, ClientInviteTransaction):
+            session.invite_txn.cancel_sent(now)
+
+    def _response(
+        self,
+        session: InviteSession,
+        code: int,
+        *,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+        body: bytes = b"",
+    ) -> SIPResponse:
+        ua = self.ua
+        extra = list(headers)
+        if code == 200 or 100 < code < 200:
+            extra = ua.answer_headers(session.invite) + extra
+        extra += ua.server_header()
+        return make_response(
+            session.invite,
+            code,
+            reason,
+            to_tag=session.local_tag if code > 100 else None,
+            headers=extra,
+            body=body,
+            content_type=SDP if body else None,
+        )
+
+    def _respond(
+        self,
+        session: InviteSession,
+        code: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+        body: bytes = b"",
+    ) -> None:
+        response = self._response(session, code, reason=reason, headers=headers, body=body)
+        txn = session.invite_txn
+        assert isinstance(txn, ServerTransaction)
+        self.ua.layer.respond(txn, response, now)
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Whether two host strings name the same IP (IPv4-mapped IPv6 equal to IPv4)."""
+    if a == b:
+        return True
+    try:
+        ip_a, ip_b = ipaddress.ip_address(a.split("%", 1)[0]), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    mapped_a = getattr(ip_a, "ipv4_mapped", None) or ip_a
+    mapped_b = getattr(ip_b, "ipv4_mapped", None) or ip_b
+    return mapped_a == mapped_b
