@@ -191,8 +191,19 @@ def ip_version(host: str) -> int | None:
         return None
 
 
-def _usable_address(text: str, version: int) -> str | None:
-    """The address when it is a unicast IP of `version`, else None (0.0.0.0, multicast, ...)."""
+def usable_address(text: str, version: int) -> str | None:
+    """The address when it is a unicast IP of `version`, else None (0.0.0.0, multicast, ...).
+
+    Args:
+        text: Address text from an A/AAAA answer or a hosts file.
+        version: 4 or 6.
+
+    Returns:
+        The address in canonical form, or None (also for a scoped IPv6
+        address or a value that is not text).
+    """
+    if not isinstance(text, str) or "%" in text:
+        return None
     try:
         ip = ipaddress.ip_address(text.strip())
     except ValueError:
@@ -631,9 +642,7 @@ class ServerLocation:
                     query = Query(host, "A" if family == 4 else "AAAA")
                     got = 0
                     for record in self._answers.get(query, ()):
-                        address = (
-                            _usable_address(record, family) if isinstance(record, str) else None
-                        )
+                        address = usable_address(record, family)  # type: ignore[arg-type]
                         if address is None:
                             continue
                         if got >= MAX_ADDRESSES_PER_HOST:
