@@ -69,6 +69,7 @@ def naptr(order, pref, service, replacement, flags="s", regexp=""):
         ("sip:bob@192.0.2.1;transport=TLS", Destination("tls", "192.0.2.1", 5061, "192.0.2.1")),
         ("sips:bob@192.0.2.1;transport=tcp", Destination("tls", "192.0.2.1", 5061, "192.0.2.1")),
         ("sip:bob@[2001:db8::1]:5062", Destination("udp", "2001:db8::1", 5062, "2001:db8::1")),
+        ("sip:bob@[2001:DB8:0::1]", Destination("udp", "2001:db8::1", 5060, "2001:db8::1")),
     ],
 )
 def test_numeric_ip_needs_no_lookup(uri, expected):

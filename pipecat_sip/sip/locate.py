@@ -443,7 +443,8 @@ class ServerLocation:
             self.state = "done"
             if version in self.families:
                 port = uri.port or DEFAULT_PORTS[transport or "udp"]
-                self._destinations.append(Destination(transport or "udp", target, port, target))
+                ip = str(ipaddress.ip_address(target))  # canonical: 2001:DB8:0::1 -> 2001:db8::1
+                self._destinations.append(Destination(transport or "udp", ip, port, ip))
             else:
                 self._note(f"{target} is IPv{version}, which we cannot use")
             return
@@ -636,7 +637,7 @@ class ServerLocation:
             version = ip_version(host)
             if version is not None:
                 if version in self.families:
-                    addresses = [host]
+                    addresses = [str(ipaddress.ip_address(host))]
             else:
                 for family in self.families:
                     query = Query(host, "A" if family == 4 else "AAAA")
