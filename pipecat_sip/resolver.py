@@ -383,6 +383,28 @@ class ServerLocator:
                 return address
         raise HostResolutionError(f"{host} has no IPv{family} address")
 
+    def cached_host(self, name: str, family: int = 4) -> str | None:
+        """An address for `name` without any lookup: numeric, hosts file, localhost or cache.
+
+        For code that cannot wait (a synchronous re-INVITE answer hook): None
+        means "not known now"; await `resolve_host` instead, or refuse (488).
+        """
+        version = ip_version(name)
+        if version is not None:
+            return name.strip("[]") if version == family else None
+        host = normalize_name(name)
+        if host is None or family not in (4, 6):
+            return None
+        query = Query(host, "A" if family == 4 else "AAAA")
+        records = self._local_answer(query)  # the hosts file once read; localhost always
+        if records is None:
+            records = self.cache.get(query, asyncio.get_running_loop().time())
+        for record in records or ():
+            address = usable_address(record, family)  # type: ignore[arg-type]
+            if address is not None:
+                return address
+        return None
+
     def clear_cache(self) -> None:
         """Forget every cached answer."""
         self.cache.clear()

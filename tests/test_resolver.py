@@ -311,6 +311,21 @@ async def test_resolve_host():
             await loc.resolve_host("plain.example.test", 5)
 
 
+async def test_cached_host_never_looks_up():
+    async with DNSServer(ZONE) as server:
+        loc = locator(server)
+        assert loc.cached_host("127.0.0.8", 4) == "127.0.0.8"
+        assert loc.cached_host("127.0.0.8", 6) is None
+        assert loc.cached_host("plain.example.test", 4) is None  # not asked yet
+        assert server.queries == []
+        await loc.resolve_host("plain.example.test", 4)
+        assert loc.cached_host("plain.example.test", 4) == "127.0.0.20"
+        assert loc.cached_host("plain.example.test", 6) is None
+        assert loc.cached_host("localhost", 4) == "127.0.0.1"
+        assert loc.cached_host("bad name", 4) is None
+    assert server.count("plain.example.test", "A") == 1
+
+
 async def test_hosts_file_answers_first(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\n127.0.0.5 media.test pbx.test # trailing\n::1 media.test\nbad\n")
