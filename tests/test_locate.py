@@ -571,3 +571,24 @@ def test_any_answers_give_destinations_or_location_error(naptrs, srvs, addrs, ur
     assert 0 < len(out) <= MAX_DESTINATIONS
     for dest in out:
         assert dest.transport in ALL and 0 < dest.port < 65536
+
+
+def test_locate_is_pure():
+    """sip/locate.py imports the stdlib and pipecat_sip.sip only: no asyncio, socket or clock."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import pipecat_sip.sip.locate as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    for name in names:
+        top = name.split(".")[0]
+        assert top in sys.stdlib_module_names or name.startswith("pipecat_sip.sip"), name
+        assert top not in ("asyncio", "socket", "time", "selectors", "threading"), name
