@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipecat_sip import sdes
+from pipecat_sip.rtp import srtp
 from pipecat_sip.rtp.packet import RtpHeaderExtension, RtpPacket
 from pipecat_sip.rtp.rtcp import SenderInfo, compound, parse_compound
 from pipecat_sip.rtp.sender import RtpSender
@@ -41,6 +42,21 @@ REF_RTCP = bytes.fromhex("81c8000bcafebabe" + "ab" * 16)
 REF_SRTCP = bytes.fromhex(
     "81c8000bcafebabe7128035be487b9bdbef89041f977a5a880000001993e08cd54d6c1230798"
 )
+
+
+@pytest.fixture(autouse=True, params=["direct", "public"])
+def engine(request, monkeypatch):
+    """Every test runs on both ways of calling libsrtp: the cffi fast path and
+    pylibsrtp.Session's public methods (the fallback)."""
+    monkeypatch.setattr(srtp, "_DIRECT", request.param == "direct")
+    return request.param
+
+
+def test_fast_path_is_in_use_with_this_pylibsrtp():
+    # If this fails, pylibsrtp changed its binding: SRTP still works through its
+    # public methods, about 1 us a packet slower (see bench/srtp.py).
+    assert srtp._direct_works()
+
 
 KEY_A = bytes(range(30))
 KEY_B = bytes(range(100, 130))
@@ -340,6 +356,21 @@ def test_peer_key_lifetime_is_enforced():
     results = [bob.unprotect_rtp(alice.protect_rtp(p)) is not None for p in g711_packets(5)]
     assert results == [True, True, True, False, False]
     assert bob.stats.other == 2
+
+
+def test_forged_packets_do_not_use_up_the_peer_key_lifetime():
+    alice, _ = pair()
+    bob = SrtpContext(SHA1_80, local_key=KEY_B, remote_key=KEY_A, remote_lifetime=2)
+    packets = g711_packets(3)
+    genuine = alice.protect_rtp(packets[0])
+    for bit in range(5):
+        forged = bytearray(genuine)
+        forged[-1] ^= 1 << bit
+        assert bob.unprotect_rtp(bytes(forged)) is None
+    assert bob.stats.auth_failures == 5
+    assert bob.unprotect_rtp(genuine) == packets[0]
+    assert bob.unprotect_rtp(alice.protect_rtp(packets[1])) == packets[1]
+    assert bob.unprotect_rtp(alice.protect_rtp(packets[2])) is None  # the third: past 2
 
 
 def test_inbound_streams_are_capped():

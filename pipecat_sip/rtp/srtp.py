@@ -107,10 +107,26 @@ _RTCP_HEADER = 8
 _SRTCP_INDEX = 4  # E flag + 31-bit SRTCP index
 _DEFAULT_WINDOW = 128  # replay window, packets (RFC 3711 s.3.3.2 asks for at least 64)
 _MAX_WINDOW = 0x7FFF  # libsrtp's largest replay window
+_BUFFER_SIZE = MAX_PACKET_SIZE + pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
 
-# libsrtp status texts (pylibsrtp.ERRORS) that say what happened to a packet.
-_AUTH_FAILURES = frozenset({"authentication failure"})
-_REPLAYS = frozenset({"replay check failed (bad index)", "replay check failed (index too old)"})
+# libsrtp's srtp_err_status_t values, by pylibsrtp's texts for them.
+_STATUS = {text: code for code, text in enumerate(pylibsrtp.ERRORS)}
+_AUTH_FAIL = _STATUS.get("authentication failure", 7)
+_REPLAY_FAIL = _STATUS.get("replay check failed (bad index)", 9)
+_REPLAY_OLD = _STATUS.get("replay check failed (index too old)", 10)
+_FAILED = -1  # not a libsrtp status: the binding refused the call
+
+# libsrtp's validation packets (test/srtp_driver.c, srtp_validate), under the
+# RFC 3711 B.3 master key and salt: the fast path is checked against them.
+_CHECK_KEY = bytes.fromhex("e1f97a0d3e018be0d64fa32c06de41390ec675ad498afeebb6960b3aabe6")
+_CHECK_RTP = bytes.fromhex("800f1234decafbadcafebabe" + "ab" * 16)
+_CHECK_SRTP = bytes.fromhex(
+    "800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb"
+)
+_CHECK_RTCP = bytes.fromhex("81c8000bcafebabe" + "ab" * 16)
+_CHECK_SRTCP = bytes.fromhex(
+    "81c8000bcafebabe7128035be487b9bdbef89041f977a5a880000001993e08cd54d6c1230798"
+)
 
 
 @dataclass(slots=True)
@@ -185,6 +201,8 @@ class SrtpContext:
         "_max_streams",
         "_last_ssrc",
         "_local_digest",
+        "_min_srtp",
+        "_min_srtcp",
     )
 
     def __init__(
@@ -218,7 +236,9 @@ class SrtpContext:
         self._window = window_size
         self._max_streams = max_streams
         self._streams: OrderedDict[int, None] = OrderedDict()
-        self._tx = _session(info, local_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, window_size)
+        self._tx = _Engine(
+            _session(info, local_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, window_size)
+        )
         self._set_remote(remote_key, remote_mki, remote_lifetime)
 
     @classmethod
@@ -280,15 +300,19 @@ class SrtpContext:
                 )
         if lifetime is not None and lifetime < 1:
             raise ValueError(f"SRTP key lifetime must be at least 1 packet, got {lifetime}")
-        rx = _session(self.suite, remote_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, self._window)
-        self._rx = rx
+        self._rx = _Engine(
+            _session(self.suite, remote_key, pylibsrtp.Policy.SSRC_ANY_INBOUND, self._window)
+        )
         self._mki = b"" if mki is None else mki[0].to_bytes(mki[1], "big")
-        self._mki_length = len(self._mki)
+        mki_length = len(self._mki)
+        self._mki_length = mki_length
+        self._min_srtp = _RTP_HEADER + mki_length + self._rtp_tag
+        self._min_srtcp = _RTCP_HEADER + _SRTCP_INDEX + mki_length + self._rtcp_tag
         self._lifetime = lifetime
         self._rtp_count = 0
         self._rtcp_count = 0
         self._streams.clear()
-        self._last_ssrc = -1
+        self._last_ssrc = b""
 
     # --- sending --------------------------------------------------------------------------
 
@@ -301,16 +325,20 @@ class SrtpContext:
 
         Returns:
             The SRTP packet (the input plus the tag), or None when it cannot be
-            protected (too short or long, a malformed header, a key past its
-            lifetime): counted in ``stats.other``.
+            protected (too short or long, a malformed header, a sequence
+            number already protected, a key past its lifetime): counted in
+            ``stats.other``.
         """
         size = len(packet)
-        if size < _RTP_HEADER or size > _MAX_PLAIN_SIZE or _rtp_header_length(packet) > size:
+        if (
+            size < _RTP_HEADER
+            or size > _MAX_PLAIN_SIZE
+            or ((packet[0] & 0xDF) != 0x80 and _rtp_header_length(packet) > size)
+        ):
             self.stats.other += 1
             return None
-        try:
-            out = self._tx.protect(bytes(packet))
-        except (pylibsrtp.Error, ValueError, TypeError):
+        out = self._tx.protect(packet if type(packet) is bytes else bytes(packet))
+        if type(out) is int:
             self.stats.other += 1
             return None
         self.stats.rtp_protected += 1
@@ -330,9 +358,8 @@ class SrtpContext:
         if size < _RTCP_HEADER or size > _MAX_PLAIN_SIZE or packet[0] >> 6 != 2:
             self.stats.other += 1
             return None
-        try:
-            out = self._tx.protect_rtcp(bytes(packet))
-        except (pylibsrtp.Error, ValueError, TypeError):
+        out = self._tx.protect_rtcp(packet if type(packet) is bytes else bytes(packet))
+        if type(out) is int:
             self.stats.other += 1
             return None
         self.stats.rtcp_protected += 1
@@ -350,36 +377,36 @@ class SrtpContext:
             The RTP packet, or None when it is dropped: counted in
             ``stats.auth_failures``, ``stats.replays`` or ``stats.other``.
         """
-        stats = self.stats
         size = len(packet)
-        tag = self._rtp_tag
-        mki = self._mki_length
         if (
-            size > MAX_PACKET_SIZE
-            or size < _RTP_HEADER + mki + tag
-            or _rtp_header_length(packet) > size - mki - tag
+            size < self._min_srtp
+            or size > MAX_PACKET_SIZE
+            or (
+                (packet[0] & 0xDF) != 0x80
+                and _rtp_header_length(packet) > size - self._min_srtp + _RTP_HEADER
+            )
         ):
-            stats.other += 1
+            self.stats.other += 1
             return None
-        if mki:
-            packet = self._strip_mki(packet, size, tag)
+        if type(packet) is not bytes:
+            packet = bytes(packet)
+        if self._mki_length:
+            packet = self._strip_mki(packet, size, self._rtp_tag)
             if packet is None:
                 return None
-        lifetime = self._lifetime
-        if lifetime is not None and self._rtp_count >= lifetime:
-            stats.other += 1
+        if self._lifetime is not None:
+            if self._rtp_count >= self._lifetime:
+                self.stats.other += 1
+                return None
+        out = self._rx.unprotect(packet)
+        if type(out) is int:
+            self._count_failure(out)
             return None
-        try:
-            out = self._rx.unprotect(bytes(packet))
-        except pylibsrtp.Error as exc:
-            self._count_failure(str(exc))
-            return None
-        except (ValueError, TypeError):
-            stats.other += 1
-            return None
-        self._rtp_count += 1
-        stats.rtp_unprotected += 1
-        self._saw_ssrc(int.from_bytes(packet[8:12], "big"))
+        self._rtp_count += 1  # authenticated packets only: forgeries cannot use the key up
+        self.stats.rtp_unprotected += 1
+        ssrc = packet[8:12]
+        if ssrc != self._last_ssrc:
+            self._saw_ssrc(ssrc)
         return out
 
     def unprotect_rtcp(self, packet: bytes) -> bytes | None:
@@ -392,36 +419,29 @@ class SrtpContext:
             The (compound) RTCP packet, or None when it is dropped: counted in
             ``stats.auth_failures``, ``stats.replays`` or ``stats.other``.
         """
-        stats = self.stats
         size = len(packet)
-        tag = self._rtcp_tag
-        mki = self._mki_length
-        if (
-            size > MAX_PACKET_SIZE
-            or size < _RTCP_HEADER + _SRTCP_INDEX + mki + tag
-            or packet[0] >> 6 != 2
-        ):
-            stats.other += 1
+        if size < self._min_srtcp or size > MAX_PACKET_SIZE or packet[0] >> 6 != 2:
+            self.stats.other += 1
             return None
-        if mki:
-            packet = self._strip_mki(packet, size, tag)
+        if type(packet) is not bytes:
+            packet = bytes(packet)
+        if self._mki_length:
+            packet = self._strip_mki(packet, size, self._rtcp_tag)
             if packet is None:
                 return None
-        lifetime = self._lifetime
-        if lifetime is not None and self._rtcp_count >= lifetime:
-            stats.other += 1
+        if self._lifetime is not None:
+            if self._rtcp_count >= self._lifetime:
+                self.stats.other += 1
+                return None
+        out = self._rx.unprotect_rtcp(packet)
+        if type(out) is int:
+            self._count_failure(out)
             return None
-        try:
-            out = self._rx.unprotect_rtcp(bytes(packet))
-        except pylibsrtp.Error as exc:
-            self._count_failure(str(exc))
-            return None
-        except (ValueError, TypeError):
-            stats.other += 1
-            return None
-        self._rtcp_count += 1
-        stats.rtcp_unprotected += 1
-        self._saw_ssrc(int.from_bytes(packet[4:8], "big"))
+        self._rtcp_count += 1  # authenticated packets only: forgeries cannot use the key up
+        self.stats.rtcp_unprotected += 1
+        ssrc = packet[4:8]
+        if ssrc != self._last_ssrc:
+            self._saw_ssrc(ssrc)
         return out
 
     def _strip_mki(self, packet: bytes, size: int, tag: int) -> bytes | None:
@@ -432,19 +452,18 @@ class SrtpContext:
             return None
         return packet[:start] + packet[size - tag :]
 
-    def _count_failure(self, text: str) -> None:
-        if text in _AUTH_FAILURES:
+    def _count_failure(self, status: int) -> None:
+        if status == _AUTH_FAIL:
             self.stats.auth_failures += 1
-        elif text in _REPLAYS:
+        elif status == _REPLAY_FAIL or status == _REPLAY_OLD:
             self.stats.replays += 1
         else:
             self.stats.other += 1
 
-    def _saw_ssrc(self, ssrc: int) -> None:
+    def _saw_ssrc(self, ssrc_bytes: bytes) -> None:
         """Keep libsrtp's inbound streams (one per authenticated SSRC) within the cap."""
-        if ssrc == self._last_ssrc:
-            return
-        self._last_ssrc = ssrc
+        self._last_ssrc = ssrc_bytes
+        ssrc = int.from_bytes(ssrc_bytes, "big")
         streams = self._streams
         if ssrc in streams:
             streams.move_to_end(ssrc)
@@ -497,14 +516,111 @@ def _session(info: SrtpSuite, key: bytes, ssrc_type: int, window: int) -> pylibs
         policy.key = None
 
 
+class _Engine:
+    """One libsrtp session (one direction, any SSRC) and its four packet operations.
+
+    Each operation takes a packet that passed the caller's size checks (so it
+    fits libsrtp's buffer with any trailer) and returns the result as bytes,
+    or libsrtp's ``srtp_err_status_t`` as an int (``_FAILED`` when the binding
+    refused the call). With :data:`_DIRECT` the operations call libsrtp
+    through pylibsrtp's cffi binding with a buffer of their own (about half
+    the Python overhead of ``pylibsrtp.Session``'s methods); otherwise they
+    call those methods. Not thread-safe (one buffer per session), as nothing
+    in the media path is.
+    """
+
+    __slots__ = ("session", "protect", "unprotect", "protect_rtcp", "unprotect_rtcp")
+
+    def __init__(self, session: pylibsrtp.Session, direct: bool | None = None):
+        self.session = session  # keeps libsrtp's srtp_t alive
+        direct = _DIRECT if direct is None else direct
+        make = _direct_op if direct else _public_op
+        self.protect = make(session, "protect")
+        self.unprotect = make(session, "unprotect")
+        self.protect_rtcp = make(session, "protect_rtcp")
+        self.unprotect_rtcp = make(session, "unprotect_rtcp")
+
+    def remove_stream(self, ssrc: int) -> None:
+        """Forget the stream of ``ssrc`` (its replay window and rollover counter)."""
+        self.session.remove_stream(ssrc)
+
+
+def _public_op(session: pylibsrtp.Session, name: str):
+    method = getattr(session, name)
+    status = _STATUS.get
+
+    def op(packet: bytes):
+        try:
+            return method(packet)
+        except pylibsrtp.Error as exc:
+            return status(str(exc), _FAILED)
+        except (ValueError, TypeError):
+            return _FAILED
+
+    return op
+
+
+_LIB_FUNCTIONS = {
+    "protect": "srtp_protect",
+    "unprotect": "srtp_unprotect",
+    "protect_rtcp": "srtp_protect_rtcp",
+    "unprotect_rtcp": "srtp_unprotect_rtcp",
+}
+
+
+def _direct_op(session: pylibsrtp.Session, name: str):
+    ffi = pylibsrtp.ffi
+    func = getattr(pylibsrtp.lib, _LIB_FUNCTIONS[name])
+    ctx = session._srtp[0]
+    buffer = ffi.new("unsigned char[]", _BUFFER_SIZE)
+    view = ffi.buffer(buffer)
+    length = ffi.new("int *")
+
+    def op(packet: bytes):
+        size = len(packet)
+        view[0:size] = packet
+        length[0] = size
+        status = func(ctx, buffer, length)
+        if status:
+            return status
+        return view[0 : length[0]]
+
+    return op  # it holds buffer and length; the _Engine holds the session behind ctx
+
+
+def _direct_works() -> bool:
+    """Whether the cffi fast path gives libsrtp's reference packets (else: public methods)."""
+    try:
+        suite = SUITES["AES_CM_128_HMAC_SHA1_80"]
+        tx = _Engine(_session(suite, _CHECK_KEY, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, 128), True)
+        rx = _Engine(_session(suite, _CHECK_KEY, pylibsrtp.Policy.SSRC_ANY_INBOUND, 128), True)
+        return (
+            tx.protect(_CHECK_RTP) == _CHECK_SRTP
+            and rx.unprotect(_CHECK_SRTP) == _CHECK_RTP
+            and rx.unprotect(_CHECK_SRTP) == _REPLAY_FAIL
+            and tx.protect_rtcp(_CHECK_RTCP) == _CHECK_SRTCP
+            and rx.unprotect_rtcp(_CHECK_SRTCP) == _CHECK_RTCP
+        )
+    except Exception:
+        return False
+
+
 def _rtp_header_length(packet: bytes) -> int:
-    """Bytes of the RTP header with CSRCs and extension (RFC 3550 s.5.1, 5.3.1); 0 if not v2."""
+    """Bytes of the RTP header with CSRCs and extension (RFC 3550 s.5.1, 5.3.1).
+
+    A version other than 2, or an extension header cut off, gives a length
+    that fits no packet.
+    """
     first = packet[0]
     if first >> 6 != 2:
-        return 1 << 16  # never fits: rejected by the caller's size check
+        return 1 << 16
     length = _RTP_HEADER + 4 * (first & 0x0F)
     if first & 0x10:
         if len(packet) < length + 4:
             return 1 << 16
         length += 4 + 4 * int.from_bytes(packet[length + 2 : length + 4], "big")
     return length
+
+
+_DIRECT = _direct_works()
+"""True when libsrtp is called through the binding directly (checked at import)."""
