@@ -385,6 +385,20 @@ def test_inbound_streams_are_capped():
     assert bob.unprotect_rtp(alice.protect_rtp(again[1])) is not None
 
 
+def test_outbound_ssrcs_are_capped_and_never_forgotten():
+    alice = SrtpContext(SHA1_80, local_key=KEY_A, remote_key=KEY_B, max_streams=2)
+    first = [g711_packets(2, ssrc=ssrc) for ssrc in (1, 2, 3)]
+    assert alice.protect_rtp(first[0][0]) is not None
+    assert alice.protect_rtp(first[1][0]) is not None
+    assert alice.protect_rtp(first[2][0]) is None  # a third SSRC: refused
+    assert alice.protect_rtcp(compound(3, "x@y", None, [])) is None
+    assert alice.stats.other == 2
+    # The first two streams go on (their state kept, nothing protected twice).
+    assert alice.protect_rtp(first[0][1]) is not None
+    assert alice.protect_rtp(first[0][0]) is None  # the same index again: refused
+    assert alice.protect_rtcp(compound(2, "x@y", None, [])) is not None
+
+
 def test_update_remote_key_keeps_our_outbound_stream():
     alice, bob = pair()
     packets = g711_packets(4)

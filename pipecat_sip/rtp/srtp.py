@@ -26,14 +26,23 @@ strips it before libsrtp sees the packet (one master key per direction, as
 
 Bounded work: every packet is size-checked (and an RTP header's CSRC and
 extension lengths read) before libsrtp touches it, so one datagram costs at
-most one HMAC over at most :data:`MAX_PACKET_SIZE` bytes. The number of
-inbound SSRCs libsrtp keeps a stream (replay window, rollover counter) for is
-capped (``max_streams``): the oldest is dropped when a new authenticated SSRC
-comes. Only authenticated packets create streams.
+most one HMAC over at most :data:`MAX_PACKET_SIZE` bytes. libsrtp keeps a
+stream (replay window, rollover counter) per SSRC; only authenticated packets
+create one, and their number is capped (``max_streams``): the oldest inbound
+stream is forgotten when a new authenticated SSRC comes, and a new outbound
+SSRC past the cap is refused (an outbound stream is never forgotten, so no
+index is ever encrypted twice).
+
+Calling libsrtp: through pylibsrtp's cffi binding with a buffer of our own
+when an import-time self-test against libsrtp's reference packets passes
+(about half the per-packet overhead of ``pylibsrtp.Session``'s methods),
+through those public methods otherwise. One context is used from one thread
+(the event loop's).
 
 Keys: the master keys go into libsrtp when the context is built and are not
-kept by this object; ``repr()`` and ``str()`` show the suite and counters,
-never key material, and no error text carries a key.
+kept by this object (only a SHA-256 digest of ours, to refuse it as the
+peer's key); ``repr()`` and ``str()`` show the suite and counters, never key
+material, and no error text carries a key.
 
 Example::
 
@@ -175,6 +184,8 @@ class SrtpContext:
             (RFC 3711 s.3.3.2; an SDES ``WSH`` hint may ask for more than 128).
         max_streams: Most inbound SSRCs kept at once (each has its own
             replay window and rollover counter); the oldest is forgotten past it.
+            Also the most SSRCs we may send with: packets of one more are
+            refused (``other``); an outbound stream is never forgotten.
 
     Raises:
         TypeError: A key is not bytes.
@@ -203,6 +214,8 @@ class SrtpContext:
         "_local_digest",
         "_min_srtp",
         "_min_srtcp",
+        "_tx_streams",
+        "_last_tx_ssrc",
     )
 
     def __init__(
@@ -236,6 +249,8 @@ class SrtpContext:
         self._window = window_size
         self._max_streams = max_streams
         self._streams: OrderedDict[int, None] = OrderedDict()
+        self._tx_streams: OrderedDict[int, None] = OrderedDict()
+        self._last_tx_ssrc = b""
         self._tx = _Engine(
             _session(info, local_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, window_size)
         )
@@ -337,6 +352,10 @@ class SrtpContext:
         ):
             self.stats.other += 1
             return None
+        ssrc = packet[8:12]
+        if ssrc != self._last_tx_ssrc and not self._new_tx_ssrc(ssrc):
+            self.stats.other += 1
+            return None
         out = self._tx.protect(packet if type(packet) is bytes else bytes(packet))
         if type(out) is int:
             self.stats.other += 1
@@ -356,6 +375,10 @@ class SrtpContext:
         """
         size = len(packet)
         if size < _RTCP_HEADER or size > _MAX_PLAIN_SIZE or packet[0] >> 6 != 2:
+            self.stats.other += 1
+            return None
+        ssrc = packet[4:8]
+        if ssrc != self._last_tx_ssrc and not self._new_tx_ssrc(ssrc):
             self.stats.other += 1
             return None
         out = self._tx.protect_rtcp(packet if type(packet) is bytes else bytes(packet))
@@ -463,18 +486,22 @@ class SrtpContext:
     def _saw_ssrc(self, ssrc_bytes: bytes) -> None:
         """Keep libsrtp's inbound streams (one per authenticated SSRC) within the cap."""
         self._last_ssrc = ssrc_bytes
+        _track(self._streams, int.from_bytes(ssrc_bytes, "big"), self._max_streams, self._rx)
+
+    def _new_tx_ssrc(self, ssrc_bytes: bytes) -> bool:
+        """Admit one of our SSRCs; False past the cap.
+
+        Outbound streams are never forgotten: libsrtp would start a forgotten
+        SSRC's rollover counter afresh and could encrypt two packets under the
+        same index (RFC 3711 s.9.1). The media path sends one SSRC per call.
+        """
         ssrc = int.from_bytes(ssrc_bytes, "big")
-        streams = self._streams
-        if ssrc in streams:
-            streams.move_to_end(ssrc)
-            return
-        streams[ssrc] = None
-        while len(streams) > self._max_streams:
-            oldest, _ = streams.popitem(last=False)
-            try:
-                self._rx.remove_stream(oldest)
-            except pylibsrtp.Error:
-                pass
+        if ssrc not in self._tx_streams:
+            if len(self._tx_streams) >= self._max_streams:
+                return False
+            self._tx_streams[ssrc] = None
+        self._last_tx_ssrc = ssrc_bytes
+        return True
 
     def __repr__(self) -> str:
         s = self.stats
@@ -488,6 +515,24 @@ class SrtpContext:
 
     def __reduce__(self):
         raise TypeError("SrtpContext cannot be pickled or copied (it holds live key state)")
+
+
+def _track(streams: OrderedDict[int, None], ssrc: int, cap: int, engine: _Engine) -> None:
+    """Note a stream's SSRC (newest last); forget the oldest streams past ``cap``.
+
+    A forgotten stream loses its rollover counter and replay window in libsrtp
+    (used for inbound streams only).
+    """
+    if ssrc in streams:
+        streams.move_to_end(ssrc)
+        return
+    streams[ssrc] = None
+    while len(streams) > cap:
+        oldest, _ = streams.popitem(last=False)
+        try:
+            engine.remove_stream(oldest)
+        except pylibsrtp.Error:
+            pass
 
 
 def _check_key(info: SrtpSuite, key: bytes, which: str) -> None:
