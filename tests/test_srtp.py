@@ -1,14 +1,18 @@
 """SRTP/SRTCP per call (RFC 3711) over libsrtp: reference vectors, round trips, drops.
 
-RFC 3711 Appendix B: B.1 (AES-f8) is a transform we do not offer; B.2 (the
+RFC 3711 Appendix B: B.1 (AES-f8) is a transform we do not offer. B.2 (the
 AES-CM keystream) and B.3 (key derivation) happen inside libsrtp and are not
-exposed by pylibsrtp. They are covered through libsrtp's published validation
-vector (test/srtp_driver.c, ``srtp_validate``): its master key and salt are the
-B.3 ones, so a wrong derivation or keystream would change the ciphertext and
-the tag checked below.
+exposed by pylibsrtp, so they are checked on a small reference SRTP written
+here from RFC 3711 s.4 (a plain AES-128 checked against FIPS-197, AES-CM,
+the key derivation, HMAC-SHA1), which then must give libsrtp's published
+validation packets (test/srtp_driver.c, ``srtp_validate``, made with the B.3
+master key and salt) and agree with SrtpContext on random packets, across a
+rollover, for both suites and for SRTCP.
 """
 
 import base64
+import hashlib
+import hmac
 import random
 import struct
 
@@ -74,6 +78,172 @@ def g711_packets(count, *, ssrc=0x11223344, first_seq=1000, rng_seed=0):
     sender = RtpSender(0, 8000, ssrc=ssrc, rng=rng)
     sender.sequence_number = first_seq
     return [sender.packet(rng.randbytes(160), 160) for _ in range(count)]
+
+
+# --- a reference SRTP from RFC 3711 s.4 (slow, for a few packets) -------------------------
+
+
+def _rotl8(x, shift):
+    return ((x << shift) | (x >> (8 - shift))) & 0xFF
+
+
+def _xtime(a):
+    return ((a << 1) ^ 0x1B) & 0xFF if a & 0x80 else a << 1
+
+
+def _make_sbox():
+    # FIPS-197 s.5.1.1: multiplicative inverse in GF(2^8), then the affine map.
+    sbox = [0] * 256
+    p = q = 1
+    while True:
+        p = p ^ ((p << 1) & 0xFF) ^ (0x1B if p & 0x80 else 0)  # p * 3
+        q ^= q << 1
+        q ^= q << 2
+        q ^= q << 4
+        q &= 0xFF
+        if q & 0x80:
+            q ^= 0x09  # q / 3
+        sbox[p] = q ^ _rotl8(q, 1) ^ _rotl8(q, 2) ^ _rotl8(q, 3) ^ _rotl8(q, 4) ^ 0x63
+        if p == 1:
+            break
+    sbox[0] = 0x63
+    return sbox
+
+
+SBOX = _make_sbox()
+
+
+def aes128_round_keys(key):
+    words = [list(key[i : i + 4]) for i in range(0, 16, 4)]
+    rcon = 1
+    for i in range(4, 44):
+        temp = list(words[i - 1])
+        if i % 4 == 0:
+            temp = [SBOX[b] for b in temp[1:] + temp[:1]]
+            temp[0] ^= rcon
+            rcon = _xtime(rcon)
+        words.append([a ^ b for a, b in zip(words[i - 4], temp, strict=True)])
+    return [sum(words[4 * r : 4 * r + 4], []) for r in range(11)]
+
+
+def aes128_encrypt(round_keys, block):
+    state = [a ^ b for a, b in zip(block, round_keys[0], strict=True)]
+    for rnd in range(1, 11):
+        state = [SBOX[b] for b in state]
+        state = [state[(i % 4) + 4 * (((i // 4) + (i % 4)) % 4)] for i in range(16)]
+        if rnd != 10:
+            mixed = []
+            for c in range(4):
+                a0, a1, a2, a3 = state[4 * c : 4 * c + 4]
+                mixed += [
+                    _xtime(a0) ^ _xtime(a1) ^ a1 ^ a2 ^ a3,
+                    a0 ^ _xtime(a1) ^ _xtime(a2) ^ a2 ^ a3,
+                    a0 ^ a1 ^ _xtime(a2) ^ _xtime(a3) ^ a3,
+                    _xtime(a0) ^ a0 ^ a1 ^ a2 ^ _xtime(a3),
+                ]
+            state = mixed
+        state = [a ^ b for a, b in zip(state, round_keys[rnd], strict=True)]
+    return bytes(state)
+
+
+def aes_cm(key, iv, length, first_block=0):
+    """RFC 3711 s.4.1.1: AES of IV, IV+1, ... (the IV a 128-bit integer)."""
+    round_keys = aes128_round_keys(key)
+    out = b""
+    block = first_block
+    while len(out) < length:
+        counter = (iv + block) % (1 << 128)
+        out += aes128_encrypt(round_keys, counter.to_bytes(16, "big"))
+        block += 1
+    return out[:length]
+
+
+def derive(master, label, length):
+    """RFC 3711 s.4.3.1 with key_derivation_rate 0: x = (label << 48) XOR master_salt."""
+    key, salt = master[:16], master[16:]
+    x = (label << 48) ^ int.from_bytes(salt, "big")
+    return aes_cm(key, x << 16, length)
+
+
+def ref_protect_rtp(master, packet, roc, tag_length):
+    """RFC 3711 s.3.3: encrypt the payload with AES-CM, tag = HMAC-SHA1(header|payload|ROC)."""
+    k_e, k_a, k_s = derive(master, 0, 16), derive(master, 1, 20), derive(master, 2, 14)
+    header = 12 + 4 * (packet[0] & 0x0F)
+    seq, ssrc = struct.unpack_from("!H", packet, 2)[0], struct.unpack_from("!I", packet, 8)[0]
+    index = (roc << 16) | seq
+    iv = (int.from_bytes(k_s, "big") << 16) ^ (ssrc << 64) ^ (index << 16)
+    payload = packet[header:]
+    encrypted = packet[:header] + bytes(
+        a ^ b for a, b in zip(payload, aes_cm(k_e, iv, len(payload)), strict=True)
+    )
+    tag = hmac.new(k_a, encrypted + roc.to_bytes(4, "big"), hashlib.sha1).digest()
+    return encrypted + tag[:tag_length]
+
+
+def ref_protect_rtcp(master, packet, srtcp_index):
+    """RFC 3711 s.3.4: encrypt after the first 8 bytes, then E|index and a 10-byte tag."""
+    k_e, k_a, k_s = derive(master, 3, 16), derive(master, 4, 20), derive(master, 5, 14)
+    ssrc = struct.unpack_from("!I", packet, 4)[0]
+    iv = (int.from_bytes(k_s, "big") << 16) ^ (ssrc << 64) ^ (srtcp_index << 16)
+    body = packet[8:]
+    encrypted = packet[:8] + bytes(
+        a ^ b for a, b in zip(body, aes_cm(k_e, iv, len(body)), strict=True)
+    )
+    encrypted += struct.pack("!I", 0x80000000 | srtcp_index)
+    return encrypted + hmac.new(k_a, encrypted, hashlib.sha1).digest()[:10]
+
+
+def test_reference_aes_gives_the_fips197_example():
+    key = bytes(range(16))
+    plain = bytes.fromhex("00112233445566778899aabbccddeeff")
+    assert aes128_encrypt(aes128_round_keys(key), plain).hex() == (
+        "69c4e0d86a7b0430d8cdb78070b4c55a"  # FIPS-197 Appendix C.1
+    )
+
+
+def test_rfc3711_b2_aes_cm_keystream():
+    key = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")
+    iv = int("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000", 16)
+    expected = {
+        0x0000: "E03EAD0935C95E80E166B16DD92B4EB4",
+        0x0001: "D23513162B02D0F72A43A2FE4A5F97AB",
+        0x0002: "41E95B3BB0A2E8DD477901E4FCA894C0",
+        0xFEFF: "EC8CDF7398607CB0F2D21675EA9EA1E4",
+        0xFF00: "362B7C3C6773516318A077D7FC5073AE",
+        0xFF01: "6A2CC3787889374FBEB4C81B17BA6C44",
+    }
+    for block, keystream in expected.items():
+        assert aes_cm(key, iv, 16, first_block=block).hex().upper() == keystream
+
+
+def test_rfc3711_b3_key_derivation():
+    assert derive(B3_KEY, 0, 16).hex().upper() == "C61E7A93744F39EE10734AFE3FF7A087"
+    assert derive(B3_KEY, 2, 14).hex().upper() == "30CBBC08863D8C85D49DB34A9AE1"
+    assert derive(B3_KEY, 1, 20).hex().upper() == "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"
+
+
+def test_reference_gives_libsrtps_validation_packets():
+    assert ref_protect_rtp(B3_KEY, REF_RTP, 0, 10) == REF_SRTP
+    assert ref_protect_rtcp(B3_KEY, REF_RTCP, 1) == REF_SRTCP
+
+
+@pytest.mark.parametrize("suite", [SHA1_80, SHA1_32])
+def test_srtp_context_agrees_with_rfc3711_across_a_rollover(suite):
+    rng = random.Random(suite)
+    master = rng.randbytes(30)
+    ctx = SrtpContext(suite, local_key=master, remote_key=KEY_B)
+    tag_length = SUITES[suite].rtp_tag_length
+    roc = 0
+    for seq in (65533, 65534, 65535, 0, 1, 2):
+        if seq == 0:
+            roc += 1  # RFC 3711 s.3.3.1: the sender's ROC moves on at the wrap
+        csrc = tuple(rng.getrandbits(32) for _ in range(rng.randrange(3)))
+        packet = RtpPacket(0, seq, rng.getrandbits(32), 0xDEADBEEF, rng.randbytes(160), csrc=csrc)
+        wire = packet.serialize()
+        assert ctx.protect_rtp(wire) == ref_protect_rtp(master, wire, roc, tag_length), seq
+    for index in (1, 2, 3):
+        report = compound(0xDEADBEEF, f"n{index}@x", None, [rng.randbytes(24)])
+        assert ctx.protect_rtcp(report) == ref_protect_rtcp(master, report, index)
 
 
 # --- reference vectors ---------------------------------------------------------------------
