@@ -335,9 +335,12 @@ class CryptoAttribute:
         return None
 
     def __repr__(self) -> str:
+        params = tuple(
+            "FEC_KEY=<key>" if p.upper().startswith("FEC_KEY=") else p for p in self.session_params
+        )
         return (
             f"CryptoAttribute(tag={self.tag}, suite={self.suite!r}, "
-            f"key_params={self.key_params!r}, session_params={self.session_params!r})"
+            f"key_params={self.key_params!r}, session_params={params!r})"
         )
 
 
@@ -481,16 +484,20 @@ def answer_crypto(
     *,
     rng: random.Random | None = None,
     min_lifetime: int = DEFAULT_MIN_LIFETIME,
+    previous: SdesKeys | None = None,
 ) -> tuple[CryptoAttribute, SdesKeys]:
     """Answer the crypto lines of one offered stream (RFC 4568 s.7.1.2).
 
     The first line we can honour wins (the offer's order); the answer line has
-    its tag and suite, a fresh key of ours, no lifetime, MKI or session params.
+    its tag and suite, our key, no lifetime, MKI or session params. Our key is
+    fresh, or, answering a re-offer (RFC 4568 s.7.1.4), the one in use when
+    the suite is the same: then the SRTP context goes on as it is.
 
     Args:
         offered: The stream's parsed crypto lines, in offer order.
         rng: Randomness for our key (see :func:`generate_key`).
         min_lifetime: Shortest peer key lifetime accepted, packets.
+        previous: The keys in use in this dialog, when answering a re-offer.
 
     Returns:
         (our answer line, the keys for the SRTP context).
@@ -505,9 +512,16 @@ def answer_crypto(
             reasons.append(f"tag {crypto.tag}: {reason}")
             continue
         suite = crypto.suite_key
-        ours = generate_key(suite, rng)
-        while ours == crypto.key.key_salt:  # never the same key both ways (RFC 3711 s.9.1)
+        if (
+            previous is not None
+            and previous.suite == suite
+            and previous.local_key != crypto.key.key_salt
+        ):
+            ours = previous.local_key
+        else:
             ours = generate_key(suite, rng)
+            while ours == crypto.key.key_salt:  # never one key both ways (RFC 3711 s.9.1)
+                ours = generate_key(suite, rng)
         answer = CryptoAttribute(crypto.tag, crypto.suite, (KeyParam(ours),))
         keys = SdesKeys(
             tag=crypto.tag,
@@ -637,6 +651,7 @@ def negotiate_srtp(
     *,
     rng: random.Random | None = None,
     min_lifetime: int = DEFAULT_MIN_LIFETIME,
+    previous: SdesKeys | None = None,
     **negotiate_args,
 ) -> tuple[SessionDescription, NegotiatedMedia, SdesKeys | None]:
     """Answer an offer under an SRTP policy: :func:`pipecat_sip.sdp.negotiate` plus SDES.
@@ -656,6 +671,8 @@ def negotiate_srtp(
         mode: One of :data:`SRTP_MODES`.
         rng: Randomness for our key (see :func:`generate_key`).
         min_lifetime: Shortest peer key lifetime accepted, packets.
+        previous: The keys in use in this dialog when answering a re-offer
+            (see :func:`answer_crypto`).
         **negotiate_args: Passed to :func:`~pipecat_sip.sdp.negotiate`
             (``supported``, ``local_address``, ``local_port``, ...).
 
@@ -682,7 +699,9 @@ def negotiate_srtp(
         if _is_savp(md):
             offered, skipped = crypto_attributes(md)
             try:
-                chosen[index] = answer_crypto(offered, rng=rng, min_lifetime=min_lifetime)
+                chosen[index] = answer_crypto(
+                    offered, rng=rng, min_lifetime=min_lifetime, previous=previous
+                )
             except NoAcceptableCrypto as exc:
                 reasons.append(f"{where} ({md.proto}): {'; '.join([*skipped, str(exc)])}")
                 md.port = 0

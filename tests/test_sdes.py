@@ -381,6 +381,30 @@ def test_answerer_never_reuses_the_offered_key():
     assert answer.key.key_salt != bytes(range(30)) and rng.calls == 2
 
 
+def test_re_answer_keeps_our_key_for_the_same_suite():
+    offered = [CryptoAttribute.parse(line(tag="2", suite="AES_CM_128_HMAC_SHA1_32"))]
+    _, first = answer_crypto(offered)
+    again, second = answer_crypto(offered, previous=first)
+    assert again.key.key_salt == first.local_key and second == first
+    other = [CryptoAttribute.parse(line(tag="1"))]  # another suite: a fresh key
+    _, third = answer_crypto(other, previous=first)
+    assert third.local_key != first.local_key
+    sdp_answer, _, kept = negotiate_srtp(
+        sdp_offer(savp(4000, line(tag="2", suite="AES_CM_128_HMAC_SHA1_32"))),
+        "required",
+        previous=first,
+        **OURS,
+    )
+    assert kept.local_key == first.local_key
+
+
+def test_fec_key_is_hidden_in_repr():
+    fec_key = base64.b64encode(bytes(range(7, 37))).decode()
+    crypto = CryptoAttribute.parse(line(f"FEC_KEY=inline:{fec_key}"))
+    assert fec_key not in repr(crypto) and "FEC_KEY=<key>" in repr(crypto)
+    assert fec_key in crypto.serialize()
+
+
 def test_window_hint_from_wsh():
     _, keys = answer_crypto([CryptoAttribute.parse(line("WSH=1024"))])
     assert keys.remote_window == 1024
