@@ -273,7 +273,7 @@ class SIPCall:
     async def _start_media(self) -> None:
         neg = self.negotiated
         assert neg is not None
-        codec = get_codec(neg.encoding_name)
+        codec = get_codec(neg.encoding_name).for_stream(neg.fmtp)  # one state per RTP stream
         assert self._lease is not None
         self.media = RTPSession(
             sock=self._lease.sock,
