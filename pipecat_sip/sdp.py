@@ -1209,7 +1209,7 @@ def create_offer(
         pt = w.static_pt if w.static_pt is not None else numbers.next()
         formats.append(MediaFormat(pt, w.name, w.clock_rate, w.channels, fmtp=w.fmtp))
     rates = list(dict.fromkeys(fmt.clock_rate for fmt in formats))
-    if comfort_noise and 8000 in rates and _CN_PT not in static:
+    if comfort_noise and 8000 in rates and _CN_PT not in static | {telephone_event_pt}:
         formats.append(MediaFormat(_CN_PT, "CN", 8000))
     if telephone_event_pt is not None:
         first = 8000 if 8000 in rates else rates[0]

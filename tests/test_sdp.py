@@ -731,6 +731,8 @@ def test_create_offer_options_and_errors():
     assert (audio.ptime, offer.connection_addrtype, offer.origin.addrtype) == (30, "IP6", "IP6")
     offer = create_offer(local_address="h", local_port=1, comfort_noise=False)
     assert [f.payload_type for f in offer.media[0].formats] == [0, 8, 101]
+    offer = create_offer(local_address="h", local_port=1, telephone_event_pt=13)
+    assert [f.encoding_name for f in offer.media[0].formats] == ["PCMU", "PCMA", "telephone-event"]
     with pytest.raises(ValueError, match="'speex' has no static RTP payload type"):
         create_offer(local_address="h", local_port=1, codecs=("speex",))
     with pytest.raises(ValueError, match="'CN' is not an audio codec"):
