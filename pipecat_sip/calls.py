@@ -532,7 +532,7 @@ class CallManager:
             sock=lease.sock,
             rtcp_sock=lease.rtcp_sock,
             remote_addr=neg.remote_address,
-            codec=get_codec(neg.encoding_name),
+            codec=get_codec(neg.encoding_name).for_stream(neg.fmtp),  # one state per RTP stream
             payload_type=neg.payload_type,
             telephone_event_pt=neg.telephone_event_pt,
             extra_telephone_event_pts=_offered_telephone_event_pts(record.offer),

@@ -32,10 +32,14 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = [
     "DIRECTIONS",
+    "HOLD_ADDRESSES",
+    "OPUS_FMTP",
     "STATIC_PAYLOAD_TYPES",
+    "CodecDescription",
     "MediaDescription",
     "MediaFormat",
     "NegotiatedMedia",
@@ -46,6 +50,7 @@ __all__ = [
     "apply_answer",
     "create_offer",
     "negotiate",
+    "parse_fmtp",
 ]
 
 #: The direction attributes of RFC 8866 s.6.7 (RFC 3264 s.5.1).
@@ -92,19 +97,39 @@ _STATIC_BY_NAME: dict[str, int] = {
 _CANONICAL_NAMES: dict[str, str] = {n.upper(): n for n, _, _ in STATIC_PAYLOAD_TYPES.values()}
 _CANONICAL_NAMES.update({"TELEPHONE-EVENT": "telephone-event", "OPUS": "opus"})
 
-# Codecs whose RTP clock rate is fixed: an offer with another rate (or more than
-# one channel) is not the codec we can decode.
-_FIXED_RATE: dict[str, int] = {
-    "PCMU": 8000,
-    "PCMA": 8000,
-    "G722": 8000,
-    "GSM": 8000,
-    "G723": 8000,
-    "G729": 8000,
+#: The ``a=fmtp`` we write for Opus when a codec is named by the string ``"opus"``
+#: (RFC 7587 s.6.1): we play back and capture at 16 kHz, want mono, and can use
+#: in-band FEC. The same as ``OpusCodec().fmtp`` in :mod:`pipecat_sip.codecs.opus`.
+OPUS_FMTP = (
+    "maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;sprop-stereo=0;useinbandfec=1"
+)
+
+# Codecs whose RTP clock rate and channel count are fixed: an offer with another
+# rate (or channel count) is not the codec we can decode. Opus is always
+# opus/48000/2 (RFC 7587 s.7); G722 has an 8000 Hz clock (RFC 3551 s.4.5.2).
+_FIXED_RATE: dict[str, tuple[int, int]] = {
+    "PCMU": (8000, 1),
+    "PCMA": (8000, 1),
+    "G722": (8000, 1),
+    "GSM": (8000, 1),
+    "G723": (8000, 1),
+    "G729": (8000, 1),
+    "OPUS": (48000, 2),
 }
+
+# Dynamic codecs known by name: the format and fmtp create_offer/negotiate write
+# for them when named by a string.
+_DYNAMIC_FMTP: dict[str, str] = {"OPUS": OPUS_FMTP}
+
+# Packet durations a codec can carry, ms; another a=ptime is answered with 20.
+# Opus frames are 2.5-60 ms (RFC 6716 s.2.1.4), of which 10 ms and up are in range.
+_PTIMES_MS: dict[str, tuple[int, ...]] = {"OPUS": (10, 20, 40, 60)}
 
 # Formats that are never the main audio codec of a stream.
 _NOT_A_CODEC = frozenset({"TELEPHONE-EVENT", "CN"})
+
+_FIRST_DYNAMIC_PT = 96  # RFC 3551 s.3: 96-127 are dynamic
+_CN_PT = 13  # RFC 3389 s.5 / RFC 3551: CN/8000 is static payload type 13
 
 # Transports we can speak: plain RTP. RTP/AVPF is answered as such, without feedback.
 _PLAIN_RTP = frozenset({"RTP/AVP", "RTP/AVPF"})
@@ -374,6 +399,25 @@ class SessionDescription:
         return self.serialize()
 
 
+class CodecDescription(Protocol):
+    """A codec as offer/answer needs to know it; :class:`pipecat_sip.codecs.Codec` is one.
+
+    Attributes:
+        encoding_name: rtpmap encoding name (``"PCMU"``, ``"opus"``...).
+        clock_rate: RTP clock rate, Hz.
+        channels: rtpmap channel count (``opus/48000/2``: 2).
+        payload_type: A static RTP payload type (RFC 3551), or a dynamic number
+            (96-127, only a wish: offers number dynamic codecs themselves).
+        fmtp: Our ``a=fmtp`` parameters for it (what we can receive), or None.
+    """
+
+    encoding_name: str
+    clock_rate: int
+    channels: int
+    payload_type: int
+    fmtp: str | None
+
+
 @dataclass(frozen=True)
 class NegotiatedMedia:
     """The outcome of an offer/answer exchange for the one audio stream we use.
@@ -384,15 +428,23 @@ class NegotiatedMedia:
             and the m= port. ``0.0.0.0`` when the peer put the call on hold the
             RFC 2543 way.
         payload_type: RTP payload type to send with (the peer's number).
-        encoding_name: Canonical codec name (``PCMU``, ``PCMA``...).
-        clock_rate: RTP clock rate in Hz.
+        encoding_name: Canonical codec name (``PCMU``, ``PCMA``, ``G722``, ``opus``...).
+        clock_rate: RTP clock rate in Hz (8000 for G.722, 48000 for Opus).
         telephone_event_pt: The peer's payload type for telephone-event at the
-            codec's clock rate (RFC 4733), or None when not offered.
+            codec's clock rate (RFC 4733 s.2.3.1), or None when not offered.
         ptime: Packet time to send with, in ms.
         direction: Our direction: ``sendrecv``, ``sendonly`` (we may send only),
             ``recvonly`` or ``inactive``.
         on_hold: The peer put us on hold (connection address 0.0.0.0 or ``::``, or
             the peer's direction is sendonly or inactive).
+        channels: The codec's rtpmap channel count (2 for Opus, whose audio we
+            still send and receive mono).
+        fmtp: The peer's ``a=fmtp`` parameters for the codec (what the peer can
+            receive, e.g. RFC 7587 ``useinbandfec=1``), or None; see
+            :meth:`fmtp_parameters`.
+        cn_pt: The payload type of comfort noise (RFC 3389, ``CN`` at the codec's
+            clock rate) when both sides have it, else None. Such packets carry
+            a noise level, no audio: play them as silence.
     """
 
     remote_address: tuple[str, int]
@@ -403,6 +455,38 @@ class NegotiatedMedia:
     ptime: int
     direction: str
     on_hold: bool
+    channels: int = 1
+    fmtp: str | None = None
+    cn_pt: int | None = None
+
+    def fmtp_parameters(self) -> dict[str, str]:
+        """The peer's fmtp as parameters (see :func:`parse_fmtp`)."""
+        return parse_fmtp(self.fmtp)
+
+
+def parse_fmtp(fmtp: str | None) -> dict[str, str]:
+    """Split ``a=fmtp`` parameters ``name=value; name=value`` into a dict.
+
+    The form of RFC 7587 s.6.1 and most payload formats: parameters separated
+    by ``;`` (spaces around them allowed), names lowercased, values kept; a
+    parameter without ``=`` maps to ``""`` (``0-16`` of telephone-event). The
+    first occurrence of a name wins.
+
+    Args:
+        fmtp: The parameters (the text after ``a=fmtp:<pt> ``), or None.
+
+    Returns:
+        Parameter name -> value; empty for None or empty text.
+    """
+    params: dict[str, str] = {}
+    if not fmtp:
+        return params
+    for item in fmtp.split(";"):
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name and name not in params:
+            params[name] = value.strip()
+    return params
 
 
 # --------------------------------------------------------------------------- parsing
@@ -753,32 +837,100 @@ def _describe(formats: Sequence[MediaFormat]) -> str:
     return ", ".join(names) or "no formats"
 
 
-def _codec_ok(fmt: MediaFormat, wanted: Sequence[str]) -> bool:
-    name = fmt.encoding_name.upper()
-    if name not in wanted or name in _NOT_A_CODEC:
-        return False
-    rate = _FIXED_RATE.get(name)
-    return rate is None or (fmt.clock_rate == rate and fmt.channels == 1)
+@dataclass(frozen=True)
+class _Wanted:
+    """One codec we support, resolved from a name or a :class:`CodecDescription`."""
+
+    key: str  # upper-case encoding name
+    name: str  # as written in our SDP
+    clock_rate: int  # 0: unknown (a name we know nothing about; matched by name)
+    channels: int
+    fmtp: str | None
+    static_pt: int | None  # RFC 3551 static payload type, None for a dynamic codec
+    strict: bool  # the clock rate and channels must match too
+
+    def matches(self, fmt: MediaFormat) -> bool:
+        if fmt.encoding_name.upper() != self.key:
+            return False
+        return not self.strict or (fmt.clock_rate, fmt.channels) == (
+            self.clock_rate,
+            self.channels,
+        )
 
 
-def _telephone_event_pt(formats: Sequence[MediaFormat], clock_rate: int) -> int | None:
+def _wanted(codec: str | CodecDescription) -> _Wanted:
+    """Resolve a supported codec: a name (static table, known dynamic) or a description.
+
+    Raises:
+        ValueError: The name is a telephone-event or comfort noise, not a codec.
+    """
+    if isinstance(codec, str):
+        key = codec.upper()
+        name = _canonical(codec)
+        static_pt = _STATIC_BY_NAME.get(key)
+        fixed = _FIXED_RATE.get(key)
+        if fixed is not None:
+            clock_rate, channels, strict = *fixed, True
+        elif static_pt is not None:
+            clock_rate, _, channels = STATIC_PAYLOAD_TYPES[static_pt]
+            strict = False
+        else:
+            clock_rate, channels, strict = 0, 1, False
+        fmtp = _DYNAMIC_FMTP.get(key)
+    else:
+        key = codec.encoding_name.upper()
+        name = _canonical(codec.encoding_name)
+        clock_rate, channels, fmtp = codec.clock_rate, codec.channels, codec.fmtp
+        pt = codec.payload_type
+        static = STATIC_PAYLOAD_TYPES.get(pt) if pt is not None else None
+        static_pt = pt if static and (static[0].upper(), static[1]) == (key, clock_rate) else None
+        strict = True
+    if key in _NOT_A_CODEC:
+        raise ValueError(f"{codec if isinstance(codec, str) else name!r} is not an audio codec")
+    return _Wanted(key, name, clock_rate, channels, fmtp, static_pt, strict)
+
+
+def _wanted_list(supported: Sequence[str | CodecDescription]) -> list[_Wanted]:
+    return [_wanted(codec) for codec in supported]
+
+
+def _match(fmt: MediaFormat, wanted: Sequence[_Wanted]) -> _Wanted | None:
+    if fmt.encoding_name.upper() in _NOT_A_CODEC:
+        return None
+    return next((w for w in wanted if w.matches(fmt)), None)
+
+
+def _format_pt(formats: Sequence[MediaFormat], name: str, clock_rate: int) -> int | None:
+    """The payload type of the first format ``name`` at ``clock_rate`` (case-insensitive)."""
     for fmt in formats:
-        if fmt.encoding_name.lower() == "telephone-event" and fmt.clock_rate == clock_rate:
+        if fmt.encoding_name.lower() == name and fmt.clock_rate == clock_rate:
             return fmt.payload_type
     return None
 
 
-def _ptime_of(md: MediaDescription) -> int:
-    """The stream's ptime in ms: a=ptime, else a=maxptime when below 20, else 20."""
+def _telephone_event_pt(formats: Sequence[MediaFormat], clock_rate: int) -> int | None:
+    return _format_pt(formats, "telephone-event", clock_rate)
+
+
+def _ptime_of(md: MediaDescription, codec: str = "") -> int:
+    """The stream's ptime in ms: a=ptime, else a=maxptime when below 20, else 20.
+
+    A ptime the codec cannot carry (Opus has no 30 ms frame) gives 20.
+    """
     low, high = _PTIME_RANGE_MS
+    ptime = _DEFAULT_PTIME_MS
     if md.ptime is not None and low <= md.ptime <= high:
-        return md.ptime
-    maxptime = md.get_attribute("maxptime")
-    if maxptime is not None and _PTIME.fullmatch(maxptime):
-        value = round(float(maxptime))
-        if low <= value < _DEFAULT_PTIME_MS:
-            return value
-    return _DEFAULT_PTIME_MS
+        ptime = md.ptime
+    else:
+        maxptime = md.get_attribute("maxptime")
+        if maxptime is not None and _PTIME.fullmatch(maxptime):
+            value = round(float(maxptime))
+            if low <= value < _DEFAULT_PTIME_MS:
+                ptime = value
+    allowed = _PTIMES_MS.get(codec.upper())
+    if allowed is not None and ptime not in allowed:
+        return _DEFAULT_PTIME_MS
+    return ptime
 
 
 def _host_of(address: str) -> str:
@@ -834,31 +986,40 @@ def _rejected(md: MediaDescription) -> MediaDescription:
 
 def negotiate(
     offer: SessionDescription,
-    supported: Sequence[str] = ("PCMU", "PCMA"),
+    supported: Sequence[str | CodecDescription] = ("PCMU", "PCMA"),
     *,
     local_address: str,
     local_port: int,
     session_id: int | None = None,
     session_version: int = 0,
     username: str = "-",
+    comfort_noise: bool = True,
 ) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer an SDP offer (the UAS side of RFC 3264 s.6).
 
     The first audio m= line that uses RTP/AVP (or RTP/AVPF), has a non-zero port and
     lists a codec we support is accepted; its codec is the first of the offer's
-    formats that is in ``supported`` (the offerer's preference wins). The answer
-    lists that codec and, when offered at the codec's clock rate, telephone-event
-    under the offerer's payload type (RFC 4733), each with an ``a=rtpmap``; then
-    ``a=fmtp:<te> 0-16``, ``a=ptime`` (the offer's, else 20) and our direction
-    (sendonly is answered with recvonly, recvonly with sendonly, inactive with
-    inactive). Every other m= line is answered with port 0, so the answer has as
-    many m= lines as the offer, in the same order (RFC 3264 s.6). ``c=`` with our
-    address is written at session level; ``s=-`` and ``t=0 0``.
+    formats that is in ``supported`` (the offerer's preference wins). A codec
+    matches by encoding name (case-insensitive) and, for codecs whose rate is
+    fixed (PCMU, PCMA, G722, opus/48000/2...) or that are given as a
+    :class:`CodecDescription`, clock rate and channels; a dynamic payload type
+    is answered with the offer's number (RFC 3264 s.6.1).
+
+    The answer lists that codec (with our ``a=fmtp`` for it, e.g. Opus's), then,
+    when offered at the codec's clock rate, telephone-event (RFC 4733) and
+    comfort noise (``CN``, RFC 3389) under the offerer's payload types, each with
+    an ``a=rtpmap``; ``a=fmtp:<te> 0-16``, ``a=ptime`` (the offer's, else 20; a
+    ptime Opus cannot carry gives 20) and our direction (sendonly is answered
+    with recvonly, recvonly with sendonly, inactive with inactive). Every other
+    m= line is answered with port 0, so the answer has as many m= lines as the
+    offer, in the same order (RFC 3264 s.6). ``c=`` with our address is written
+    at session level; ``s=-`` and ``t=0 0``.
 
     Args:
         offer: The parsed offer.
-        supported: Codec names we can send and receive, in our preference order
-            (case-insensitive; only used as a filter, the offer's order decides).
+        supported: Codecs we can send and receive: names (``"PCMU"``, ``"G722"``,
+            ``"opus"``, case-insensitive) or codec objects with the attributes of
+            :class:`CodecDescription`. Only a filter: the offer's order decides.
         local_address: Our IPv4 or IPv6 address (or host name) for ``o=`` and ``c=``.
         local_port: Our RTP port.
         session_id: ``o=`` session id; a random one when None. Keep it for the
@@ -866,6 +1027,7 @@ def negotiate(
         session_version: ``o=`` session version; increase it for every new answer
             in the dialog that changes something.
         username: ``o=`` username.
+        comfort_noise: Accept comfort noise when offered.
 
     Returns:
         (answer, negotiated media of the accepted stream).
@@ -873,10 +1035,11 @@ def negotiate(
     Raises:
         NoCommonCodec: No audio stream can be accepted; the message says why for
             each audio m= line. A UAS answers 488 Not Acceptable Here.
+        ValueError: ``supported`` names telephone-event or CN.
     """
-    wanted = [name.upper() for name in supported]
+    wanted = _wanted_list(supported)
     reasons: list[str] = []
-    chosen: tuple[int, MediaFormat, str] | None = None
+    chosen: tuple[int, MediaFormat, _Wanted, str] | None = None
     for index, md in enumerate(offer.media):
         if md.media.lower() != "audio":
             continue
@@ -891,33 +1054,39 @@ def negotiate(
         if address is None:
             reasons.append(f"{where} has no connection address")
             continue
-        codec = next((fmt for fmt in md.formats if _codec_ok(fmt, wanted)), None)
-        if codec is None:
-            reasons.append(
-                f"{where} offers {_describe(md.formats)}; we support {', '.join(supported)}"
-            )
+        found = next(((fmt, w) for fmt in md.formats if (w := _match(fmt, wanted))), None)
+        if found is None:
+            names = ", ".join(w.name for w in wanted)
+            reasons.append(f"{where} offers {_describe(md.formats)}; we support {names}")
             continue
-        chosen = (index, codec, address)
+        chosen = (index, found[0], found[1], address)
         break
     if chosen is None:
         raise NoCommonCodec(
             "no usable audio stream in the offer: " + ("; ".join(reasons) or "no audio m= line")
         )
 
-    index, codec, address = chosen
+    index, codec, ours, address = chosen
     offered_md = offer.media[index]
     offered_direction = offered_md.direction or offer.direction or "sendrecv"
     our_direction = _answer_direction(offered_direction)
     host = _host_of(address)
-    ptime = _ptime_of(offered_md)
-    te_pt = _telephone_event_pt(offered_md.formats, codec.clock_rate)
     encoding_name = _canonical(codec.encoding_name)
+    ptime = _ptime_of(offered_md, encoding_name)
+    te_pt = _telephone_event_pt(offered_md.formats, codec.clock_rate)
+    cn_pt = _format_pt(offered_md.formats, "cn", codec.clock_rate) if comfort_noise else None
 
-    formats = [MediaFormat(codec.payload_type, encoding_name, codec.clock_rate, codec.channels)]
+    formats = [
+        MediaFormat(
+            codec.payload_type, encoding_name, codec.clock_rate, codec.channels, fmtp=ours.fmtp
+        )
+    ]
     if te_pt is not None:
         formats.append(
             MediaFormat(te_pt, "telephone-event", codec.clock_rate, fmtp=_TELEPHONE_EVENT_FMTP)
         )
+    if cn_pt is not None:
+        formats.append(MediaFormat(cn_pt, "CN", codec.clock_rate))
     accepted = MediaDescription(
         media=offered_md.media,
         port=local_port,
@@ -943,63 +1112,110 @@ def negotiate(
         ptime=ptime,
         direction=our_direction,
         on_hold=host in HOLD_ADDRESSES or offered_direction in ("sendonly", "inactive"),
+        channels=codec.channels,
+        fmtp=codec.fmtp,
+        cn_pt=cn_pt,
     )
     return answer, negotiated
+
+
+class _PayloadTypes:
+    """Hands out dynamic payload types 96-127 that are not taken yet."""
+
+    def __init__(self, taken: set[int]) -> None:
+        self._taken = taken
+
+    def take(self, pt: int) -> None:
+        self._taken.add(pt)
+
+    def next(self) -> int:
+        for pt in range(_FIRST_DYNAMIC_PT, 128):
+            if pt not in self._taken:
+                self._taken.add(pt)
+                return pt
+        raise ValueError("no dynamic RTP payload type (96-127) is left")
 
 
 def create_offer(
     *,
     local_address: str,
     local_port: int,
-    codecs: Sequence[str] = ("PCMU", "PCMA"),
+    codecs: Sequence[str | CodecDescription] = ("PCMU", "PCMA"),
     telephone_event_pt: int | None = 101,
     ptime: int = 20,
     session_id: int | None = None,
     session_version: int = 0,
     username: str = "-",
+    comfort_noise: bool = True,
 ) -> SessionDescription:
     """Build an SDP offer with one sendrecv audio stream (the UAC side of RFC 3264 s.5).
+
+    The m= line lists the codecs in ``codecs`` order: static ones under their
+    RFC 3551 payload type (PCMU 0, PCMA 8, G722 9), dynamic ones (Opus) under
+    the lowest free numbers from 96, each with ``a=rtpmap`` and its ``a=fmtp``.
+    Then comfort noise ``13 CN/8000`` (RFC 3389) when an 8000 Hz codec is
+    offered, and telephone-event at every clock rate among the codecs: RFC 4733
+    s.2.1 wants the events' clock to be the audio's, so an Opus offer has
+    ``telephone-event/48000`` too. ``telephone_event_pt`` numbers the one at
+    8000 Hz (or, with no 8000 Hz codec, at the first codec's rate); the others
+    take free dynamic numbers.
 
     Args:
         local_address: Our IPv4 or IPv6 address (or host name) for ``o=`` and ``c=``.
         local_port: Our RTP port.
-        codecs: Codec names in our preference order; each needs a static payload
-            type (RFC 3551: PCMU 0, PCMA 8, G722 9, ...).
-        telephone_event_pt: Dynamic payload type for telephone-event/8000 (RFC 4733),
-            or None to offer no telephone-event.
+        codecs: Codecs in our preference order: names with a static payload type
+            or known to us (``"opus"``, written with :data:`OPUS_FMTP`), or codec
+            objects with the attributes of :class:`CodecDescription`.
+        telephone_event_pt: Payload type for telephone-event (see above), or
+            None to offer no telephone-event.
         ptime: Packet time we want to receive, in ms.
         session_id: ``o=`` session id; a random one when None.
         session_version: ``o=`` session version.
         username: ``o=`` username.
+        comfort_noise: Offer ``CN/8000`` (we play it as silence).
 
     Returns:
         The offer; serialize it for the INVITE body.
 
     Raises:
-        ValueError: A codec has no static payload type, the list is empty,
-            telephone_event_pt is outside 0-127 or taken by a codec, or ptime < 1.
+        ValueError: A codec name has no static payload type and is not known, a
+            name is telephone-event or CN, the list is empty, telephone_event_pt
+            is outside 0-127 or taken by a codec, no dynamic payload type is left,
+            or ptime < 1.
     """
-    formats: list[MediaFormat] = []
-    for name in codecs:
-        pt = _STATIC_BY_NAME.get(name.upper())
-        if pt is None:
-            raise ValueError(f"codec {name!r} has no static RTP payload type")
-        if any(fmt.payload_type == pt for fmt in formats):
-            continue
-        encoding_name, clock_rate, channels = STATIC_PAYLOAD_TYPES[pt]
-        formats.append(MediaFormat(pt, encoding_name, clock_rate, channels))
-    if not formats:
+    wanted: list[_Wanted] = []
+    for codec in codecs:
+        w = _wanted(codec)
+        if w.static_pt is None and w.clock_rate == 0:
+            raise ValueError(f"codec {codec!r} has no static RTP payload type and no known rtpmap")
+        if not any(
+            (x.key, x.clock_rate, x.channels) == (w.key, w.clock_rate, w.channels) for x in wanted
+        ):
+            wanted.append(w)
+    if not wanted:
         raise ValueError("create_offer needs at least one codec")
+    if ptime < 1:
+        raise ValueError(f"ptime must be at least 1 ms, got {ptime}")
+    static = {w.static_pt for w in wanted if w.static_pt is not None}
     if telephone_event_pt is not None:
         if not 0 <= telephone_event_pt <= 127:
             raise ValueError(f"telephone_event_pt {telephone_event_pt} is outside 0-127")
-        if any(fmt.payload_type == telephone_event_pt for fmt in formats):
+        if telephone_event_pt in static:
             raise ValueError(f"telephone_event_pt {telephone_event_pt} is used by a codec")
-        formats.append(
-            MediaFormat(telephone_event_pt, "telephone-event", 8000, fmtp=_TELEPHONE_EVENT_FMTP)
-        )
-    if ptime < 1:
-        raise ValueError(f"ptime must be at least 1 ms, got {ptime}")
+    numbers = _PayloadTypes(static | {telephone_event_pt} - {None})
+
+    formats: list[MediaFormat] = []
+    for w in wanted:
+        pt = w.static_pt if w.static_pt is not None else numbers.next()
+        formats.append(MediaFormat(pt, w.name, w.clock_rate, w.channels, fmtp=w.fmtp))
+    rates = list(dict.fromkeys(fmt.clock_rate for fmt in formats))
+    if comfort_noise and 8000 in rates and _CN_PT not in static | {telephone_event_pt}:
+        formats.append(MediaFormat(_CN_PT, "CN", 8000))
+    if telephone_event_pt is not None:
+        first = 8000 if 8000 in rates else rates[0]
+        for rate in [first] + [r for r in rates if r != first]:
+            pt = telephone_event_pt if rate == first else numbers.next()
+            formats.append(MediaFormat(pt, "telephone-event", rate, fmtp=_TELEPHONE_EVENT_FMTP))
     return SessionDescription(
         version=0,
         origin=_own_origin(username, session_id, session_version, local_address),
@@ -1019,14 +1235,32 @@ def create_offer(
     )
 
 
+def _offered_codecs(md: MediaDescription) -> list[_Wanted]:
+    """The codecs of one of our offered m= lines, to match the answer against."""
+    wanted = []
+    for fmt in md.formats:
+        key = fmt.encoding_name.upper()
+        if not key or key in _NOT_A_CODEC:
+            continue
+        fixed = _FIXED_RATE.get(key)
+        strict = fixed is not None or fmt.has_rtpmap
+        wanted.append(
+            _Wanted(key, _canonical(fmt.encoding_name), fmt.clock_rate, fmt.channels, fmt.fmtp,
+                    fmt.payload_type if fmt.payload_type < _FIRST_DYNAMIC_PT else None, strict)
+        )  # fmt: skip
+    return wanted
+
+
 def apply_answer(offer: SessionDescription, answer: SessionDescription) -> NegotiatedMedia:
     """Read the answer to our offer (the UAC side, RFC 3264 s.7).
 
     The m= lines of the answer pair up with those of the offer by position. The
     first audio stream that both sides kept (non-zero ports) and whose answer
     lists a codec we offered is used; the codec is the first such format in the
-    answer, with the answer's payload type. ptime is the answer's (what the peer
-    wants to receive), else 20.
+    answer (same encoding name, clock rate and channels as offered), with the
+    answer's payload type and fmtp. ptime is the answer's (what the peer wants to
+    receive), else 20. telephone-event and comfort noise count when the answer
+    has them at the codec's clock rate (CN only if we offered it).
 
     Args:
         offer: The offer we sent (e.g. from :func:`create_offer`).
@@ -1049,8 +1283,8 @@ def apply_answer(offer: SessionDescription, answer: SessionDescription) -> Negot
         if theirs.port == 0:
             reasons.append(f"{where} was rejected (port 0)")
             continue
-        offered = [fmt.encoding_name.upper() for fmt in ours.formats]
-        codec = next((fmt for fmt in theirs.formats if _codec_ok(fmt, offered)), None)
+        offered = _offered_codecs(ours)
+        codec = next((fmt for fmt in theirs.formats if _match(fmt, offered)), None)
         if codec is None:
             reasons.append(f"{where} answers {_describe(theirs.formats)}")
             continue
@@ -1067,15 +1301,22 @@ def apply_answer(offer: SessionDescription, answer: SessionDescription) -> Negot
             and their_answered in ("sendrecv", "sendonly"),
         )
         host = _host_of(address)
+        encoding_name = _canonical(codec.encoding_name)
+        cn_pt = None
+        if _format_pt(ours.formats, "cn", codec.clock_rate) is not None:
+            cn_pt = _format_pt(theirs.formats, "cn", codec.clock_rate)
         return NegotiatedMedia(
             remote_address=(host, theirs.port),
             payload_type=codec.payload_type,
-            encoding_name=_canonical(codec.encoding_name),
+            encoding_name=encoding_name,
             clock_rate=codec.clock_rate,
             telephone_event_pt=_telephone_event_pt(theirs.formats, codec.clock_rate),
-            ptime=_ptime_of(theirs),
+            ptime=_ptime_of(theirs, encoding_name),
             direction=direction,
             on_hold=host in HOLD_ADDRESSES or their_answered in ("sendonly", "inactive"),
+            channels=codec.channels,
+            fmtp=codec.fmtp,
+            cn_pt=cn_pt,
         )
     raise NoCommonCodec(
         "the answer accepts no audio stream with a codec we offered: "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soxr
 
 from pipecat_sip.echo import load_greeting
 from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio
@@ -255,7 +256,9 @@ async def test_bot_with_test_caller_greeting_echo_and_dtmf(tmp_path: Path):
         assert "sent DTMF 12#" in output, output[-3000:]
 
         heard, rate = read_wav(record)
-        assert rate == RATE
+        # both ends prefer G.722 (SUPPORTED_CODECS), so the caller records 16 kHz
+        assert rate == 16000
+        heard = soxr.resample(heard.astype(np.float32), rate, RATE).astype(np.int16)
         check_greeting_then_echo(heard, 8.0, duration_s - 0.3)
 
         await bot.wait_line("ended (", 5)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipecat_sip.sdp import (
+    OPUS_FMTP,
     MediaDescription,
     MediaFormat,
     NegotiatedMedia,
@@ -21,13 +22,21 @@ from pipecat_sip.sdp import (
     apply_answer,
     create_offer,
     negotiate,
+    parse_fmtp,
 )
 
 DATA = Path(__file__).parent / "data" / "sdp"
 ALL_FILES = sorted(p.name for p in DATA.glob("*.sdp"))
 # Files whose lines are already in RFC 8866 order (and the order we write):
-# they come back byte for byte. asterisk-offer.sdp puts a=maxptime before a=sendrecv.
-CANONICAL_FILES = [name for name in ALL_FILES if name != "asterisk-offer.sdp"]
+# they come back byte for byte. asterisk-offer.sdp puts a=maxptime before a=sendrecv;
+# the baresip-*-only/wideband captures put a=ptime last.
+NOT_CANONICAL = {
+    "asterisk-offer.sdp",
+    "baresip-g722-only-offer.sdp",
+    "baresip-opus-only-offer.sdp",
+    "baresip-wideband-offer.sdp",
+}
+CANONICAL_FILES = [name for name in ALL_FILES if name not in NOT_CANONICAL]
 
 LOCAL = {"local_address": "192.0.2.1", "local_port": 40000}
 
@@ -430,7 +439,7 @@ def test_answer_to_baresip_offer_matches_golden_file():
 def test_answer_round_trips_and_has_as_many_m_lines(name):
     offer = parse(name)
     try:
-        answer, _ = negotiate(offer, **LOCAL)
+        answer, _ = negotiate(offer, ("opus", "G722", "PCMU", "PCMA"), **LOCAL)
     except NoCommonCodec:
         assert name == "rfc3264-10.2-reoffer.sdp"  # G723 only
         return
@@ -693,9 +702,10 @@ def test_create_offer():
         "s=-\n"
         "c=IN IP4 192.0.2.1\n"
         "t=0 0\n"
-        "m=audio 40000 RTP/AVP 0 8 101\n"
+        "m=audio 40000 RTP/AVP 0 8 13 101\n"
         "a=rtpmap:0 PCMU/8000\n"
         "a=rtpmap:8 PCMA/8000\n"
+        "a=rtpmap:13 CN/8000\n"
         "a=rtpmap:101 telephone-event/8000\n"
         "a=fmtp:101 0-16\n"
         "a=ptime:20\n"
@@ -713,10 +723,20 @@ def test_create_offer_options_and_errors():
         ptime=30,
     )
     (audio,) = offer.media
-    assert audio.formats == [MediaFormat(8, "PCMA", 8000), MediaFormat(9, "G722", 8000)]
+    assert audio.formats == [
+        MediaFormat(8, "PCMA", 8000),
+        MediaFormat(9, "G722", 8000),
+        MediaFormat(13, "CN", 8000),
+    ]
     assert (audio.ptime, offer.connection_addrtype, offer.origin.addrtype) == (30, "IP6", "IP6")
-    with pytest.raises(ValueError, match="'opus' has no static RTP payload type"):
-        create_offer(local_address="h", local_port=1, codecs=("opus",))
+    offer = create_offer(local_address="h", local_port=1, comfort_noise=False)
+    assert [f.payload_type for f in offer.media[0].formats] == [0, 8, 101]
+    offer = create_offer(local_address="h", local_port=1, telephone_event_pt=13)
+    assert [f.encoding_name for f in offer.media[0].formats] == ["PCMU", "PCMA", "telephone-event"]
+    with pytest.raises(ValueError, match="'speex' has no static RTP payload type"):
+        create_offer(local_address="h", local_port=1, codecs=("speex",))
+    with pytest.raises(ValueError, match="'CN' is not an audio codec"):
+        create_offer(local_address="h", local_port=1, codecs=("PCMU", "CN"))
     with pytest.raises(ValueError, match="at least one codec"):
         create_offer(local_address="h", local_port=1, codecs=())
     with pytest.raises(ValueError, match="used by a codec"):
@@ -733,10 +753,10 @@ def test_create_offer_negotiate_apply_answer_pair():
     answer, uas_media = negotiate(wire_offer, local_address="10.0.0.2", local_port=5000)
     uac_media = apply_answer(offer, SessionDescription.parse(answer.serialize()))
     assert uas_media == NegotiatedMedia(
-        ("10.0.0.1", 4000), 8, "PCMA", 8000, 101, 20, "sendrecv", False
+        ("10.0.0.1", 4000), 8, "PCMA", 8000, 101, 20, "sendrecv", False, cn_pt=13
     )
     assert uac_media == NegotiatedMedia(
-        ("10.0.0.2", 5000), 8, "PCMA", 8000, 101, 20, "sendrecv", False
+        ("10.0.0.2", 5000), 8, "PCMA", 8000, 101, 20, "sendrecv", False, cn_pt=13
     )
 
 
@@ -803,3 +823,254 @@ def test_negotiated_media_is_frozen():
     _, media = answer_for("baresip-offer.sdp")
     with pytest.raises(dataclasses.FrozenInstanceError):
         media.ptime = 30  # type: ignore[misc]
+
+
+# ------------------------------------------------ wideband and dynamic codecs, comfort noise
+
+WIDE = ("G722", "PCMU", "PCMA")
+
+
+def test_g722_only_offer_needs_g722_supported():
+    with pytest.raises(NoCommonCodec, match=r"offers G722/8000, telephone-event/8000"):
+        answer_for("baresip-g722-only-offer.sdp")  # the old default: G.711 only
+    answer, media = answer_for("baresip-g722-only-offer.sdp", supported=WIDE)
+    assert media == NegotiatedMedia(
+        ("127.0.0.1", 34086), 9, "G722", 8000, 101, 20, "sendrecv", False
+    )
+    assert answer.media[0].formats == [
+        MediaFormat(9, "G722", 8000),
+        MediaFormat(101, "telephone-event", 8000, fmtp="0-16"),
+    ]
+
+
+def test_answer_to_baresip_wideband_offer_matches_golden_file():
+    answer, media = answer_for("baresip-wideband-offer.sdp", supported=WIDE)
+    assert answer.serialize() == load("baresip-wideband-answer.sdp")
+    assert (media.payload_type, media.encoding_name, media.clock_rate) == (9, "G722", 8000)
+    # the offerer's order still wins over ours
+    _, media = answer_for("baresip-wideband-offer.sdp", supported=("PCMU", "G722"))
+    assert media.encoding_name == "G722"
+    _, media = answer_for("baresip-wideband-offer.sdp", supported=("opus", "PCMU"))
+    assert (media.payload_type, media.encoding_name) == (96, "opus")
+
+
+def test_opus_only_offer_is_answered_with_our_fmtp_and_the_offers_payload_type():
+    answer, media = answer_for("baresip-opus-only-offer.sdp", supported=("opus", *WIDE))
+    assert media == NegotiatedMedia(
+        remote_address=("127.0.0.1", 50856),
+        payload_type=96,
+        encoding_name="opus",
+        clock_rate=48000,
+        telephone_event_pt=None,  # baresip offers telephone-event/8000 only (RFC 4733 s.2.1)
+        ptime=20,
+        direction="sendrecv",
+        on_hold=False,
+        channels=2,
+        fmtp="stereo=1;sprop-stereo=1",
+    )
+    assert media.fmtp_parameters() == {"stereo": "1", "sprop-stereo": "1"}
+    wire = answer.serialize()
+    assert b"m=audio 40000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n" in wire
+    assert f"a=fmtp:96 {OPUS_FMTP}\r\n".encode() in wire
+    assert b"telephone-event" not in wire
+    with pytest.raises(NoCommonCodec, match=r"offers opus/48000, telephone-event/8000"):
+        answer_for("baresip-opus-only-offer.sdp", supported=WIDE)
+
+
+def test_linphone_opus_offer_uses_telephone_event_at_48000():
+    answer, media = answer_for("linphone-offer.sdp", supported=("opus", "PCMU"))
+    assert (media.payload_type, media.encoding_name, media.channels) == (98, "opus", 2)
+    assert (media.telephone_event_pt, media.fmtp) == (96, "useinbandfec=1")
+    assert answer.media[0].formats == [
+        MediaFormat(98, "opus", 48000, 2, fmtp=OPUS_FMTP),
+        MediaFormat(96, "telephone-event", 48000, fmtp="0-16"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "rtpmap",
+    ["opus/48000", "opus/48000/1", "opus/16000/2", "OPUS/8000/2"],
+)
+def test_opus_must_be_48000_with_two_channels(rtpmap):
+    offer = SessionDescription.parse(BASE + f"m=audio 5004 RTP/AVP 111 0\na=rtpmap:111 {rtpmap}\n")
+    _, media = negotiate(offer, ("opus", "PCMU"), **LOCAL)
+    assert media.encoding_name == "PCMU"
+    upper = SessionDescription.parse(BASE + "m=audio 5004 RTP/AVP 111\na=rtpmap:111 OPUS/48000/2\n")
+    _, media = negotiate(upper, ("opus",), **LOCAL)
+    assert (media.payload_type, media.encoding_name) == (111, "opus")
+
+
+@pytest.mark.parametrize(("ptime", "expected"), [(10, 10), (20, 20), (30, 20), (40, 40), (60, 60)])
+def test_opus_ptime_must_be_an_opus_frame_duration(ptime, expected):
+    offer = SessionDescription.parse(
+        BASE + f"m=audio 5004 RTP/AVP 111\na=rtpmap:111 opus/48000/2\na=ptime:{ptime}\n"
+    )
+    answer, media = negotiate(offer, ("opus",), **LOCAL)
+    assert media.ptime == answer.media[0].ptime == expected
+    g722 = SessionDescription.parse(BASE + f"m=audio 5004 RTP/AVP 9\na=ptime:{ptime}\n")
+    assert negotiate(g722, WIDE, **LOCAL)[1].ptime == ptime
+
+
+class FakeCodec:
+    """A CodecDescription as pipecat_sip.codecs.Codec objects are (duck-typed)."""
+
+    def __init__(self, name, clock_rate, channels=1, payload_type=96, fmtp=None):
+        self.encoding_name = name
+        self.clock_rate = clock_rate
+        self.channels = channels
+        self.payload_type = payload_type
+        self.fmtp = fmtp
+
+
+def test_codec_objects_match_by_name_clock_and_channels():
+    offer = SessionDescription.parse(
+        BASE + "m=audio 5004 RTP/AVP 97 98 0\na=rtpmap:97 L16/8000\na=rtpmap:98 L16/16000\n"
+    )
+    answer, media = negotiate(offer, [FakeCodec("L16", 16000, fmtp="x=1"), "PCMU"], **LOCAL)
+    assert (media.payload_type, media.clock_rate) == (98, 16000)
+    assert answer.media[0].formats[0] == MediaFormat(98, "L16", 16000, fmtp="x=1")
+    # a static codec given as an object keeps its static payload type in offers
+    offer = create_offer(
+        local_address="h", local_port=1, codecs=[FakeCodec("PCMA", 8000, payload_type=8)]
+    )
+    assert [f.payload_type for f in offer.media[0].formats] == [8, 13, 101]
+
+
+def test_create_offer_with_opus_numbers_dynamic_types_and_events_per_clock_rate():
+    offer = create_offer(
+        local_address="192.0.2.1", local_port=40000, session_id=99, codecs=("opus", *WIDE)
+    )
+    assert offer.serialize() == crlf(
+        "v=0\n"
+        "o=- 99 0 IN IP4 192.0.2.1\n"
+        "s=-\n"
+        "c=IN IP4 192.0.2.1\n"
+        "t=0 0\n"
+        "m=audio 40000 RTP/AVP 96 9 0 8 13 101 97\n"
+        "a=rtpmap:96 opus/48000/2\n"
+        f"a=fmtp:96 {OPUS_FMTP}\n"
+        "a=rtpmap:9 G722/8000\n"
+        "a=rtpmap:0 PCMU/8000\n"
+        "a=rtpmap:8 PCMA/8000\n"
+        "a=rtpmap:13 CN/8000\n"
+        "a=rtpmap:101 telephone-event/8000\n"
+        "a=fmtp:101 0-16\n"
+        "a=rtpmap:97 telephone-event/48000\n"
+        "a=fmtp:97 0-16\n"
+        "a=ptime:20\n"
+        "a=sendrecv\n"
+    )
+    assert parse_fmtp(OPUS_FMTP) == {
+        "maxplaybackrate": "16000",
+        "sprop-maxcapturerate": "16000",
+        "stereo": "0",
+        "sprop-stereo": "0",
+        "useinbandfec": "1",
+    }
+
+
+def test_create_offer_dynamic_types_skip_telephone_event():
+    offer = create_offer(local_address="h", local_port=1, codecs=("opus",), telephone_event_pt=96)
+    (audio,) = offer.media
+    # no 8000 Hz codec: no CN, and telephone_event_pt goes to the first codec's rate
+    assert audio.formats == [
+        MediaFormat(97, "opus", 48000, 2, fmtp=OPUS_FMTP),
+        MediaFormat(96, "telephone-event", 48000, fmtp="0-16"),
+    ]
+    offer = create_offer(
+        local_address="h",
+        local_port=1,
+        codecs=("opus", FakeCodec("L16", 16000), "opus"),
+        telephone_event_pt=None,
+    )
+    assert [(f.payload_type, f.encoding_name) for f in offer.media[0].formats] == [
+        (96, "opus"),
+        (97, "L16"),
+    ]
+    many = [FakeCodec(f"X{i}", 8000) for i in range(33)]
+    with pytest.raises(ValueError, match="no dynamic RTP payload type"):
+        create_offer(local_address="h", local_port=1, codecs=many)
+
+
+def test_comfort_noise_is_accepted_when_offered_at_the_codec_rate():
+    answer, media = answer_for("asterisk-g722-cn-offer.sdp", supported=WIDE)
+    assert (media.encoding_name, media.telephone_event_pt, media.cn_pt) == ("G722", 101, 13)
+    assert [f.payload_type for f in answer.media[0].formats] == [9, 101, 13]
+    assert b"a=rtpmap:13 CN/8000\r\n" in answer.serialize()
+    _, media = answer_for("asterisk-g722-cn-offer.sdp", supported=WIDE, comfort_noise=False)
+    assert media.cn_pt is None
+    # CN at another rate than the codec's is not for this stream
+    offer = SessionDescription.parse(
+        BASE + "m=audio 5004 RTP/AVP 111 13 100\na=rtpmap:111 opus/48000/2\na=rtpmap:100 CN/48000\n"
+    )
+    answer, media = negotiate(offer, ("opus",), **LOCAL)
+    assert media.cn_pt == 100
+    assert [f.payload_type for f in answer.media[0].formats] == [111, 100]
+    # comfort noise alone is no codec
+    cn_only = SessionDescription.parse(BASE + "m=audio 5004 RTP/AVP 13 101\n")
+    with pytest.raises(NoCommonCodec, match="offers CN/8000, PT 101"):
+        negotiate(cn_only, **LOCAL)
+    with pytest.raises(ValueError, match="not an audio codec"):
+        negotiate(cn_only, ("CN",), **LOCAL)
+
+
+def test_apply_answer_with_opus_takes_the_answers_payload_type_and_fmtp():
+    offer = create_offer(local_address="10.0.0.1", local_port=4000, codecs=("opus", "PCMU"))
+    answer = SessionDescription.parse(
+        BASE
+        + "m=audio 5004 RTP/AVP 111 110\na=rtpmap:111 opus/48000/2\n"
+        + "a=fmtp:111 useinbandfec=1; maxplaybackrate=8000\n"
+        + "a=rtpmap:110 telephone-event/48000\n"
+    )
+    media = apply_answer(offer, answer)
+    assert (media.payload_type, media.encoding_name, media.clock_rate, media.channels) == (
+        111,
+        "opus",
+        48000,
+        2,
+    )
+    assert (media.telephone_event_pt, media.cn_pt) == (110, None)
+    assert media.fmtp_parameters() == {"useinbandfec": "1", "maxplaybackrate": "8000"}
+    # the same name at another clock rate or channel count is not what we offered
+    for rtpmap in ("opus/48000", "opus/16000/2"):
+        wrong = SessionDescription.parse(
+            BASE + f"m=audio 5004 RTP/AVP 111\na=rtpmap:111 {rtpmap}\n"
+        )
+        with pytest.raises(NoCommonCodec, match="m= line 1 answers opus"):
+            apply_answer(offer, wrong)
+
+
+def test_apply_answer_comfort_noise_only_when_we_offered_it():
+    answer = SessionDescription.parse(BASE + "m=audio 5004 RTP/AVP 9 13\n")
+    offer = create_offer(local_address="10.0.0.1", local_port=4000, codecs=WIDE)
+    media = apply_answer(offer, answer)
+    assert (media.encoding_name, media.cn_pt, media.telephone_event_pt) == ("G722", 13, None)
+    offer = create_offer(
+        local_address="10.0.0.1", local_port=4000, codecs=WIDE, comfort_noise=False
+    )
+    assert apply_answer(offer, answer).cn_pt is None
+
+
+@pytest.mark.parametrize(
+    ("fmtp", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("0-16", {"0-16": ""}),
+        ("useinbandfec=1", {"useinbandfec": "1"}),
+        (
+            "maxplaybackrate=16000; sprop-maxcapturerate=16000;USEDTX=1",
+            {"maxplaybackrate": "16000", "sprop-maxcapturerate": "16000", "usedtx": "1"},
+        ),
+        ("a=1;a=2;;  ;b", {"a": "1", "b": ""}),
+        ("mode=20 ; annexb = no", {"mode": "20", "annexb": "no"}),
+    ],
+)
+def test_parse_fmtp(fmtp, expected):
+    assert parse_fmtp(fmtp) == expected
+
+
+def test_reoffer_keeps_opus_by_name():
+    # server.py answers a re-INVITE with the call's codec name only
+    _, media = answer_for("linphone-offer.sdp", supported=("opus",), session_version=1)
+    assert (media.payload_type, media.encoding_name, media.telephone_event_pt) == (98, "opus", 96)

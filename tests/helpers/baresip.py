@@ -29,11 +29,12 @@ import contextlib
 import itertools
 import json
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.helpers.audio import read_wav, tone, write_silence_padded_wav
 from tests.helpers.peers import free_tcp_port, free_udp_port, require_binary
@@ -41,6 +42,19 @@ from tests.helpers.peers import free_tcp_port, free_udp_port, require_binary
 MODULE_PATH = "/usr/lib/baresip/modules"
 _MAX_NETSTRING = 1 << 20
 _QUIT_GRACE_S = 3.0
+
+
+def require_module(name: str) -> Path:
+    """Return the path of a baresip module (``g722``, ``opus``...), or skip the test.
+
+    Raises:
+        pytest.skip.Exception: baresip or the module is not installed.
+    """
+    require_binary("baresip")
+    path = Path(MODULE_PATH) / (name if name.endswith(".so") else f"{name}.so")
+    if not path.exists():
+        pytest.skip(f"baresip module {path.name} not installed in {MODULE_PATH}")
+    return path
 
 
 class BaresipError(RuntimeError):
@@ -56,6 +70,7 @@ def make_wav_for_baresip(
     tone_seconds: float | None = None,
     lead_s: float = 0.0,
     amplitude: float = 0.5,
+    rate: int = 8000,
 ) -> Path:
     """Write a WAV that baresip's ``aufile`` can play for a whole call.
 
@@ -71,6 +86,8 @@ def make_wav_for_baresip(
         tone_seconds: Tone duration, s; default: the rest of the call.
         lead_s: Silence before the sound, s.
         amplitude: Tone amplitude as a fraction of full scale.
+        rate: Sample rate, Hz (16000 for a wideband source: set baresip's
+            ``ausrc_srate`` to match).
 
     Returns:
         The path written.
@@ -82,8 +99,8 @@ def make_wav_for_baresip(
         if freq_hz is None:
             raise ValueError("make_wav_for_baresip needs freq_hz or source")
         seconds = tone_seconds if tone_seconds is not None else max(call_seconds - lead_s, 0.0)
-        source = tone(freq_hz, seconds, 8000, amplitude)
-    return write_silence_padded_wav(path, source, rate=8000, lead_s=lead_s, total_s=call_seconds)
+        source = tone(freq_hz, seconds, rate, amplitude)
+    return write_silence_padded_wav(path, source, rate=rate, lead_s=lead_s, total_s=call_seconds)
 
 
 def _netstring(payload: bytes) -> bytes:
@@ -113,6 +130,8 @@ class Baresip:
         name: str = "baresip",
         extra_config: Mapping[str, str] | None = None,
         start_timeout: float = 10.0,
+        extra_modules: Sequence[str] = (),
+        audio_codecs: str | None = None,
     ) -> None:
         """Prepare (not start) a baresip instance.
 
@@ -125,6 +144,11 @@ class Baresip:
             name: SIP user part and label.
             extra_config: More ``config`` lines (name -> value), overriding ours.
             start_timeout: Seconds to wait for ctrl_tcp to accept a connection.
+            extra_modules: More modules to load before ``g711`` (e.g. ``"g722"``,
+                ``"opus"``: codecs are offered in load order); see
+                :func:`require_module`.
+            audio_codecs: Restrict the account's codecs, in order
+                (``;audio_codecs=g722,pcmu``), or None for all loaded ones.
         """
         self.name = name
         self.directory = Path(directory)
@@ -135,6 +159,8 @@ class Baresip:
         self._answer = answer
         self._extra = dict(extra_config or {})
         self._start_timeout = start_timeout
+        self._extra_modules = [m if m.endswith(".so") else f"{m}.so" for m in extra_modules]
+        self._audio_codecs = audio_codecs
         self.sip_port = 0
         self.ctrl_port = 0
         self.rtp_ports = (0, 0)
@@ -212,11 +238,14 @@ class Baresip:
         }
         config.update(self._extra)
         lines = [f"{k}\t{v}" for k, v in config.items()]
-        lines += [f"module\t{m}" for m in ("g711.so", "aufile.so", "sndfile.so")]
+        modules = [*self._extra_modules, "g711.so", "aufile.so", "sndfile.so"]
+        lines += [f"module\t{m}" for m in dict.fromkeys(modules)]
         lines += ["module_tmp\taccount.so"]
         lines += [f"module_app\t{m}" for m in ("menu.so", "ctrl_tcp.so")]
         (self.config_dir / "config").write_text("\n".join(lines) + "\n")
         params = ";regint=0" + (";answermode=auto" if self._answer else ";answermode=manual")
+        if self._audio_codecs is not None:
+            params += f";audio_codecs={self._audio_codecs}"
         account = f"<sip:{self.name}@127.0.0.1:{self.sip_port}>{params}"
         (self.config_dir / "accounts").write_text(account + "\n")
         (self.config_dir / "contacts").write_text("")
