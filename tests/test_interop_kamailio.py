@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from pipecat_sip.call import SIPCall
-from pipecat_sip.server import Registration
+from pipecat_sip.server import Registration, SIPServer
 from tests.helpers.audio import read_wav, rms, tone, tone_energy_ratio, write_wav
 from tests.helpers.echo import EchoBot
 from tests.helpers.kamailio import (
@@ -36,8 +36,9 @@ from tests.helpers.kamailio import (
     quote,
     require_kamailio,
 )
+from tests.helpers.netns import NetLab, require_netns
 from tests.helpers.peers import free_udp_port, require_binary
-from tests.helpers.pjsua import Pjsua, PjsuaError, require_pjsua2
+from tests.helpers.pjsua import Pjsua, require_pjsua2
 from tests.helpers.server import Recorder, start_server, wait_for
 from tests.helpers.sipp import run_sipp
 
@@ -149,3 +150,295 @@ async def test_server_calls_pjsua_through_proxy(kamailio, tmp_path: Path):
         assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
     finally:
         await server.stop()
+
+
+# --- dispatcher (deploy/kamailio/dispatcher.cfg) ------------------------------------------
+
+
+class Busy:
+    """A call handler that answers every INVITE 503 (an instance that is full)."""
+
+    def __init__(self) -> None:
+        self.calls: list[SIPCall] = []
+
+    async def __call__(self, call: SIPCall) -> None:
+        self.calls.append(call)
+        await call.reject(503, retry_after=5)
+
+
+def dispatcher(tmp_path: Path, servers, **defines) -> Kamailio:
+    """The shipped dispatcher config in front of ``servers`` (set 1), probing every second."""
+    ds_list = tmp_path / "dispatcher.list"
+    ds_list.write_text(
+        "".join(f"1 sip:127.0.0.1:{s.port} 0 0 duid=bot-{i}\n" for i, s in enumerate(servers))
+    )
+    return Kamailio(
+        DISPATCHER_CFG,
+        tmp_path / "kam",
+        defines={
+            "DISPATCHER_LIST": quote(str(ds_list)),
+            "DS_PING_INTERVAL": 1,
+            "FR_TIMER_MS": 1000,
+            **defines,
+        },
+    )
+
+
+async def test_dispatcher_spreads_calls_and_fails_over_when_one_stops(kamailio, tmp_path: Path):
+    require_binary("sipp")
+    recs = [Recorder(), Recorder()]
+    servers = [await start_server(rec) for rec in recs]
+    dests = [f"sip:127.0.0.1:{s.port}" for s in servers]
+    kam = dispatcher(tmp_path, servers)
+    try:
+        async with kam:
+            # OPTIONS probing: both instances answer 200, both are active.
+            await kam.wait_dispatcher({d: "A" for d in dests}, timeout=5)
+            result = await run_sipp(
+                "uac_basic.xml",
+                f"127.0.0.1:{kam.port}",
+                calls=10,
+                rate=20,
+                keys={"hold_ms": "200"},
+            )
+            assert result.ok, result.summary() + "\n" + kam.log_tail()
+            counts = [len(rec.calls) for rec in recs]
+            assert sum(counts) == 10 and min(counts) >= 3, counts  # round-robin: 5 and 5
+            for rec in recs:
+                assert await wait_for(lambda rec=rec: len(rec.ended) == len(rec.calls))
+                assert set(rec.ended.values()) == {"remote_bye"}
+                for call in rec.calls:  # the proxy stayed in the dialog
+                    assert f"127.0.0.1:{kam.port}" in (call.info.header("Record-Route") or "")
+
+            # Stop instance 1: calls sent to it get no answer, fail over in
+            # FR_TIMER_MS, and the probe marks it inactive.
+            await servers[1].stop()
+            result = await run_sipp(
+                "uac_basic.xml",
+                f"127.0.0.1:{kam.port}",
+                calls=4,
+                rate=10,
+                keys={"hold_ms": "200"},
+            )
+            assert result.ok, result.summary() + "\n" + kam.log_tail()
+            assert len(recs[0].calls) == counts[0] + 4
+            assert len(recs[1].calls) == counts[1]
+            states = await kam.wait_dispatcher({dests[0]: "A", dests[1]: "I"}, timeout=5)
+            assert states[dests[1]].startswith("I"), states
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def test_dispatcher_fails_over_on_503(kamailio, tmp_path: Path):
+    require_binary("sipp")
+    busy, rec = Busy(), Recorder()
+    servers = [await start_server(busy), await start_server(rec)]
+    kam = dispatcher(tmp_path, servers)
+    try:
+        async with kam:
+            await kam.wait_dispatcher({f"sip:127.0.0.1:{s.port}": "A" for s in servers}, timeout=5)
+            result = await run_sipp(
+                "uac_basic.xml",
+                f"127.0.0.1:{kam.port}",
+                calls=4,
+                rate=10,
+                keys={"hold_ms": "100"},
+            )
+            assert result.ok, result.summary() + "\n" + kam.log_tail()
+            # Round-robin sent some INVITEs to the busy instance; each of them
+            # was retried on the other one, and SIPp never saw the 503.
+            assert busy.calls, "round-robin never chose the busy instance"
+            assert len(rec.calls) == 4
+            received = result.messages("received")
+            assert not any(m.startswith("SIP/2.0 503") for m in received), received
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def test_dispatcher_allowlist_refuses_other_sources(kamailio, tmp_path: Path):
+    require_binary("sipp")
+    rec = Recorder()
+    server = await start_server(rec)
+    allow = tmp_path / "allow.address"
+    allow.write_text("1 127.0.0.99 32\n")  # not SIPp's 127.0.0.1
+    kam = dispatcher(
+        tmp_path, [server], WITH_ALLOWLIST=None, WITH_PIKE=None, ALLOWLIST_FILE=quote(str(allow))
+    )
+    try:
+        async with kam:
+            await kam.wait_dispatcher({f"sip:127.0.0.1:{server.port}": "A"}, timeout=5)
+            result = await run_sipp("uac_basic.xml", f"127.0.0.1:{kam.port}", calls=1, timeout=5)
+            assert not result.ok
+            received = result.messages("received")
+            assert any(m.startswith("SIP/2.0 403") for m in received), result.summary()
+            assert not rec.calls
+    finally:
+        await server.stop()
+
+
+# --- registrar with Digest and nathelper (tests/kamailio/registrar.cfg) --------------------
+
+USERS = {"alice": "s3cret", "bot": "b0t-pw"}
+
+
+def registrar(tmp_path: Path, **kwargs) -> Kamailio:
+    users = "\n".join(f'\t$sht(users=>{u}) = "{p}";' for u, p in USERS.items())
+    return Kamailio(
+        REGISTRAR_CFG,
+        tmp_path / "kam",
+        defines={"REALM": quote("pipecat.test")},
+        substitutions={"USERS": users},
+        **kwargs,
+    )
+
+
+def assert_heard_tone(path: str | Path, freq_hz: float, start_s: float, end_s: float) -> None:
+    samples, rate = read_wav(path)
+    part = samples[int(start_s * rate) : int(end_s * rate)]
+    ratio = tone_energy_ratio(part, rate, freq_hz)
+    assert part.size and ratio > 0.8 and rms(part) > 1000, (
+        f"{freq_hz} Hz share {ratio:.3f}, rms {rms(part):.0f} in {start_s}-{end_s} s "
+        f"of {samples.size / rate:.1f} s"
+    )
+
+
+async def test_pjsua_registers_with_digest_and_we_call_it(kamailio, tmp_path: Path):
+    require_pjsua2()
+    bot = EchoBot()
+    server = await start_server(None)
+    try:
+        async with registrar(tmp_path) as kam, Pjsua(tmp_path / "pj", name="alice") as pj:
+            registrar_uri = f"sip:127.0.0.1:{kam.port}"
+            wrong = await pj.add_account(
+                "sip:alice@127.0.0.1",
+                registrar=registrar_uri,
+                username="alice",
+                password="wrong",
+                reg_retry_s=60,
+            )
+            refused = await pj.wait_event("reg_state", acc=wrong, timeout=5)
+            assert refused["code"] in (401, 403), refused
+            await pj.remove_account(wrong)
+            acc = await pj.register(
+                registrar_uri,
+                "alice",
+                USERS["alice"],
+                auto_answer=200,
+                play=str(tone_wav(tmp_path / "t.wav", 700)),
+                record=str(tmp_path / "heard{n}.wav"),
+            )
+            regs = kam.requests("REGISTER")
+            assert len(regs) >= 3, regs  # wrong: challenge + refused answer; right: + answer
+            dump = await kam.kamcmd("ul.dump")
+            assert "alice" in dump and f":{pj.ports['udp']}" in dump, dump
+
+            call = await server.call(
+                f"sip:alice@127.0.0.1:{kam.port}", destination=("127.0.0.1", kam.port), timeout=5
+            )
+            echo = asyncio.ensure_future(bot.run(call))
+            incoming = await pj.wait_event("incoming_call", acc=acc, timeout=2)
+            await pj.wait_call_state(incoming["call"], "CONFIRMED", timeout=5)
+            await asyncio.sleep(2.0)
+            await call.hangup()
+            await asyncio.wait_for(echo, 5)
+            closed = await pj.wait_event("recording_closed", call=incoming["call"], timeout=5)
+        assert_heard_tone(closed["path"], 700, 0.8, 1.8)
+        assert sources(kam, "BYE", call.call_id) == {f"127.0.0.1:{server.port}"}
+    finally:
+        await server.stop()
+
+
+async def test_server_registers_and_pjsua_calls_it(kamailio, tmp_path: Path):
+    require_pjsua2()
+    bot = EchoBot()
+    async with registrar(tmp_path) as kam:
+        server = await start_server(
+            bot,
+            user="bot",
+            registration=Registration(
+                registrar=f"sip:127.0.0.1:{kam.port}", username="bot", password=USERS["bot"]
+            ),
+        )
+        try:
+            assert await wait_for(lambda: server.registered, 5), kam.log_tail()
+            assert "bot" in await kam.kamcmd("ul.dump")
+            async with Pjsua(tmp_path / "pj") as pj:
+                heard = tmp_path / "heard.wav"
+                call = await pj.call(
+                    f"sip:bot@127.0.0.1:{kam.port}",
+                    play=tone_wav(tmp_path / "t.wav", 900),
+                    record=heard,
+                )
+                await pj.wait_call_state(call, "CONFIRMED", timeout=5)
+                await asyncio.sleep(2.0)
+                await pj.hangup(call)
+                await pj.wait_event("recording_closed", call=call, timeout=5)
+            assert_heard_tone(heard, 900, 0.8, 1.8)
+            assert await wait_for(lambda: len(bot.ended) == 1)
+        finally:
+            await server.stop()
+        # stop() removed the binding (REGISTER with Expires: 0)
+        assert "bot" not in await kam.kamcmd("ul.dump")
+
+
+@pytest.mark.slow
+async def test_server_behind_nat_registers_and_takes_a_call(kamailio, tmp_path: Path):
+    # inside (our server, 198.51.100.2) -- router (masquerade) -- outside
+    # (Kamailio and PJSIP, 203.0.113.2). The server registers through the NAT;
+    # Kamailio saves the binding at the router's public address (nathelper)
+    # and a call from PJSIP reaches the server back through that binding. The
+    # server sends RTP first, so PJSIP latches onto the NAT'ed address and its
+    # own RTP comes back through the router.
+    require_pjsua2()
+    require_netns(nft=True)
+    bot = EchoBot()
+    with NetLab() as lab:
+        nat = lab.nat()
+        with nat.inside.entered():
+            kam = registrar(tmp_path, host=nat.outside_addr, netns=nat.outside.name)
+            async with kam:
+                server = SIPServer(
+                    bot,
+                    host=nat.inside_addr,
+                    port=0,
+                    user="bot",
+                    rtp_port_range=(20000, 20099),
+                    registration=Registration(
+                        registrar=f"sip:{nat.outside_addr}:{kam.port}",
+                        username="bot",
+                        password=USERS["bot"],
+                    ),
+                )
+                await server.start()
+                try:
+                    assert await wait_for(lambda: server.registered, 5), kam.log_tail()
+                    dump = await kam.kamcmd("ul.dump")
+                    assert f"Received: sip:{nat.router_outside_addr}:" in dump, dump
+                    pj = Pjsua(tmp_path / "pj", bind=nat.outside_addr, netns=nat.outside.name)
+                    async with pj:
+                        heard = tmp_path / "heard.wav"
+                        call = await pj.call(
+                            f"sip:bot@{nat.outside_addr}:{kam.port}",
+                            play=tone_wav(tmp_path / "t.wav", 800),
+                            record=heard,
+                        )
+                        await pj.wait_call_state(call, "CONFIRMED", timeout=5)
+                        await asyncio.sleep(2.5)
+                        await pj.hangup(call)
+                        await pj.wait_call_state(call, "DISCONNECTED", timeout=5)
+                        await pj.wait_event("recording_closed", call=call, timeout=5)
+                        pj_log = pj.log
+                    # PJSIP latched onto where our RTP really came from (RFC 3550
+                    # symmetric RTP through NAT), not the address in our SDP.
+                    switched = f"Remote RTP address switched to {nat.router_outside_addr}:"
+                    assert switched in pj_log, pj.log_tail()
+                    assert await wait_for(lambda: len(bot.ended) == 1), kam.log_tail()
+                    sip_call = bot.calls[0]
+                    # The INVITE came through Kamailio, at our NAT binding.
+                    assert sip_call.info.remote_address == (nat.outside_addr, kam.port)
+                    assert list(bot.ended.values()) == ["remote_bye"]
+                    assert_heard_tone(heard, 800, 1.0, 2.2)
+                finally:
+                    await server.stop()

@@ -381,6 +381,12 @@ class Pjsua:
             raise PjsuaError(f"{self.name}: REGISTER got {ev['code']} {ev['reason']}")
         return acc
 
+    async def remove_account(self, acc: int) -> None:
+        """Delete an account (PJSIP unregisters it first if it is registered)."""
+        await self.command("remove_account", acc=acc)
+        if self.listener == acc:
+            self.listener = None
+
     async def call(
         self,
         uri: str,

@@ -19,7 +19,7 @@ own stdout goes to stderr):
 
 Commands: ``init``, ``account``, ``call``, ``answer``, ``hangup``, ``dtmf``,
 ``hold``, ``resume``, ``reinvite``, ``update``, ``transfer``, ``info``,
-``register``, ``quit``; see the ``_cmd_*`` methods for their arguments.
+``register``, ``remove_account``, ``quit``; see the ``_cmd_*`` methods for their arguments.
 """
 
 from __future__ import annotations
@@ -339,6 +339,7 @@ class App:
         self.transports: dict[str, int] = {}
         self.ports: dict[str, int] = {}
         self.report_messages = False
+        self.bind = self.public = "127.0.0.1"
         self.reported_tsx: set[tuple] = set()
         self.running = True
         self._call_num = 0
@@ -412,8 +413,8 @@ class App:
         ep.libInit(cfg)
         self.report_messages = bool(a.get("report_messages", False))
 
-        bind = a.get("bind", "127.0.0.1")
-        public = a.get("public", bind)
+        bind = self.bind = a.get("bind", "127.0.0.1")
+        public = self.public = a.get("public", bind)
         for kind in a.get("transports", ["udp"]):
             tcfg = pj.TransportConfig()
             tcfg.port = int(a.get("sip_port", 0))
@@ -452,7 +453,8 @@ class App:
         (WAV paths for incoming calls; ``{n}`` in record is a counter),
         ``loop_play``, ``prack``/``timer``/``srtp`` ("off"/"optional"/
         "required"; timer also "always"), ``session_expires`` (s),
-        ``min_se`` (s), ``rtp_port``, ``rtp_port_range``, ``accept_transfer``,
+        ``min_se`` (s), ``rtp_port``, ``rtp_port_range``, ``rtp_bind`` and
+        ``rtp_public`` (default: init's ``bind``/``public``), ``accept_transfer``,
         ``contact_rewrite`` (bool: follow ``received``/``rport``), ``keepalive_s``.
         """
         assert self.ep is not None
@@ -482,7 +484,8 @@ class App:
             cfg.callConfig.timerMinSESec = int(a["min_se"])
         cfg.mediaConfig.srtpUse = _SRTP[a.get("srtp", "off")]
         cfg.mediaConfig.srtpSecureSignaling = 0
-        cfg.mediaConfig.transportConfig.boundAddress = a.get("rtp_bind", "127.0.0.1")
+        cfg.mediaConfig.transportConfig.boundAddress = a.get("rtp_bind", self.bind)
+        cfg.mediaConfig.transportConfig.publicAddress = a.get("rtp_public", self.public)
         if a.get("rtp_port"):
             cfg.mediaConfig.transportConfig.port = int(a["rtp_port"])
             cfg.mediaConfig.transportConfig.portRange = int(a.get("rtp_port_range", 20))
@@ -571,6 +574,11 @@ class App:
     def _cmd_register(self, a: dict[str, Any]) -> None:
         """(Re-)REGISTER ``acc`` (``renew`` true) or unregister it (``renew`` false)."""
         self.accounts[int(a["acc"])].setRegistration(bool(a.get("renew", True)))
+
+    def _cmd_remove_account(self, a: dict[str, Any]) -> None:
+        """Delete account ``acc`` (unregistering it if it is registered)."""
+        acc = self.accounts.pop(int(a["acc"]))
+        acc.shutdown()
 
     def _cmd_quit(self, a: dict[str, Any]) -> None:
         """Hang up every call and stop (the process exits after the reply)."""
