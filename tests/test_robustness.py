@@ -27,6 +27,7 @@ from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.message import SIPRequest, SIPResponse, make_response, parse_message
 from pipecat_sip.sip.transaction import TimerValues
 from tests.helpers.peers import require_binary
+from tests.helpers.relay import Impairment, UdpRelay
 from tests.helpers.server import Recorder, wait_for
 from tests.helpers.server import start_server as _start_server
 from tests.helpers.sipp import run_sipp
@@ -422,63 +423,19 @@ async def test_invite_flood_gets_503_and_service_resumes(sipp):
 # --- 5. 10% RTP loss and reordering through a lossy relay -------------------------------------
 
 
-class LossyRelay(asyncio.DatagramProtocol):
-    """Forwards caller -> server with loss and reordering, server -> caller as is."""
-
-    def __init__(self, server_rtp: tuple[str, int], rng: random.Random) -> None:
-        self.server_rtp = server_rtp
-        self.caller: tuple | None = None
-        self.rng = rng
-        self.held: bytes | None = None
-        self.dropped = self.reordered = self.forwarded = self.returned = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        assert self.transport is not None
-        if not self.server_rtp[1]:
-            return  # the server's port is not known yet (its first silence packets)
-        if addr[:2] == self.server_rtp:
-            if self.caller is not None:
-                self.transport.sendto(data, self.caller)
-                self.returned += 1
-            return
-        self.caller = addr
-        roll = self.rng.random()
-        if roll < 0.10:
-            self.dropped += 1
-            return
-        if roll < 0.20 and self.held is None:
-            self.held = data  # sent after the next packet: reordered
-            self.reordered += 1
-            return
-        self.transport.sendto(data, self.server_rtp)
-        self.forwarded += 1
-        if self.held is not None:
-            self.transport.sendto(self.held, self.server_rtp)
-            self.forwarded += 1
-            self.held = None
-
-
 async def test_rtp_loss_and_reordering_call_carries_on():
     rec = Recorder()
     server = await start_server(rec, rtp_timeout_s=5)
     peer = await RawPeer.open(server)
-    relay_transport = None
+    # Caller -> server: 10% loss, 10% held back behind the next packet; back: clean.
+    relay = UdpRelay(a_to_b=Impairment(loss=0.10, reorder=0.10), seed=10)
     try:
-        loop = asyncio.get_running_loop()
         # the relay's port is offered in the SDP; the server's port is known once called
-        relay = LossyRelay(("127.0.0.1", 0), random.Random(10))
-        relay_transport, _ = await loop.create_datagram_endpoint(
-            lambda: relay, local_addr=("127.0.0.1", 0)
-        )
-        relay_port = relay_transport.get_extra_info("sockname")[1]
+        relay_port = await relay.start()
         peer.send_invite(media_port=relay_port)
         await peer.wait_200()
         call = rec.calls[0]
-        relay.server_rtp = ("127.0.0.1", call.local_rtp_port)
+        relay.target = ("127.0.0.1", call.local_rtp_port)
         peer.send_ack()
         assert await wait_for(lambda: call.state == "confirmed")
 
@@ -488,15 +445,17 @@ async def test_rtp_loss_and_reordering_call_carries_on():
             if i % 10 == 9:
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
-        assert relay.dropped > 10 and relay.reordered > 10, vars(relay)
+        sent = relay.stats.a_to_b
+        assert sent.lost > 10 and sent.reordered > 10, sent
         chunks = rec.audio[call.call_id]
-        assert len(chunks) == relay.forwarded, (len(chunks), relay.forwarded)
+        assert len(chunks) == sent.forwarded, (len(chunks), sent)
         assert 200 < len(chunks) < 300
         pcm = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.float64)
         spectrum = np.abs(np.fft.rfft(pcm))
         assert abs(np.argmax(spectrum) * 8000 / pcm.size - 1000) < 20  # the tone got through
         assert call.state == "confirmed" and call.media.stats.errors == 0
-        assert relay.returned > 0  # the server's RTP comes back through the relay (latched)
+        # the server's RTP comes back through the relay (latched)
+        assert relay.stats.b_to_a.forwarded > 0
         assert peer.rtp.datagrams, "no RTP from the server reached the caller"
         assert all(addr[1] == relay_port for _, addr in peer.rtp.datagrams)
 
@@ -506,8 +465,7 @@ async def test_rtp_loss_and_reordering_call_carries_on():
         assert_all_freed(server)
     finally:
         peer.close()
-        if relay_transport is not None:
-            relay_transport.close()
+        relay.close()
         await server.stop()
 
 
