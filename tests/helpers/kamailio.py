@@ -33,6 +33,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.peers import free_udp_port, require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,9 +52,10 @@ class KamailioError(RuntimeError):
 
 
 def require_kamailio() -> None:
-    """Skip the calling test when kamailio or kamcmd is not installed."""
+    """Skip the calling test when kamailio or kamcmd (both in package kamailio) is missing."""
     require_binary("kamailio")
-    require_binary("kamcmd")
+    if shutil.which("kamcmd") is None:
+        pytest.skip("kamcmd not installed (apt-get install kamailio)")
 
 
 def quote(text: str) -> str:
