@@ -92,6 +92,7 @@ async def test_sipp_call_through_proxy(kamailio, tmp_path: Path):
         await server.stop()
 
 
+@pytest.mark.slow
 async def test_pjsua_calls_through_proxy_and_we_hang_up(kamailio, tmp_path: Path):
     require_pjsua2()
     rec = Recorder(hangup_after=2.5)
@@ -304,6 +305,7 @@ def assert_heard_tone(path: str | Path, freq_hz: float, start_s: float, end_s: f
     )
 
 
+@pytest.mark.slow
 async def test_pjsua_registers_with_digest_and_we_call_it(kamailio, tmp_path: Path):
     require_pjsua2()
     bot = EchoBot()
@@ -383,7 +385,6 @@ async def test_server_registers_and_pjsua_calls_it(kamailio, tmp_path: Path):
         assert "bot" not in await kam.kamcmd("ul.dump")
 
 
-@pytest.mark.slow
 async def test_server_behind_nat_registers_and_takes_a_call(kamailio, tmp_path: Path):
     # inside (our server, 198.51.100.2) -- router (masquerade) -- outside
     # (Kamailio and PJSIP, 203.0.113.2). The server registers through the NAT;

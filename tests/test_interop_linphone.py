@@ -50,6 +50,7 @@ def tone_wav(path: Path, seconds: float = 10.0) -> Path:
     return write_wav(path, np.concatenate([lead, tone(TONE_HZ, seconds)]), 8000)
 
 
+@pytest.mark.slow
 async def test_linphone_calls_echo_dtmf_hold_and_bye(linphone_and_netns, tmp_path: Path):
     wav = tone_wav(tmp_path / "tone.wav")
     heard = tmp_path / "heard.wav"
@@ -93,7 +94,6 @@ async def test_linphone_calls_echo_dtmf_hold_and_bye(linphone_and_netns, tmp_pat
     )
 
 
-@pytest.mark.slow
 async def test_linphone_info_dtmf_is_answered(linphone_and_netns, tmp_path: Path):
     # With use_info=1 linphonec sends each key as SIP INFO (application/dtmf-relay);
     # today's server answers INFO 200 in the dialog.

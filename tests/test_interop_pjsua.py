@@ -51,7 +51,7 @@ def assert_tone(samples: np.ndarray, rate: int, freq_hz: float, what: str) -> No
     )
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+@pytest.mark.parametrize("codec", ["PCMU", pytest.param("PCMA", marks=pytest.mark.slow)])
 async def test_pjsua_calls_echo_dtmf_info_hold_and_bye(pjsua2_installed, tmp_path: Path, codec):
     bot = EchoBot()
     server = await start_server(bot)
@@ -118,6 +118,7 @@ async def test_server_hangs_up_and_pjsua_sees_the_bye(pjsua2_installed, tmp_path
         await server.stop()
 
 
+@pytest.mark.slow
 async def test_server_calls_pjsua(pjsua2_installed, tmp_path: Path):
     bot = EchoBot()
     server = await start_server(None)
