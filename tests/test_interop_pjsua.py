@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipecat_sip.sip.useragent import ALLOWED_METHODS
+from pipecat_sip.sip.useragent import ALLOWED_METHODS, SUPPORTED_OPTIONS
 from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio, write_wav
 from tests.helpers.audio import tone as make_tone
 from tests.helpers.echo import EchoBot
@@ -164,5 +164,56 @@ async def test_pjsua_transfer_request_gets_an_answer(pjsua2_installed, tmp_path:
             await pj.hangup(call)
             await pj.wait_call_state(call, "DISCONNECTED", timeout=5)
         assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
+    finally:
+        await server.stop()
+
+
+async def test_pjsua_extension_options_reach_the_wire(pjsua2_installed, tmp_path: Path):
+    # The harness's knobs for the coming features: PJSIP offers 100rel and
+    # session timers (RFC 3262, RFC 4028) and SDES-SRTP (RFC 4568) when asked,
+    # and opens a TCP listener. A server without those extensions still takes
+    # the call: it ignores Supported and answers the offer with plain RTP.
+    rec = Recorder(hangup_after=0.5)
+    server = await start_server(rec)
+    try:
+        async with Pjsua(tmp_path / "pj", transports=("udp", "tcp")) as pj:
+            assert set(pj.ports) == {"udp", "tcp"} and all(pj.ports.values()), pj.ports
+            acc = await pj.listen(
+                auto_answer=0, prack="optional", timer="optional", session_expires=120,
+                srtp="optional",
+            )  # fmt: skip
+            call = await pj.call(f"sip:bot@127.0.0.1:{server.port}", acc=acc)
+            await pj.wait_call_state(call, "CONFIRMED", timeout=5)
+            await pj.wait_call_state(call, "DISCONNECTED", timeout=5)
+            log = pj.log
+        invite = log[log.index("INVITE sip:bot@") :]
+        invite = invite[: invite.index("--end msg--")]
+        supported = next(line for line in invite.splitlines() if line.startswith("Supported:"))
+        assert "100rel" in supported and "timer" in supported, supported
+        assert "Session-Expires: 120" in invite and "a=crypto:" in invite, invite
+        assert rec.calls[0].info.codec in ("PCMU", "PCMA")
+    finally:
+        await server.stop()
+
+
+async def test_pjsua_requiring_100rel(pjsua2_installed, tmp_path: Path):
+    # Require: 100rel (RFC 3262): a server without it answers 420 with
+    # Unsupported (RFC 3261 s.8.2.2.3); one with it sends reliable provisionals.
+    rec = Recorder()
+    server = await start_server(rec)
+    try:
+        async with Pjsua(tmp_path / "pj", report_messages=True) as pj:
+            acc = await pj.listen(auto_answer=0, prack="required")
+            call = await pj.call(f"sip:bot@127.0.0.1:{server.port}", acc=acc)
+            if "100rel" in SUPPORTED_OPTIONS:
+                await pj.wait_call_state(call, "CONFIRMED", timeout=5)
+                prack = await pj.wait_event("tsx", call=call, method="PRACK", role="uac")
+                assert prack["code"] == 200, prack
+                await pj.hangup(call)
+            else:
+                ended = await pj.wait_event("call_state", call=call, state="DISCONNECTED")
+                assert ended["code"] == 420, ended
+                assert "Unsupported: 100rel" in ended.get("msg", ""), ended
+                assert not rec.calls
     finally:
         await server.stop()

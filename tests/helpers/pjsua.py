@@ -178,14 +178,18 @@ class Pjsua:
         self._cond = asyncio.Condition()
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self._stderr = open(self.directory / "stderr.log", "wb")  # noqa: SIM115
-        self._proc = await asyncio.create_subprocess_exec(
-            *prefix, sys.executable, str(CHILD),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=self.directory,
-            limit=_MAX_LINE,
-        )  # fmt: skip
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *prefix, sys.executable, str(CHILD),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=self._stderr,
+                cwd=self.directory,
+                limit=_MAX_LINE,
+            )  # fmt: skip
+        except BaseException:
+            await self.close()
+            raise
         self._reader = asyncio.ensure_future(self._read())
         init: dict[str, Any] = {
             "bind": self.bind,
