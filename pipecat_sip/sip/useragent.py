@@ -68,7 +68,7 @@ from pipecat_sip.sip.transaction import (
     TransactionLayer,
     server_key,
 )
-from pipecat_sip.sip.transport import Flow, response_flow, stamp_via
+from pipecat_sip.sip.transport import TRANSPORTS, Flow, response_flow, stamp_via
 from pipecat_sip.sip.uri import SIPURI, Address
 
 __all__ = [
@@ -386,6 +386,7 @@ class UserAgent:
         user: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        targets: Iterable[Flow] = (),
     ) -> str:
         """Keep our Contact bound at a registrar (RFC 3261 s.10.2).
 
@@ -401,6 +402,8 @@ class UserAgent:
             user: The address-of-record's user part (To/From), default ours.
             username: Digest user name, default ``user``.
             password: Digest password; None answers no challenge.
+            targets: Further destinations to fail over to on 408, 503 or a
+                transport error, in order (RFC 3263 s.4.3).
 
         Returns:
             The registration id.
@@ -418,6 +421,7 @@ class UserAgent:
             user=user or self.user,
             username=username,
             password=password,
+            targets=targets,
         )
 
     def unregister(self, registration_id: str, now: float) -> None:
@@ -453,21 +457,33 @@ class UserAgent:
         return self.transport_ports.get(transport, self.port)
 
     def new_via(self, flow: Flow) -> Via:
-        """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581)."""
-        return Via(
-            flow.transport,
-            self.via_host,
-            self.port_for(flow.transport),
-            {"branch": self.ids.branch(), "rport": None},
-        )
+        """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581).
+
+        On TCP and TLS it also carries ``alias`` (RFC 5923): the peer may send
+        its requests for our sent-by address back over this connection.
+        """
+        params: dict[str, str | None] = {"branch": self.ids.branch(), "rport": None}
+        if flow.reliable:
+            params["alias"] = None
+        return Via(flow.transport, self.via_host, self.port_for(flow.transport), params)
 
     def contact_for(self, flow: Flow) -> Address:
-        """Our Contact for messages on ``flow`` (``transport=`` for TCP and TLS)."""
+        """Our Contact for messages on ``flow``.
+
+        UDP: ``sip:user@host:port``; TCP: ``;transport=tcp``; TLS: a ``sips:``
+        URI at our TLS port (RFC 5630 s.3.1.3 deprecates ``transport=tls``;
+        RFC 3261 s.8.1.1.8 wants a SIPS Contact for SIPS requests).
+        """
         params: dict[str, str | None] = {}
-        if flow.transport != "UDP":
+        scheme = "sip"
+        if flow.transport == "TLS":
+            scheme = "sips"
+        elif flow.transport != "UDP":
             params["transport"] = flow.transport.lower()
         port = self.port_for(flow.transport)
-        return Address(SIPURI(self.via_host, user=self.user, port=port, params=params))
+        return Address(
+            SIPURI(self.via_host, user=self.user, port=port, params=params, scheme=scheme)
+        )
 
     def ua_headers(self) -> Headers:
         """User-Agent, for requests inside a dialog."""
@@ -501,7 +517,9 @@ class UserAgent:
         headers: list[tuple[str, object]] = [
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
-        headers.append(("Contact", self.contact))
+        transport = req.top_via.transport.upper()
+        contact = self.contact_for(Flow(transport, ("", 0))) if transport in TRANSPORTS else None
+        headers.append(("Contact", contact or self.contact))
         headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
@@ -610,6 +628,29 @@ class UserAgent:
             self.invites.stray_2xx(resp)
 
     # --- bad input ---------------------------------------------------------------------
+    def refuse(self, head: bytes, status: int, reason: str, flow: Flow, now: float) -> None:
+        """Answer a message the transport layer refused, from its head alone.
+
+        For streams (RFC 3261 s.18.3): a message over the size limit (413,
+        its body skipped) or one that cannot be framed (400, then the
+        connection closes). Answered when the head has what a response needs,
+        otherwise reported as a dropped message. Never raises.
+
+        Args:
+            head: The message's start line and headers.
+            status: The status to answer with (413, 400).
+            reason: Why, for the reason phrase and the notice.
+            flow: Where it came from.
+            now: The current time, seconds.
+        """
+        if status == 413:
+            self.refused_oversized += 1
+        try:
+            partial = parse_message(head + b"\r\n\r\n")
+        except SIPParseError as exc:
+            partial = exc.partial
+        self._reject_malformed(SIPParseError(reason, status, partial), flow, now)
+
     def _over_limits(self, data: bytes, flow: Flow, now: float) -> bool:
         """Refuse a message over the size or header-count limit (answered when readable).
 
