@@ -29,6 +29,15 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--sip-transports` | `SIP_TRANSPORTS` | udp (comma-separated: udp, tcp, tls) |
+| `--sip-tcp-port` | `SIP_TCP_PORT` | the SIP port |
+| `--sip-tls-port` | `SIP_TLS_PORT` | the SIP port + 1 |
+| `--tls-cert` | `SIP_TLS_CERT` | none (PEM certificate chain; needed for tls) |
+| `--tls-key` | `SIP_TLS_KEY` | none: the key is in the certificate file |
+| `--tls-ca` | `SIP_TLS_CA` | the system's trust store (PEM CA bundle for peers) |
+| `--tls-verify` | `SIP_TLS_VERIFY` | true (false: labs only, peers not verified) |
+| `--keepalive-interval` | `SIP_KEEPALIVE_INTERVAL` | 30 (seconds; 0: no keep-alives) |
+| `--dns-servers` | `SIP_DNS_SERVERS` | the system's (name servers for RFC 3263 lookups) |
 """
 
 from __future__ import annotations
@@ -47,15 +56,19 @@ from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import SIPCall
+from pipecat_sip.resolver import parse_nameservers
 from pipecat_sip.server import (
+    DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
     Registration,
     SIPServer,
     parse_networks,
+    parse_transports,
 )
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.tls import TLSConfig, TLSConfigError
 
 BotFunction = Callable[[Any], Awaitable[Any]]
 
@@ -93,6 +106,12 @@ class SIPRunnerConfig:
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
         registration: Where to register, or None.
+        transports: Transports to listen on ("udp", "tcp", "tls").
+        tcp_port: TCP port, or None for the SIP port.
+        tls_port: TLS port, or None for the SIP port + 1.
+        tls: TLS settings, or None.
+        keepalive_interval: Seconds between keep-alives on the registration's flow.
+        dns_servers: Name servers for RFC 3263 lookups, or None for the system's.
     """
 
     host: str = "0.0.0.0"
@@ -107,6 +126,12 @@ class SIPRunnerConfig:
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
     registration: Registration | None = None
+    transports: tuple[str, ...] = ("udp",)
+    tcp_port: int | None = None
+    tls_port: int | None = None
+    tls: TLSConfig | None = None
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    dns_servers: tuple[tuple[str, int], ...] | None = None
 
 
 def _uvloop_installed() -> bool:
@@ -234,6 +259,7 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             password=env.get("SIP_PASSWORD") or None,
             expires=expires,
         )
+    transports_config = _parse_transport_config(pick, env)
     return SIPRunnerConfig(
         host,
         port,
@@ -247,7 +273,91 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         server_name=server_name,
         event_loop=choice,
         registration=registration,
+        **transports_config,
     )
+
+
+_TLS_VARIABLES = {
+    "cert": ("tls_cert", "SIP_TLS_CERT"),
+    "key": ("tls_key", "SIP_TLS_KEY"),
+    "ca": ("tls_ca", "SIP_TLS_CA"),
+}
+
+
+def _parse_transport_config(
+    pick: Callable[[str, str], tuple[str | None, str]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """The transport, TLS, keep-alive and DNS settings (SIP over TCP and TLS).
+
+    Raises:
+        ConfigError: A value is invalid; the message names it, in one line.
+    """
+    value, name = pick("sip_transports", "SIP_TRANSPORTS")
+    transports: tuple[str, ...] = ("udp",)
+    if value:
+        try:
+            transports = parse_transports(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    ports: dict[str, int | None] = {}
+    for key, flag, var in (
+        ("tcp", "sip_tcp_port", "SIP_TCP_PORT"),
+        ("tls", "sip_tls_port", "SIP_TLS_PORT"),
+    ):
+        value, name = pick(flag, var)
+        ports[key] = _port(value, name, allow_zero=True) if value else None
+    files: dict[str, str | None] = {}
+    for key, (flag, var) in _TLS_VARIABLES.items():
+        value, name = pick(flag, var)
+        files[key] = value.strip() if value and value.strip() else None
+    value, name = pick("tls_verify", "SIP_TLS_VERIFY")
+    verify = True
+    if value is not None:
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            verify = True
+        elif text in ("0", "false", "no", "off"):
+            verify = False
+        else:
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+    tls = None
+    if files["cert"] or files["key"] or files["ca"] or not verify or "tls" in transports:
+        tls = TLSConfig(files["cert"], files["key"], files["ca"], verify=verify)
+        if "tls" in transports and tls.cert_file is None:
+            _, var = _TLS_VARIABLES["cert"]
+            raise ConfigError(f"{var}: needed for the tls transport (a PEM certificate chain)")
+        try:
+            tls.load()  # a missing, unreadable or mismatched file stops start-up here
+        except TLSConfigError as exc:
+            flag, var = _TLS_VARIABLES.get(exc.setting, _TLS_VARIABLES["cert"])
+            _, shown = pick(flag, var)  # the flag when given, else the variable
+            raise ConfigError(f"{shown}: {exc}") from None
+    value, name = pick("keepalive_interval", "SIP_KEEPALIVE_INTERVAL")
+    keepalive = DEFAULT_KEEPALIVE_INTERVAL
+    if value:
+        try:
+            keepalive = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if not 0 <= keepalive <= 86400:
+            raise ConfigError(f"{name}: {value!r} must be 0 (off) to 86400 seconds")
+    value, name = pick("dns_servers", "SIP_DNS_SERVERS")
+    dns_servers = None
+    if value:
+        try:
+            dns_servers = tuple(parse_nameservers(value))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        if not dns_servers:
+            raise ConfigError(f"{name}: no name server given")
+    return {
+        "transports": transports,
+        "tcp_port": ports["tcp"],
+        "tls_port": ports["tls"],
+        "tls": tls,
+        "keepalive_interval": keepalive,
+        "dns_servers": dns_servers,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +399,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
+    )
+    parser.add_argument(
+        "--sip-transports",
+        help="transports to listen on: udp,tcp,tls (SIP_TRANSPORTS, default udp)",
+    )
+    parser.add_argument("--sip-tcp-port", help="SIP TCP port (SIP_TCP_PORT, default the SIP port)")
+    parser.add_argument(
+        "--sip-tls-port", help="SIP TLS port (SIP_TLS_PORT, default the SIP port + 1)"
+    )
+    parser.add_argument("--tls-cert", help="PEM certificate chain for TLS (SIP_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of the certificate (SIP_TLS_KEY)")
+    parser.add_argument(
+        "--tls-ca", help="PEM CA bundle peers must chain to (SIP_TLS_CA, default: system store)"
+    )
+    parser.add_argument(
+        "--tls-verify",
+        help="verify peers' certificates: true or false (SIP_TLS_VERIFY, default true)",
+    )
+    parser.add_argument(
+        "--keepalive-interval",
+        help="seconds between registration-flow keep-alives, 0 = off (SIP_KEEPALIVE_INTERVAL)",
+    )
+    parser.add_argument(
+        "--dns-servers",
+        help="name servers for SIP lookups, e.g. 192.0.2.53,[::1]:53 (SIP_DNS_SERVERS)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -392,6 +527,12 @@ async def serve(
         server_name=config.server_name,
         registration=config.registration,
         user=registration_user or "pipecat",
+        transports=config.transports,
+        tcp_port=config.tcp_port,
+        tls_port=config.tls_port,
+        tls=config.tls,
+        keepalive_interval=config.keepalive_interval,
+        dns_servers=config.dns_servers,
     )
     if stop_event is None:
         stop_event = asyncio.Event()
@@ -452,5 +593,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             asyncio.run(serve(bot, config))
     except OSError as exc:
-        print(f"error: cannot listen on udp {config.host}:{config.port}: {exc}", file=sys.stderr)
+        where = "/".join(config.transports)
+        print(
+            f"error: cannot listen on {where} {config.host}:{config.port}: {exc}", file=sys.stderr
+        )
         raise SystemExit(1) from None

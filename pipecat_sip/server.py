@@ -13,25 +13,36 @@ pieces and owns one timer:
 - the :class:`~pipecat_sip.calls.CallManager`, which turns call events into
   :class:`~pipecat_sip.call.SIPCall` objects with their RTP ports and media.
 
-Registration is the user agent's (refreshes and retries run on its timer);
-the server only looks the registrar up and logs the outcome.
+Transports (RFC 3261 s.18): UDP, TCP and TLS listeners on the server's
+ports (``transports=("udp", "tcp", "tls")``); outbound requests reuse a
+connection to their destination or open one (TLS verified against the
+system's or a configured CA, RFC 5922). Host names in REGISTER and
+:meth:`SIPServer.call` targets are located with RFC 3263 (NAPTR, SRV,
+A/AAAA) by one shared :class:`~pipecat_sip.resolver.ServerLocator`, never
+blocking the loop; a URI with an IP address or an explicit port skips SRV.
+
+Registration is the user agent's (refreshes, retries and failover across the
+located destinations run on its timer); the server looks the registrar up,
+keeps the registration's flow alive (RFC 5626 CRLF keep-alives) and
+registers again over a new flow when it fails, and logs the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
-from pipecat_sip.call import SIPCall
+from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
-from pipecat_sip.endpoint import SIPEndpoint
+from pipecat_sip.endpoint import SIPEndpoint, StreamSettings
 from pipecat_sip.host import default_public_address, ensure_fd_limit
+from pipecat_sip.resolver import LocationError, ServerLocator
 from pipecat_sip.rtp.ports import PortPool
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
@@ -42,23 +53,38 @@ from pipecat_sip.security import (
     escape,
     parse_networks,
 )
+from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
+from pipecat_sip.sip.locate import Destination, TargetList, ip_version
 from pipecat_sip.sip.message import is_keepalive
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import UserAgent
+from pipecat_sip.tls import TLSConfig, TLSConfigError
 
 __all__ = [
+    "DEFAULT_KEEPALIVE_INTERVAL",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RATE_BURST",
     "DEFAULT_RATE_LIMIT",
+    "TRANSPORTS",
     "Registration",
     "SIPServer",
+    "StreamSettings",
+    "TLSConfig",
+    "TLSConfigError",
     "default_public_address",
     "parse_networks",
+    "parse_transports",
 ]
+
+#: Transports a server can listen on, as written in configuration.
+TRANSPORTS = ("udp", "tcp", "tls")
+#: Seconds between keep-alives on a registration's flow (RFC 5626 s.4.4.1
+#: suggests 95-120 s for TCP/TLS; NAT bindings for UDP often last 30 s).
+DEFAULT_KEEPALIVE_INTERVAL = 30.0
 
 #: Default largest SIP message accepted, bytes (RFC 3261 s.18.1.1 keeps UDP
 #: requests under the path MTU; 16 KiB leaves room for big SDP offers).
@@ -78,14 +104,38 @@ _FDS_SPARE = 64
 _LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
 
 
+def parse_transports(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Parse a transport list such as ``SIP_TRANSPORTS`` (``"udp,tcp,tls"``).
+
+    Returns:
+        The transports in lower case, in the order given, without repeats.
+
+    Raises:
+        ValueError: Empty, or a name that is not udp, tcp or tls.
+    """
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if name not in TRANSPORTS:
+            raise ValueError(f"{item!r} is not one of udp, tcp, tls")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError("no transport given (udp, tcp, tls)")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Registration:
     """Where and as whom :class:`SIPServer` keeps itself registered (RFC 3261 s.10).
 
     Attributes:
-        registrar: The registrar's URI, e.g. ``sip:pbx.example.com`` or
-            ``sip:192.0.2.10:5060`` (a host name is looked up with the
-            system resolver, A/AAAA only: no SRV).
+        registrar: The registrar's URI, e.g. ``sip:pbx.example.com``,
+            ``sips:pbx.example.com`` (TLS) or ``sip:192.0.2.10:5060;transport=tcp``.
+            A host name is located with RFC 3263 (NAPTR, SRV, A/AAAA; an
+            explicit port skips SRV); a 408, 503 or transport error moves to
+            the next destination found.
         username: The address-of-record's user part and the Digest user name
             (e.g. the PBX extension); default the server's ``user``.
         password: The Digest password; None answers no challenge.
@@ -99,7 +149,7 @@ class Registration:
 
 
 class SIPServer:
-    """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
+    """Answers (and places) SIP calls over UDP, TCP and TLS; hands each call to `call_handler`.
 
     For each acceptable INVITE the server sends 100 Trying and 180 Ringing,
     negotiates the SDP (488 when no codec is common), leases an RTP port
@@ -146,9 +196,33 @@ class SIPServer:
         trust_in_dialog_from: ``"peer"`` (default): in-dialog requests only
             from the dialog's peer (others get 403); ``"any"`` behind a proxy
             that does not Record-Route.
+        transports: Transports to listen on and send over, in our order of
+            preference for RFC 3263 selection: some of "udp", "tcp", "tls"
+            (or their comma-separated text). TLS needs ``tls`` with a
+            certificate.
+        tcp_port: TCP port; None: the UDP port (a free one when that is 0
+            and taken for TCP).
+        tls_port: TLS port; None: the UDP port + 1 (a free one when `port` is 0).
+        tls: Certificate, key, CA and verification for TLS (`TLSConfig`);
+            needed with a certificate for the TLS listener, optional for
+            outbound TLS only (then the system's trust store verifies peers).
+        keepalive_interval: Seconds between keep-alives on the registration's
+            flow: a CRLF ping answered by a pong on TCP/TLS (a flow that stops
+            answering is closed and the registration made again over a new
+            one), a double-CRLF datagram on UDP (RFC 5626 s.3.5.1, s.4.4.1).
+            0 sends none.
+        dns_servers: Name servers for RFC 3263 lookups (``"192.0.2.53,
+            [2001:db8::53]:53"``, see `parse_nameservers`); None: the
+            system's (``/etc/resolv.conf``, and ``/etc/hosts`` first).
+        locator: A `ServerLocator` to use instead of one built from
+            `dns_servers` (shared between servers, or a test's).
+        stream_settings: Connection limits of TCP and TLS (`StreamSettings`).
 
     Raises:
-        ValueError: A bad argument (port, range, max_calls, network, limit).
+        ValueError: A bad argument (port, range, max_calls, network, limit,
+            transport).
+        TLSConfigError: TLS asked for with a certificate or key that is
+            missing, unreadable or does not match (a ValueError; one line).
 
     Example:
         ```python
@@ -185,9 +259,33 @@ class SIPServer:
         rate_burst: int = DEFAULT_RATE_BURST,
         registration: Registration | None = None,
         trust_in_dialog_from: str = "peer",
+        transports: str | Iterable[str] = ("udp",),
+        tcp_port: int | None = None,
+        tls_port: int | None = None,
+        tls: TLSConfig | None = None,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        dns_servers: str | Iterable[str | tuple[str, int]] | None = None,
+        locator: ServerLocator | None = None,
+        stream_settings: StreamSettings | None = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
+        self.transports = parse_transports(transports)
+        for name, value in (("tcp_port", tcp_port), ("tls_port", tls_port)):
+            if value is not None and not 0 <= value < 65536:
+                raise ValueError(f"invalid SIP {name} {value}")
+        if keepalive_interval < 0:
+            raise ValueError(
+                f"keepalive_interval must be 0 (off) or more, not {keepalive_interval}"
+            )
+        self.tls = tls
+        self._server_ssl = None
+        self._client_ssl = None
+        if "tls" in self.transports and (tls is None or tls.cert_file is None):
+            raise TLSConfigError("cert", "TLS listener asked for without a certificate")
+        if tls is not None:
+            self._server_ssl, self._client_ssl = tls.load()
+
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, not {max_calls}")
         if max_message_size < 1024:
@@ -234,6 +332,22 @@ class SIPServer:
         self._rate_drops_unlogged = 0
         self._registration_id: str | None = None
         self._unregistered: asyncio.Event | None = None
+        self.tcp_port: int | None = tcp_port
+        self.tls_port: int | None = tls_port
+        self.keepalive_interval = keepalive_interval
+        self.stream_settings = stream_settings or StreamSettings(
+            max_message_size=max_message_size,
+            max_header_bytes=min(8192, max_message_size),
+        )
+        self.dns_servers = dns_servers
+        self.locator = locator
+        self._own_locator = locator is None
+        self._keepalive_flow: Flow | None = None
+        self._relocating = False
+        if dns_servers is not None and locator is None:
+            from pipecat_sip.resolver import parse_nameservers
+
+            parse_nameservers(dns_servers)  # a bad server fails here, not at the first lookup
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -243,12 +357,40 @@ class SIPServer:
             OSError: The SIP port cannot be bound.
         """
         self._loop = asyncio.get_running_loop()
-        ensure_fd_limit(_FDS_PER_CALL * self.max_calls + _FDS_SPARE)
-        self.endpoint = SIPEndpoint(self._on_message)
-        self.port = await self.endpoint.open_udp(self.host, self.port)
+        streams = [t for t in self.transports if t != "udp"]
+        connections = self.stream_settings.max_connections if streams else 0
+        ensure_fd_limit(_FDS_PER_CALL * self.max_calls + connections + _FDS_SPARE)
+        self.endpoint = SIPEndpoint(
+            self._on_message,
+            on_refused=self._on_refused,
+            on_connection_closed=self._on_connection_closed,
+            on_transport_error=self._on_transport_error,
+            settings=self.stream_settings,
+            # Outbound TLS without configuration: the system's CAs, loaded when first used.
+            client_ssl=self._client_ssl or (lambda: TLSConfig().load()[1]),
+            bind_host=self.host,
+        )
+        try:
+            await self._open_listeners()
+        except BaseException:
+            self.endpoint.close()
+            self.endpoint = None
+            raise
+        if self.locator is None:
+            self.locator = ServerLocator(
+                self.dns_servers,
+                transports=self.transports,
+                families=self._families(),
+            )
+        ports: dict[str, int] = {}
+        if self.tcp_port is not None:
+            ports["TCP"] = self.tcp_port
+        if self.tls_port is not None:
+            ports["TLS"] = self.tls_port
         self.ua = UserAgent(
             self.public_address,
             self.port,
+            transport_ports=ports,
             user=self.user,
             server_name=self.server_name,
             timer_values=self.timer_values,
@@ -270,9 +412,72 @@ class SIPServer:
             send_silence=self.send_silence,
             allowed_networks=self.allowed_networks,
         )
-        logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
+        where = ", ".join(f"{t} {self.host}:{self.port_for(t)}" for t in self.transports)
+        logger.info(f"SIP server listening on {where} ({self.uri})")
+        if self.tls is not None and not self.tls.verify:
+            logger.warning("SIP TLS: peer certificates are NOT verified (SIP_TLS_VERIFY=false)")
         if self.registration is not None:
             await self._register()
+
+    async def _open_listeners(self) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        udp = "udp" in self.transports
+        if udp:
+            self.port = await endpoint.open_udp(self.host, self.port)
+        else:
+            self.port = 0
+        if "tcp" in self.transports:
+            wanted = self.tcp_port if self.tcp_port is not None else self.port
+            try:
+                self.tcp_port = await endpoint.open_stream("TCP", self.host, wanted)
+            except OSError:
+                if self.tcp_port is not None or not udp:
+                    raise
+                self.tcp_port = await endpoint.open_stream("TCP", self.host, 0)
+        else:
+            self.tcp_port = None
+        if "tls" in self.transports:
+            wanted = self.tls_port
+            if wanted is None:
+                wanted = self.port + 1 if self.port else 0
+            self.tls_port = await endpoint.open_stream("TLS", self.host, wanted, self._server_ssl)
+        else:
+            self.tls_port = None
+        if not udp:  # the UA's own port: the first stream listener's
+            self.port = self.tcp_port or self.tls_port or 0
+
+    def _families(self) -> tuple[int, ...]:
+        """IP versions we can send from, preferred first: our public address's first."""
+        public = ip_version(self.public_address) or 4
+        if self.host in ("::", "0.0.0.0"):
+            both = (6, 4) if public == 6 else (4, 6)
+            return both if self.host == "::" else (4,)
+        return (ip_version(self.host) or public,)
+
+    def port_for(self, transport: str) -> int | None:
+        """Our port on ``transport`` ("udp", "tcp", "tls"), or None when not listening on it."""
+        name = transport.lower()
+        if name not in self.transports:
+            return None
+        if name == "udp":
+            return self.port
+        return self.tcp_port if name == "tcp" else self.tls_port
+
+    def uri_for(self, transport: str) -> str | None:
+        """The URI to call this server at over ``transport``, or None when not listening on it.
+
+        ``sip:user@host:port`` (UDP), ``...;transport=tcp``, ``sips:user@host:tls_port``.
+        """
+        port = self.port_for(transport)
+        if port is None:
+            return None
+        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
+        name = transport.lower()
+        if name == "tls":
+            return f"sips:{self.user}@{host}:{port}"
+        suffix = ";transport=tcp" if name == "tcp" else ""
+        return f"sip:{self.user}@{host}:{port}{suffix}"
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
@@ -304,6 +509,9 @@ class SIPServer:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
+        self._keepalive_flow = None
+        if self.locator is not None and self._own_locator:
+            await self.locator.close()
 
     async def __aenter__(self) -> SIPServer:
         await self.start()
@@ -329,9 +537,8 @@ class SIPServer:
 
     @property
     def uri(self) -> str:
-        """The SIP URI to call this server at."""
-        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
-        return f"sip:{self.user}@{host}:{self.port}"
+        """The SIP URI to call this server at (over its first transport)."""
+        return self.uri_for(self.transports[0]) or ""
 
     # --- outbound calls ---------------------------------------------------------
     async def call(
@@ -346,9 +553,14 @@ class SIPServer:
     ) -> SIPCall:
         """Place a call and wait until it is answered; media is then running.
 
+        The next hop is located with RFC 3263 (NAPTR, SRV, A/AAAA) from the
+        target URI (``sip:+4930123@trunk.example.com``, ``sips:...`` for TLS,
+        ``;transport=tcp``); an IP address or an explicit port skips SRV.
+
         Args:
             target: SIP URI to call (`sip:bot@127.0.0.1:6060`).
-            destination: (host, port) to send the INVITE to; defaults to the URI's.
+            destination: (host, port) or `Flow` to send the INVITE to,
+                skipping the lookup; defaults to what the URI locates to.
             from_user: User part of our From URI.
             display_name: Our display name.
             headers: Extra headers for the INVITE.
@@ -358,12 +570,25 @@ class SIPServer:
             The established call.
 
         Raises:
-            CallFailed: Rejected, cancelled or not answered in time.
+            CallFailed: Rejected, cancelled, not answered in time, or the
+                target could not be located (503).
             PortPoolExhausted: No RTP port is free.
             RuntimeError: The server is not started.
+            SIPParseError: `target` is not a SIP URI.
         """
         if self.manager is None:
             raise RuntimeError("SIPServer.call() before start()")
+        extra: dict[str, Any] = {}
+        if destination is None:
+            uri = SIPURI.parse(target)
+            targets = await self.locate(uri)
+            first = targets.current
+            assert first is not None
+            destination = self._flow_to(first, uri)
+            # RFC 3263 s.4.3 failover across the targets is the INVITE usage's work;
+            # hand them over when it takes them, else the first is used alone.
+            if _accepts(self.manager.place_call, "targets"):
+                extra["targets"] = targets
         return await self.manager.place_call(
             target,
             destination=destination,
@@ -371,7 +596,39 @@ class SIPServer:
             display_name=display_name,
             headers=headers,
             timeout=timeout,
+            **extra,
         )
+
+    async def locate(self, uri: str | SIPURI) -> TargetList:
+        """Where requests to ``uri`` go (RFC 3263), as a `TargetList` to walk on failure.
+
+        Raises:
+            CallFailed: Nothing could be located (503, the reason says why).
+            RuntimeError: The server is not started.
+        """
+        if self.locator is None:
+            raise RuntimeError("SIPServer.locate() before start()")
+        if not isinstance(uri, SIPURI):
+            uri = SIPURI.parse(uri)
+        transports: tuple[str, ...] = self.transports
+        if uri.scheme == "sips" and "tls" not in transports:
+            # Outbound TLS needs no listener of ours (replies come back on the
+            # connection; RFC 5923 alias asks the peer to reuse it).
+            transports = (*transports, "tls")
+        try:
+            return TargetList(await self.locator.locate(uri, transports=transports))
+        except LocationError as exc:
+            raise CallFailed(str(exc), 503) from None
+
+    def _flow_to(self, destination: Destination, uri: SIPURI) -> Flow:
+        """The flow to a located destination; TLS checks the URI's host (RFC 5922 s.7.2)."""
+        transport = destination.transport.upper()
+        name = None
+        if transport == "TLS":
+            host = uri.get_param("maddr") or uri.host
+            host = host[1:-1] if host.startswith("[") else host
+            name = host if ip_version(host) is None else None
+        return Flow(transport, (destination.ip, destination.port), server_name=name)
 
     # --- Signalling (what the call manager uses) ------------------------------------
     def now(self) -> float:
@@ -406,6 +663,32 @@ class SIPServer:
                 self._timer = self._loop.call_at(deadline, self._on_timer)
 
     # --- incoming messages and the timer ---------------------------------------------
+    def _on_refused(self, head: bytes, status: int, reason: str, flow: Flow) -> None:
+        """A stream message refused by the framer (too large, unframeable): answer it."""
+        ua = self.ua
+        if ua is None or self._loop is None:
+            return
+        ua.refuse(head, status, reason, flow, self._loop.time())
+        self.flush()
+
+    def _on_connection_closed(self, flow: Flow, reason: str) -> None:
+        """A connection closed: a registration over it registers again over a new flow."""
+        ua = self.ua
+        if ua is None or self._loop is None or not ua.registrations.registration_on(flow):
+            return
+        ua.registrations.flow_failed(flow, reason, self._loop.time())
+        self.flush()
+
+    def _on_transport_error(self, flow: Flow, reason: str) -> None:
+        """A connection could not be opened: the requests waiting on it fail now."""
+        ua = self.ua
+        if ua is None or self._loop is None:
+            return
+        now = self._loop.time()
+        ua.registrations.transport_failed(flow, reason, now)
+        ua.layer.transport_failed(flow, now)
+        self.flush()
+
     def _on_message(self, data: bytes, flow: Flow) -> None:
         ua = self.ua
         if ua is None or self._loop is None:
@@ -469,16 +752,15 @@ class SIPServer:
 
     # --- registration ------------------------------------------------------------
     async def _register(self) -> None:
-        """Look the registrar up and start the registration (the UA refreshes and retries)."""
+        """Locate the registrar and start the registration (the UA refreshes and retries)."""
         assert self.registration is not None and self._loop is not None
         reg = self.registration
         try:
             uri = SIPURI.parse(reg.registrar)
-            host, port = uri.host_port
-            family = socket.AF_INET6 if ":" in self.public_address else socket.AF_INET
-            infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-            destination = infos[0][4][:2]
-        except (ValueError, OSError) as exc:
+            flows = await self._registrar_flows(uri)
+        except (SIPParseError, CallFailed, RuntimeError) as exc:
+            if self.ua is None:
+                return
             logger.warning(f"registrar {reg.registrar}: {exc}; retrying in {_REGISTER_RETRY_S} s")
             self._loop.call_later(_REGISTER_RETRY_S, lambda: self._spawn(self._register()))
             return
@@ -486,14 +768,57 @@ class SIPServer:
             return
         self._registration_id = self.ua.register(
             uri,
-            (destination[0], destination[1]),
+            flows[0],
             self._loop.time(),
             expires=reg.expires,
             user=reg.username or self.user,
             username=reg.username,
             password=reg.password,
+            targets=flows,
         )
         self.flush()
+
+    async def _registrar_flows(self, uri: SIPURI) -> list[Flow]:
+        targets = await self.locate(uri)
+        return [self._flow_to(d, uri) for d in targets]
+
+    async def _relocate_registrar(self) -> None:
+        """After a failed attempt: look the registrar up again for the next retry (new SRV data)."""
+        if self._relocating or self.registration is None:
+            return
+        self._relocating = True
+        try:
+            uri = SIPURI.parse(self.registration.registrar)
+            if ip_version(uri.host) is not None:
+                return
+            flows = await self._registrar_flows(uri)
+        except (SIPParseError, CallFailed, RuntimeError) as exc:
+            logger.debug(f"registrar {self.registration.registrar}: {exc}")
+            return
+        finally:
+            self._relocating = False
+        if self.ua is not None and self._registration_id is not None:
+            self.ua.registrations.set_targets(self._registration_id, flows)
+
+    def _keep_registration_alive(self) -> None:
+        """Keep-alives on the flow the registration now uses (RFC 5626 s.4.4.1)."""
+        ua, endpoint = self.ua, self.endpoint
+        if ua is None or endpoint is None or self._registration_id is None:
+            return
+        reg = ua.registrations.registrations.get(self._registration_id)
+        flow = reg.flow if reg is not None else None
+        if flow == self._keepalive_flow:
+            return
+        if self._keepalive_flow is not None:
+            endpoint.stop_keep_alive(self._keepalive_flow)
+        self._keepalive_flow = flow
+        if flow is not None and self.keepalive_interval > 0:
+            endpoint.keep_alive(flow, self.keepalive_interval)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_flow is not None and self.endpoint is not None:
+            self.endpoint.stop_keep_alive(self._keepalive_flow)
+        self._keepalive_flow = None
 
     def _on_registration(self, event: Registered | RegistrationFailed) -> None:
         assert self.registration is not None
@@ -501,24 +826,38 @@ class SIPServer:
         if isinstance(event, Registered):
             if event.expires == 0:
                 self.registered = False
+                self._stop_keepalive()
                 logger.info(f"unregistered from {where}")
                 if self._unregistered is not None:
                     self._unregistered.set()
                 return
             self.registered = True
-            logger.info(f"registered at {where} as {self.uri} for {event.expires} s")
+            self._keep_registration_alive()
+            flow = self._keepalive_flow
+            via = f" over {flow}" if flow is not None else ""
+            logger.info(f"registered at {where}{via} as {self.uri} for {event.expires} s")
             return
         self.registered = False
+        self._stop_keepalive()
         if event.retry_in is None:  # stopping: the unregister failed, move on
             if self._unregistered is not None:
                 self._unregistered.set()
             return
         logger.warning(
-            f"registration at {where} failed ({escape(event.reason, 120)}); "
+            f"registration at {where} failed ({escape(event.reason, 200)}); "
             f"retrying in {event.retry_in:g} s"
         )
+        self._spawn(self._relocate_registrar())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` takes a keyword argument ``name``."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
