@@ -698,7 +698,7 @@ class SIPEndpoint:
                     reason = f"larger than {conn.framer.max_message_size} bytes"
                     self._on_refused(event.head, 413, reason, conn.flow)
             elif isinstance(event, StreamError):
-                self.stats["closed_framing"] += 1
+                self.stats["closed_timeout" if event.kind == "timeout" else "closed_framing"] += 1
                 if event.head is not None and self._on_refused is not None:
                     self._on_refused(event.head, event.status_code, event.reason, conn.flow)
                 self._log_limited(
