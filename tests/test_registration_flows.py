@@ -194,3 +194,14 @@ def test_transport_failed_spares_transactions_that_had_an_answer_and_other_flows
     h.answer(invite, flow, 180)
     assert h.ua.layer.transport_failed(flow, 0.5) == 0  # Proceeding: a final may still come
     assert h.ua.layer.transport_failed(Flow("TCP", ("192.0.2.8", 5060)), 0.5) == 0
+
+
+def test_contact_is_sips_only_for_sips_requests() -> None:
+    h = Harness()
+    tls = Flow("TLS", ("192.0.2.9", 5061))
+    h.ua.invite("sips:bot@192.0.2.9", b"v=0\r\n", 0.0, destination=tls)
+    h.ua.invite("sip:bot@192.0.2.9;transport=tls", b"v=0\r\n", 0.0, destination=tls)
+    (secure, _), (plain, _) = h.sent()
+    assert str(secure.contacts[0].uri) == "sips:1000@127.0.0.1:5071"
+    assert str(plain.contacts[0].uri) == "sip:1000@127.0.0.1:5071;transport=tls"
+    assert secure.top_via.transport == plain.top_via.transport == "TLS"

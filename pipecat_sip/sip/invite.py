@@ -445,7 +445,7 @@ class InviteUsage:
         h.add("To", Address(SIPURI(uri.host, user=uri.user, port=uri.port, scheme=uri.scheme)))
         h.add("Call-ID", call_id)
         h.add("CSeq", CSeq(ua.ids.cseq(), "INVITE"))
-        h.add("Contact", ua.contact_for(flow))
+        h.add("Contact", ua.contact_for(flow, secure=uri.scheme == "sips"))
         ua.add_common_headers(h)
         for name, value in headers:
             h.add(name, value)

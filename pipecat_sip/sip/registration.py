@@ -339,7 +339,7 @@ class RegistrationClient:
         h.add("To", aor)
         h.add("Call-ID", reg.registration_id)
         h.add("CSeq", CSeq(reg.cseq, "REGISTER"))
-        h.add("Contact", ua.contact_for(reg.flow))
+        h.add("Contact", ua.contact_for(reg.flow, secure=reg.registrar.scheme == "sips"))
         h.add("Expires", reg.expires)
         if reg.challenge is not None and reg.password is not None:
             reg.nonce_count += 1
@@ -411,7 +411,7 @@ class RegistrationClient:
         """The binding's lifetime from a 2xx: our Contact's expires, else Expires (s.10.2.4)."""
         if reg.expires == 0:
             return 0
-        ours = self.ua.contact_for(reg.flow).uri
+        ours = self.ua.contact_for(reg.flow, secure=reg.registrar.scheme == "sips").uri
         assert isinstance(ours, SIPURI)
         for contact in response.contacts:
             uri = contact.uri

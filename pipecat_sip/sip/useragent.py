@@ -467,20 +467,21 @@ class UserAgent:
             params["alias"] = None
         return Via(flow.transport, self.via_host, self.port_for(flow.transport), params)
 
-    def contact_for(self, flow: Flow) -> Address:
+    def contact_for(self, flow: Flow, *, secure: bool = False) -> Address:
         """Our Contact for messages on ``flow``.
 
-        UDP: ``sip:user@host:port``; TCP: ``;transport=tcp``; TLS: a ``sips:``
-        URI at our TLS port (RFC 5630 s.3.1.3 deprecates ``transport=tls``;
-        RFC 3261 s.8.1.1.8 wants a SIPS Contact for SIPS requests).
+        UDP: ``sip:user@host:port``; TCP and TLS: ``;transport=tcp``/``tls``
+        at our port for it. ``secure`` (the request or dialog is SIPS):
+        ``sips:user@host:tls_port``, as RFC 3261 s.8.1.1.8 and s.12.1.1 ask.
         """
         params: dict[str, str | None] = {}
         scheme = "sip"
-        if flow.transport == "TLS":
-            scheme = "sips"
-        elif flow.transport != "UDP":
-            params["transport"] = flow.transport.lower()
-        port = self.port_for(flow.transport)
+        transport = flow.transport
+        if secure:
+            scheme, transport = "sips", "TLS"
+        elif transport != "UDP":
+            params["transport"] = transport.lower()
+        port = self.port_for(transport)
         return Address(
             SIPURI(self.via_host, user=self.user, port=port, params=params, scheme=scheme)
         )
@@ -518,8 +519,12 @@ class UserAgent:
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
         transport = req.top_via.transport.upper()
-        contact = self.contact_for(Flow(transport, ("", 0))) if transport in TRANSPORTS else None
-        headers.append(("Contact", contact or self.contact))
+        secure = isinstance(req.uri, SIPURI) and req.uri.scheme == "sips"
+        if transport in TRANSPORTS:
+            contact = self.contact_for(Flow(transport, ("", 0)), secure=secure)
+        else:
+            contact = self.contact
+        headers.append(("Contact", contact))
         headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
