@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from pipecat_sip.rtp import PortPool, PortPoolExhausted
+from pipecat_sip.ports import PortPool, PortPoolExhausted
 
 HOST = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-"""A pool of RTP ports: even ports from a configured range, bound on demand.
+"""A pool of RTP ports: even ports from a configured range, bound on demand (I/O: it binds sockets).
 
 RFC 3550 section 11: RTP uses an even port and RTCP the odd port above it.
 The pool hands out only even ports whose odd neighbour is also inside the
