@@ -18,7 +18,7 @@ from loguru import logger
 
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
-from pipecat_sip.rtp.ports import PortLease
+from pipecat_sip.ports import PortLease
 from pipecat_sip.sdp import HOLD_ADDRESSES, NegotiatedMedia, SessionDescription
 
 if TYPE_CHECKING:

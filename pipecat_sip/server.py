@@ -19,7 +19,7 @@ from loguru import logger
 
 from pipecat_sip.call import CallFailed, CallInfo, SIPCall
 from pipecat_sip.codecs import SUPPORTED_CODECS, get_codec
-from pipecat_sip.rtp.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
 from pipecat_sip.sdp import (
     NegotiatedMedia,
     NoCommonCodec,
