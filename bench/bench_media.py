@@ -117,7 +117,8 @@ async def bench_session_path(iterations: int) -> list[dict]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    session = RTPSession(sock=sock, remote_addr=("127.0.0.1", 9), codec=PCMU, rtp_timeout_s=0)
+    addr = ("127.0.0.1", 40000)  # the peer sends from its SDP address
+    session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0)
     await session.start()
     MediaClock.for_loop().remove(session)  # ticks are driven by hand here
     real_sock, session._sock = session._sock, _NullSocket()
@@ -132,7 +133,6 @@ async def bench_session_path(iterations: int) -> list[dict]:
     sender = RtpSender(0, 8000)
     payload = PCMU.encode(speech_like_pcm(160))
     wires = [sender.packet(payload, 160) for _ in range(iterations * ROUNDS)]
-    addr = ("127.0.0.1", 40000)
     feed = iter(wires)
     on_datagram = session._on_datagram
 

@@ -288,10 +288,15 @@ class RTPSession:
 
     Receiving: datagrams are parsed as RTP; RTCP, junk and unknown payload
     types are counted and dropped. The session sends to ``remote_addr`` (the
-    SDP address) until the first valid packet arrives, then latches to that
-    packet's source (symmetric RTP, for NAT) and drops packets from any
-    other source. Audio packets are decoded and passed to :attr:`on_audio`
-    (at once, or through the ``jitter_buffer``); telephone-event packets (our
+    SDP address) and latches (symmetric RTP, for NAT) as
+    :mod:`pipecat_sip.rtp.latching` says: packets from the SDP address
+    always win; another source is taken only while the SDP address is
+    silent, from a plausible host (``latching``, ``signaling_address``),
+    after a short run of consecutive packets; other sources are dropped.
+    Input is bounded by audio time (a few hundred ms ahead of real time) and
+    payload size; what is dropped is counted in :attr:`stats`. Audio packets
+    are decoded and passed to :attr:`on_audio` (at once, or through the
+    ``jitter_buffer``); telephone-event packets (our
     payload type, or any of ``extra_telephone_event_pts``) become one
     :attr:`on_dtmf` call per key press.
 
@@ -307,7 +312,8 @@ class RTPSession:
 
     - ``on_audio(pcm: bytes)``: decoded PCM16 of each received audio packet.
     - ``on_dtmf(key: str)``: ``"0"``-``"9"``, ``"*"`` or ``"#"``, once per press.
-    - ``on_timeout()``: once, when no RTP arrived for ``rtp_timeout_s``.
+    - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
+      (held or not).
 
     Args:
         sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.ports.PortPool`);
@@ -323,8 +329,9 @@ class RTPSession:
         ptime_ms: Packet time in ms.
         send_silence: Send encoded silence when nothing is queued (else send
             nothing and let the timestamp run on).
-        rtp_timeout_s: Call ``on_timeout`` when no RTP arrived for this long,
-            counted from :meth:`start`; 0 disables it.
+        rtp_timeout_s: Call ``on_timeout`` when no RTP or RTCP arrived for
+            this long, counted from :meth:`start` (or from confirmation with
+            ``confirmed=False``); 0 disables it.
         clock: The pacing clock; default the loop's shared one for ``ptime_ms``.
         log_prefix: Put in front of log lines (e.g. the call).
         rtcp_sock: A bound UDP socket for RTCP (the RTP port + 1), or None
@@ -340,6 +347,15 @@ class RTPSession:
         jitter_buffer: A jitter buffer (``put(packet, now)``, ``pop(now)``,
             see :class:`~pipecat_sip.rtp.session.JitterBuffer`), or None to
             deliver each audio packet as it arrives.
+        signaling_address: The host (or ``(host, port)``) the call's SIP
+            signalling came from: with ``latching="signaling"`` RTP may
+            latch to a source on that host or on the SDP ``c=`` host.
+        latching: ``"signaling"`` (default), ``"any"`` or ``"off"``: which
+            other sources than the SDP address RTP may latch to (see
+            :mod:`pipecat_sip.rtp.latching`).
+        confirmed: False: send nothing until :meth:`confirm` (the call's
+            ACK) or accepted RTP from the peer; the RTP timeout counts from
+            then. True (default): from :meth:`start`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -382,6 +398,9 @@ class RTPSession:
         comfort_noise_pt: int | None = None,
         rng: Any = None,
         jitter_buffer: JitterBuffer | None = None,
+        signaling_address: str | tuple | None = None,
+        latching: str = "signaling",
+        confirmed: bool = True,
     ):
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
@@ -400,6 +419,9 @@ class RTPSession:
             cname=cname,
             rng=rng,
             jitter_buffer=jitter_buffer,
+            signaling_address=signaling_address,
+            latching=latching,
+            confirmed=confirmed,
         )
         self.codec = codec
         self.payload_type = session.payload_type
@@ -459,7 +481,7 @@ class RTPSession:
 
     @property
     def receiving(self) -> bool:
-        """Whether the peer is expected to send RTP (the RTP timeout runs only then)."""
+        """Whether the negotiated direction has the peer send RTP to us."""
         return self._session.receiving
 
     @property
@@ -474,8 +496,8 @@ class RTPSession:
         packet pace, so whatever plays on still takes its real time, but
         nothing goes on the wire (recvonly/inactive: RFC 3264 forbids
         sending) and key presses are dropped; the RTP timestamp runs on.
-        With ``receive`` False the RTP timeout waits; it counts again from
-        when ``receive`` is set back.
+        The RTP timeout runs whatever the direction: a held call still gets
+        the peer's RTCP.
 
         Args:
             send: Put packets on the wire.
@@ -641,6 +663,18 @@ class RTPSession:
         """
         event_for_key(key)  # validate before queueing anything
         self._session.queue_dtmf(key, duration_ms)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the peer has shown it owns its address (we may send to it)."""
+        return self._session.confirmed
+
+    def confirm(self) -> None:
+        """The peer owns its address (the call's ACK): start sending; the RTP timeout counts.
+
+        For a session made with ``confirmed=False``; idempotent.
+        """
+        self._session.confirm(self._time())
 
     def update_remote(self, remote_addr: tuple[str, int]) -> None:
         """Send to a new SDP address (re-INVITE) and latch again on the next packets."""

@@ -23,10 +23,38 @@ from pipecat_sip.rtp.rtcp import (
 )
 from pipecat_sip.rtp.sender import RtpSender
 
-__all__ = ["MIN_INTERVAL_S", "RtcpReporter"]
+__all__ = ["MAX_RTCP_PACKETS", "MIN_INTERVAL_S", "RtcpReporter", "compound_prefix"]
 
 MIN_INTERVAL_S = 0.05
 """Shortest mean report interval taken, seconds (tests use short ones)."""
+
+MAX_RTCP_PACKETS = 16
+"""Most packets read from one compound RTCP datagram; the rest is ignored.
+(A real compound holds 2-4: SR/RR, SDES, maybe BYE or XR.)"""
+
+
+def compound_prefix(data: bytes, max_packets: int = MAX_RTCP_PACKETS) -> tuple[bytes, bool]:
+    """The first ``max_packets`` packets of a compound RTCP datagram, found from the headers.
+
+    Only the 4-byte common headers are read (RFC 3550 s.6.4.1: the length
+    field counts 32-bit words minus one), so the work is bounded by
+    ``max_packets`` whatever the datagram's size.
+
+    Returns:
+        ``(prefix, truncated)``: the bytes of at most ``max_packets`` packets
+        (all of ``data`` when it holds no more, or when a length runs past
+        its end, for the parser to reject), and whether packets were left
+        out.
+    """
+    size = len(data)
+    offset = 0
+    for _ in range(max_packets):
+        if offset + 4 > size:
+            return data, False
+        offset += 4 * (((data[offset + 2] << 8) | data[offset + 3]) + 1)
+    if offset >= size:
+        return data, False
+    return data[:offset], True
 
 
 class RtcpReporter:
@@ -57,6 +85,7 @@ class RtcpReporter:
         "reception",
         "next_report",
         "reports",
+        "truncated",
         "_rng",
         "_packets_at_report",
     )
@@ -79,6 +108,8 @@ class RtcpReporter:
         self.reception: ReceptionStats | None = None
         self.next_report = float("inf")
         self.reports = 0
+        self.truncated = 0
+        """Compound datagrams of which only the first :data:`MAX_RTCP_PACKETS` were read."""
         self._rng = rng or secrets.SystemRandom()
         self._packets_at_report = 0
 
@@ -100,11 +131,17 @@ class RtcpReporter:
     def read(self, data: bytes, now: float) -> bool:
         """Read a received compound RTCP datagram: take the sender reports of our source.
 
+        At most :data:`MAX_RTCP_PACKETS` packets are read (see
+        :func:`compound_prefix`).
+
         Returns:
             False when the datagram is not RTCP (``parse_compound`` refused it).
         """
+        prefix, truncated = compound_prefix(data)
+        if truncated:
+            self.truncated += 1
         try:
-            packets = parse_compound(data)
+            packets = parse_compound(prefix)
         except ValueError:
             return False
         for packet in packets:

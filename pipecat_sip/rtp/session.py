@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipecat_sip.codecs import Codec
+from pipecat_sip.rtp.budget import InputBudget
 from pipecat_sip.rtp.dtmf import DtmfReceiver, describe_event, event_for_key
 from pipecat_sip.rtp.latching import Latching
 from pipecat_sip.rtp.liveness import Liveness
@@ -45,6 +46,9 @@ from pipecat_sip.rtp.reports import RtcpReporter
 from pipecat_sip.rtp.sender import RtpSender
 
 __all__ = [
+    "MAX_AHEAD_S",
+    "MAX_PACKET_PTIMES",
+    "MIN_PACKET_COST_S",
     "Address",
     "AudioReceived",
     "Datagram",
@@ -63,6 +67,18 @@ Address = Any
 
 Datagram = tuple[bytes, Address, bool]
 """A datagram to send: ``(data, destination, is_rtcp)``; RTCP goes out on the RTCP socket."""
+
+MAX_AHEAD_S = 0.3
+"""Most audio, seconds, a call accepts ahead of real time (a burst after a
+network stall); packets beyond it are dropped and counted (``packets_over_rate``)."""
+
+MAX_PACKET_PTIMES = 6
+"""Largest payload accepted, in packet times of the codec (120 ms at 20 ms);
+larger ones are dropped and counted (``packets_too_large``)."""
+
+MIN_PACKET_COST_S = 0.01
+"""What any accepted packet costs of the input budget at least, seconds (10 ms,
+the shortest usual ptime): many tiny packets are bounded too."""
 
 _HOLD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 _unpack_header = RTP_HEADER.unpack_from
@@ -113,6 +129,13 @@ class RtpStats:
         deadlines_skipped: Packet times skipped because the loop ran late.
         send_errors: Errors the socket reported on sending.
         errors: Exceptions caught in callbacks (ours or the user's).
+        packets_over_rate: Packets dropped because the call was receiving
+            faster than real time (more than :data:`MAX_AHEAD_S` ahead).
+        packets_too_large: Packets dropped for a payload over
+            :data:`MAX_PACKET_PTIMES` packet times.
+        packets_on_probation: Packets of a new source dropped while it
+            proved itself (see :mod:`pipecat_sip.rtp.latching`).
+        rtcp_truncated: RTCP compounds of which only the first packets were read.
     """
 
     packets_sent: int = 0
@@ -130,6 +153,10 @@ class RtpStats:
     deadlines_skipped: int = 0
     send_errors: int = 0
     errors: int = 0
+    packets_over_rate: int = 0
+    packets_too_large: int = 0
+    packets_on_probation: int = 0
+    rtcp_truncated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +229,16 @@ class MediaSession:
     :class:`~pipecat_sip.rtp.packetizer.Packetizer`) addressed to
     :attr:`remote_addr`: the SDP address until latching, then the
     latched source. While :attr:`sending` is False (hold) nothing goes on
-    the wire but queued audio drains at the packet pace.
+    the wire but queued audio drains at the packet pace. A session made
+    with ``confirmed=False`` sends nothing at all (RTP or RTCP, and its
+    queue waits) until :meth:`confirm` or accepted RTP from the peer.
 
     Receiving: :meth:`receive_rtp` parses a datagram, drops junk, unknown
-    payload types and packets from other sources than the latched one
-    (each counted in :attr:`stats`), and returns the decoded PCM of an
+    payload types and packets from sources latching refuses (each counted
+    in :attr:`stats`; the policy is in :mod:`pipecat_sip.rtp.latching`:
+    the SDP address always wins, another source only while the SDP
+    address is silent, from a plausible host, after a short run of
+    consecutive packets), and returns the decoded PCM of an
     audio packet (without a jitter buffer), or hands the packet to the
     jitter buffer. Telephone-events become :class:`DtmfReceived` events,
     once per key press.
@@ -216,9 +248,17 @@ class MediaSession:
     arrives from the peer, then back to that source; a BYE from
     :meth:`close`. Received SRs feed LSR/DLSR.
 
-    Timeout: :class:`RtpTimeout` once, when no RTP was accepted for
-    ``rtp_timeout_s`` while the peer is expected to send (:attr:`receiving`);
-    counted from :meth:`start`.
+    Timeout: :class:`RtpTimeout` once, when nothing (RTP or RTCP) came from
+    the peer for ``rtp_timeout_s``, whatever the direction (RTCP goes on
+    during hold); counted from :meth:`start` or, for a session started
+    unconfirmed, from :meth:`confirm` or the peer's first packet.
+
+    Input bounds: a call accepts at most :data:`MAX_AHEAD_S` of audio ahead
+    of real time (a token bucket; telephone-events and comfort noise have
+    their own) and payloads up to :data:`MAX_PACKET_PTIMES` packet times;
+    the rest is dropped and counted. RTCP is read only from the peer's host
+    (:meth:`~pipecat_sip.rtp.latching.Latching.rtcp_allowed`) and only its
+    first :data:`~pipecat_sip.rtp.reports.MAX_RTCP_PACKETS` packets.
 
     Jitter buffer slot: with ``jitter_buffer`` given, every accepted packet
     of the audio, comfort-noise and telephone-event payload types goes to
@@ -251,10 +291,18 @@ class MediaSession:
         jitter_buffer: A :class:`JitterBuffer`, or None to deliver each
             audio packet as it arrives.
         wall_offset: Wall clock minus ``now``, seconds (for NTP timestamps).
+        signaling_address: The host (or ``(host, port)``) the call's SIP
+            signalling came from: with ``latching="signaling"`` RTP may
+            latch to a source on it or on the SDP ``c=`` host.
+        latching: The latching policy, ``"signaling"``, ``"any"`` or
+            ``"off"`` (see :mod:`pipecat_sip.rtp.latching`).
+        confirmed: False: send nothing (RTP or RTCP) until :meth:`confirm`
+            (the call's ACK) or an accepted RTP packet from the peer shows
+            it owns the address; the RTP timeout counts from then.
 
     Raises:
-        ValueError: A payload type is out of range or ``ptime_ms`` does not
-            fit the codec's rates.
+        ValueError: A payload type is out of range, ``ptime_ms`` does not
+            fit the codec's rates, or an unknown latching policy.
 
     Example:
         >>> import random
@@ -283,6 +331,9 @@ class MediaSession:
         rng: Any = None,
         jitter_buffer: JitterBuffer | None = None,
         wall_offset: float = 0.0,
+        signaling_address: str | tuple | None = None,
+        latching: str = "signaling",
+        confirmed: bool = True,
     ):
         rng = rng or secrets.SystemRandom()
         self.codec = codec
@@ -321,10 +372,23 @@ class MediaSession:
         conceal = getattr(stream, "conceal", None)
         self._conceal = conceal if callable(conceal) else None
         self._silence_pcm = bytes(2 * self.samples_per_packet)
+        try:
+            ptime_bytes = len(codec.silence(self.samples_per_packet))
+        except Exception:
+            ptime_bytes = 0
+        ptime_bytes = ptime_bytes or self.samples_per_packet
+        self._max_payload = MAX_PACKET_PTIMES * ptime_bytes
+        self._seconds_per_byte = ptime_ms / 1000 / ptime_bytes
+        self._audio_budget = InputBudget(MAX_AHEAD_S)
+        self._event_budget = InputBudget(MAX_AHEAD_S)  # telephone-event and comfort noise
+        self._over_rate = False  # dropping a flood: noticed once per run
 
         self._sdp_addr = tuple(remote_addr[:2])
         self._remote: Address | None = None if is_hold_address(remote_addr) else self._sdp_addr
-        self._latch = Latching(remote_addr)
+        if isinstance(signaling_address, tuple):
+            signaling_address = signaling_address[0]
+        self._latch = Latching(remote_addr, policy=latching, signaling_host=signaling_address)
+        self._source_heard = 0.0  # when the latched source last sent an accepted packet
         self._liveness = Liveness(rtp_timeout_s)
         self._dtmf_in = DtmfReceiver()
         self._jitter = jitter_buffer
@@ -353,7 +417,8 @@ class MediaSession:
         self._receiving = True
         self._started = False
         self._closed = False
-        self._active = False  # started and not closed: the clock's ticks count
+        self._confirmed = bool(confirmed)
+        self._active = False  # started, confirmed and not closed: the clock's ticks count
         self.stats = RtpStats()
         """The session's counters."""
         self.events: deque[Event] = deque()
@@ -401,7 +466,7 @@ class MediaSession:
 
     @property
     def receiving(self) -> bool:
-        """Whether the peer is expected to send RTP (the RTP timeout runs only then)."""
+        """Whether the negotiated direction has the peer send RTP to us."""
         return self._receiving
 
     @property
@@ -443,6 +508,27 @@ class MediaSession:
         if self._started or self._closed:
             return
         self._started = True
+        if self._confirmed:
+            self._begin(now)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the peer has shown it owns its address (ACK, or RTP from it)."""
+        return self._confirmed
+
+    def confirm(self, now: float) -> None:
+        """The peer owns its address (the call's ACK): start sending, count the timeout from now.
+
+        Idempotent; before :meth:`start` it takes effect at :meth:`start`.
+        """
+        if self._confirmed:
+            return
+        self._confirmed = True
+        if self._started and not self._closed:
+            self._begin(now)
+
+    def _begin(self, now: float) -> None:
+        """Started and confirmed: the clock's ticks send, the timeout and RTCP run."""
         self._active = True
         self._liveness.start(now)
         if self._reporter is not None:
@@ -460,8 +546,8 @@ class MediaSession:
         self._closed = True
         self._active = False
         self._packetizer.clear()
-        if not self._started:
-            return _NOTHING
+        if not self._started or not self._confirmed:
+            return _NOTHING  # nothing to an address the peer has not shown it owns
         return self._rtcp_report(now, bye=True)
 
     def queue_audio(self, pcm: bytes) -> None:
@@ -503,19 +589,14 @@ class MediaSession:
 
         With ``send`` False nothing goes on the wire, queued audio drains at
         the packet pace and key presses are dropped; the RTP timestamp runs
-        on. With ``receive`` False the RTP timeout waits; it counts again
-        from ``now`` when ``receive`` is set back.
+        on. The RTP timeout runs in every direction state: a held call
+        still gets RTCP from a live peer (RFC 3550 s.6, RFC 3264 s.5.1).
 
         Args:
             send: Put packets on the wire.
             receive: Expect packets from the peer.
             now: The time, seconds (monotonic).
         """
-        live = self._liveness
-        if not receive:
-            live.pause()
-        else:
-            live.resume(now)
         self._sending = bool(send)
         self._receiving = bool(receive)
 
@@ -565,10 +646,7 @@ class MediaSession:
         stats = self.stats
         size = len(data)
         if size >= 2 and 192 <= data[1] <= 223:  # RTCP on the RTP port (RFC 5761 s.4)
-            stats.packets_rtcp += 1
-            reporter = self._reporter
-            if reporter is not None:
-                reporter.read(data, now)
+            self._read_rtcp(data, addr, now, muxed=True)
             return None
         if size < 12:
             stats.packets_invalid += 1
@@ -585,14 +663,42 @@ class MediaSession:
                 return None
             payload = packet.payload
         pt = second & 0x7F
-        if pt != self.payload_type and pt not in self._te_pts and pt != self._cn_pt:
+        audio = pt == self.payload_type
+        if not audio and pt not in self._te_pts and pt != self._cn_pt:
             stats.packets_unknown_pt += 1
+            return None
+        octets = len(payload)
+        if octets > self._max_payload:
+            stats.packets_too_large += 1
             return None
         if addr != self._latch.source and not self._admit(addr, ssrc, seq, now):
             return None
+        if audio:
+            cost = octets * self._seconds_per_byte
+            budget = self._audio_budget
+        else:
+            cost = MIN_PACKET_COST_S
+            budget = self._event_budget
+        if not budget.take(cost if cost > MIN_PACKET_COST_S else MIN_PACKET_COST_S, now):
+            stats.packets_over_rate += 1
+            if not self._over_rate:
+                self._over_rate = True
+                self.events.append(
+                    Notice(
+                        "over_rate",
+                        f"RTP arriving faster than real time: dropping what is more than "
+                        f"{MAX_AHEAD_S * 1000:g} ms ahead",
+                        "warning",
+                    )
+                )
+            return None
+        self._over_rate = False
+        if not self._confirmed:
+            self.confirm(now)  # RTP from the peer: it owns the address
+        self._source_heard = now
         self._liveness.last_heard = now
         stats.packets_received += 1
-        stats.octets_received += len(payload)
+        stats.octets_received += octets
         reporter = self._reporter
         if reporter is not None:
             reception = reporter.reception
@@ -605,7 +711,7 @@ class MediaSession:
                 packet = RtpPacket(pt, seq, timestamp, ssrc, bytes(payload), bool(second & 0x80))
             jitter.put(packet, now)
             return None
-        if pt == self.payload_type:
+        if audio:
             return self._decode(payload)
         if pt != self._cn_pt:
             if packet is None:
@@ -616,8 +722,13 @@ class MediaSession:
     def receive_rtcp(self, data: bytes, addr: Address, now: float) -> None:
         """Take one datagram from the RTCP port (RFC 3550 s.6).
 
-        Only from the host of the latched RTP source (once latched); an SR
-        of our source feeds LSR/DLSR, and later reports go back to ``addr``
+        The source is checked first (the host of the latched RTP source, or
+        before latching a plausible one: see
+        :meth:`~pipecat_sip.rtp.latching.Latching.rtcp_allowed`), so a
+        stranger's datagram costs one comparison; then at most
+        :data:`~pipecat_sip.rtp.reports.MAX_RTCP_PACKETS` packets are read.
+        An SR of our source feeds LSR/DLSR, valid RTCP keeps the call alive
+        (the RTP timeout), and later reports go back to ``addr``
         (symmetric RTCP).
 
         Args:
@@ -625,28 +736,47 @@ class MediaSession:
             addr: Its source address.
             now: Arrival time, seconds (monotonic).
         """
-        source = self._latch.source
-        if source is not None and addr[0] != source[0]:
-            self.stats.packets_wrong_source += 1
+        self._read_rtcp(data, addr, now, muxed=False)
+
+    def _read_rtcp(self, data: bytes, addr: Address, now: float, muxed: bool) -> None:
+        stats = self.stats
+        if not self._latch.rtcp_allowed(addr[0]):
+            stats.packets_wrong_source += 1
             return
-        self.stats.packets_rtcp += 1
+        stats.packets_rtcp += 1
         reporter = self._reporter
         if reporter is None:
             return
+        truncated = reporter.truncated
         if reporter.read(data, now):
-            self._rtcp_source = addr
+            if not muxed:
+                self._rtcp_source = addr
+            if self._confirmed:
+                self._liveness.last_heard = now
         else:
-            self.stats.packets_invalid += 1
+            stats.packets_invalid += 1
+        if reporter.truncated != truncated:
+            stats.rtcp_truncated += 1
 
     def _admit(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
         """A valid packet from another source than the latched one: latch, or drop it."""
         latch = self._latch
-        if not latch.offer(addr, ssrc, seq, now):
-            self.stats.packets_wrong_source += 1
+        probation = latch.on_probation
+        previous = latch.source
+        if not latch.offer(addr, ssrc, seq, now, self._source_heard):
+            if latch.on_probation != probation:
+                self.stats.packets_on_probation += 1
+            else:
+                self.stats.packets_wrong_source += 1
             return False
         source = latch.source
         self._remote = source
-        if tuple(source[:2]) != self._sdp_addr:
+        if latch.sdp_heard:
+            if previous is not None:
+                self.events.append(
+                    Notice("latched", f"RTP back to the SDP address {_format_addr(source)}")
+                )
+        else:
             self.events.append(
                 Notice(
                     "latched",
