@@ -59,6 +59,8 @@ LATCHING_POLICIES = ("signaling", "any", "off")
 
 def _normal_host(host: str) -> str:
     """The canonical text of an IP address (IPv4-mapped IPv6 as IPv4); other text as is."""
+    if ":" not in host:
+        return host  # IPv4 (a socket's text is canonical) or a name: no parsing per packet
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
