@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipecat_sip.codecs import PCMU
 from pipecat_sip.media import RTPSession
-from pipecat_sip.rtp.ports import PortPool
+from pipecat_sip.ports import PortPool
 from pipecat_sip.rtp.rtcp import (
     RTCP_BYE,
     RTCP_RR,
