@@ -231,8 +231,17 @@ SWEEP = {
     "margin_ms": [0.0, 1.0, 3.0],
     "late_fraction": [0.005, 0.02, 0.05],
     "window": [100, 250, 500],
+    "base_window": [25, 50, 100],
+    "stuck_ms": [1000, 3000],
 }
-SWEEP_SCENARIOS = ("clean", "jitter 30 ms uniform", "jitter 60 ms walk", "spikes 100 ms")
+SWEEP_SCENARIOS = (
+    "clean",
+    "jitter 30 ms uniform",
+    "jitter 60 ms walk",
+    "spikes 100 ms",
+    "skew +0.5%",
+    "jitter 30 ms + loss 2% + skew -0.5%",
+)
 
 
 def table(rows: list[dict]) -> None:

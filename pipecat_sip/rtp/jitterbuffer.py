@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pipecat_sip.rtp.packet import RtpPacket, seq_diff, ts_diff
+from pipecat_sip.rtp.packet import RtpPacket, seq_diff
 
 __all__ = ["COMFORT_NOISE_PT", "JitterBuffer", "JitterBufferStats", "is_digital_silence"]
 
@@ -269,6 +269,7 @@ class JitterBuffer:
         self.max_packets = max_packets
         self._window = window
         self._base_window = base_window
+        self._q_full = min(window - 1, math.ceil((1.0 - late_fraction) * window) - 1)
         self._keep = 1.0 - late_fraction
         self._conceal_limit = int(max_conceal_ms // ptime_ms)
         self._resync_ticks = max(1, math.ceil(resync_ms / ptime_ms))
@@ -312,7 +313,17 @@ class JitterBuffer:
         stats = self.stats
         stats.received += 1
         ssrc = packet.ssrc
-        if ssrc != self._ssrc:
+        if ssrc == self._ssrc:
+            head = self._next_seq
+            if head is not None:  # the common case, inline: a new packet within the window
+                top = self._max_seq
+                ext = top + ((packet.sequence_number - top + 0x8000) & 0xFFFF) - 0x8000
+                if head <= ext < head + self.max_packets and ext not in self._queue:
+                    pt = packet.payload_type
+                    kind = _EVENT if pt in self._event_pts else _CN if pt == self._cn_pt else _AUDIO
+                    self._store(packet, ext, kind, now)
+                    return
+        else:
             left = self._left
             seq = packet.sequence_number
             if ssrc in left and seq_diff(seq, left[ssrc]) < 0:
@@ -405,10 +416,30 @@ class JitterBuffer:
             is due (the sender is silent or the buffer is filling).
         """
         out: list[RtpPacket | None] = []
-        if self._next_seq is None:
+        seq = self._next_seq
+        if seq is None:
             return out
         if self._synced:
             self._follow_clock(now)
+            # The common case, inline: the next packet is due now, nothing to adapt.
+            entry = self._queue.get(seq)
+            if (
+                entry is not None
+                and entry.kind == _AUDIO
+                and entry.ts == self._play_ts
+                and not self._quiet
+                and not self._caught_up
+                and self._want() == 0
+            ):
+                del self._queue[seq]
+                self._seen = ((self._seen << 1) | 1) & _DUP_MASK
+                self._next_seq = seq + 1
+                self._excess = 0
+                self._in_cn = False
+                self.stats.played += 1
+                self._play_ts += self._step
+                out.append(entry.packet)
+                return out
         elif not self._sync(now, out):
             self.stats.quiet_ticks += 1
             return out
@@ -493,6 +524,9 @@ class JitterBuffer:
         self._sorted.clear()
         self._mins.clear()
         self._last_r = None
+        self._low: float | None = None  # least H the statistics call for (None: no data)
+        self._wait = self._allowance
+        self._settled = False  # enough packets to lower the delay
 
     def _probation(self, packet: RtpPacket, now: float) -> None:
         """A sequence number far from the stream's: restart only when the next one follows."""
@@ -509,9 +543,11 @@ class JitterBuffer:
             self.stats.discarded += 1
 
     def _store(self, packet: RtpPacket, ext: int, kind: int, now: float) -> None:
-        ts = packet.timestamp
         ref = self._ts_ref
-        ext_ts = ts + _TS_BASE if ref is None else ref + ts_diff(ts, ref & 0xFFFFFFFF)
+        if ref is None:
+            ext_ts = packet.timestamp + _TS_BASE
+        else:  # ts_diff, inline
+            ext_ts = ref + ((packet.timestamp - ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         self._queue[ext] = _Entry(packet, ext_ts, now, kind)
         if ext > self._max_seq:
             self._max_seq = ext
@@ -521,10 +557,11 @@ class JitterBuffer:
             return
         self._ts_ref = ext_ts
         # Relative transit time (s); RFC 3550 A.8 jitter from its differences.
-        r = now - ext_ts / self._rate
+        rate = self._rate
+        r = now - ext_ts / rate
         last = self._last_r
         if last is not None:
-            self._jitter += (abs(r - last) * self._rate - self._jitter) / 16.0
+            self._jitter += (abs(r - last) * rate - self._jitter) / 16.0
         self._last_r = r
         # Sliding minimum of r over the last `base_window` packets (monotonic deque).
         self._count = index = self._count + 1
@@ -539,8 +576,20 @@ class JitterBuffer:
         srt = self._sorted
         fifo.append(lateness)
         bisect.insort(srt, lateness)
-        if len(fifo) > self._window:
+        n = len(fifo)
+        if n > self._window:
             del srt[bisect.bisect_left(srt, fifo.popleft())]
+            n -= 1
+        # The wait the statistics call for, and the least head offset H giving it.
+        q = self._q_full if n == self._window else min(n - 1, math.ceil(self._keep * n) - 1)
+        wait = srt[q] + self._margin
+        if wait < self._min_delay:
+            wait = self._min_delay
+        elif wait > self._max_delay:
+            wait = self._max_delay
+        self._wait = wait
+        self._low = mins[0][1] + wait
+        self._settled = n >= _MIN_SAMPLES
         if self._synced and self._since_real is not None:
             self._maybe_rewind(ext, ext_ts)
 
@@ -573,28 +622,17 @@ class JitterBuffer:
 
     def _target_allowance(self) -> float:
         """Wait for the earliest packets that the statistics call for, s."""
-        srt = self._sorted
-        n = len(srt)
-        if not n:
-            return self._allowance
-        allowance = srt[min(n - 1, math.ceil(self._keep * n) - 1)] + self._margin
-        return min(max(allowance, self._min_delay), self._max_delay)
+        return self._allowance if self._low is None else self._wait
 
     def _want(self) -> int:
         """+1: the delay should grow a packet time; -1: it may shrink one; 0: keep it."""
-        srt = self._sorted
-        n = len(srt)
-        if not n:
+        low = self._low
+        if low is None:
             return 0
-        wait = srt[min(n - 1, math.ceil(self._keep * n) - 1)] + self._margin
-        if wait < self._min_delay:
-            wait = self._min_delay
-        elif wait > self._max_delay:
-            wait = self._max_delay
-        h = self._h - self._mins[0][1]  # the wait of a packet on the fastest path
-        if h < wait - _EPS:
+        h = self._h  # the wait of a packet on the fastest path is h - m
+        if h < low - _EPS:
             return 1
-        if n >= _MIN_SAMPLES and h - self._period >= wait + _EPS:
+        if self._settled and h - self._period >= low + _EPS:
             return -1
         return 0
 
