@@ -34,21 +34,32 @@ How it plays out:
   when the lateness statistics, that packet included, call for that much
   delay: the delay grows by the lateness seen, while a rare spike (within
   ``late_fraction``) stays concealed. A talkspurt whose first packets come
-  late after a silence simply starts later (up to ``max_delay_ms``). Speech is cut only when the
-  delay stayed a packet time too long for ``stuck_ms`` (a sender clock
-  running fast with no pause) or exceeds ``max_delay_ms``.
+  late after a silence simply starts later (up to ``max_delay_ms``).
+  Speech is cut only when the delay stayed a packet time too long for
+  ``stuck_ms`` (a sender clock running fast with no pause), then at most a
+  frame every 200 ms, or when it exceeds ``max_delay_ms``.
 - A missing packet whose slot is due yields ``None``; when nothing at all
   arrives it yields ``None`` for at most ``max_conceal_ms`` and then empty
   lists (the sender is silent: comfort noise ended, DTX, hold, DTMF), never
   minutes of "loss". After a silence of ``resync_ms`` or a timestamp jump
   the head is re-anchored on the next talkspurt; an SSRC change or a
-  confirmed sequence jump resets the buffer.
+  sequence jump, each confirmed by a second packet in sequence (RFC 3550
+  A.1), resets the buffer.
 - Memory is bounded: packets are accepted only within ``max_packets``
   sequence numbers ahead of the head, so at most that many are held.
 
 Work per call is O(1) amortized except a scan over missing sequence numbers
 (bounded by ``max_packets``) and a sorted-window update (bounded by
-``window``, done in C).
+``window``, done in C): about 3 us per packet (put and pop) on the CI
+machine.
+
+The defaults come from ``bench/jitter.py``: on a clean path the added delay
+is the wait for the next tick (p95 18.1, p99 18.8 ms at 20 ms ptime over 50
+tick phases; a ``margin_ms`` of 1 made that p99 20.7 ms, for no fewer late
+packets); under 30 ms of uniform jitter p95 44 ms with no late packet; with pauses in the speech a
+``stuck_ms`` of 3 s cuts no speech where 1 s cut 15-40 frames a minute for
+3-4 ms less delay; a ``late_fraction`` of 2% keeps 1.5% of late packets on
+rare 100 ms spikes instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -227,7 +238,7 @@ class JitterBuffer:
         window: int = 250,
         base_window: int = 50,
         late_fraction: float = 0.02,
-        margin_ms: float = 1.0,
+        margin_ms: float = 0.5,
         max_conceal_ms: float = 200.0,
         resync_ms: float = 2000.0,
         stuck_ms: float = 3000.0,
