@@ -116,9 +116,10 @@ def test_snapshot_hand_computed():
     packets = peer_report(
         block_about(OUR_SSRC, fraction=64, lost=3, jitter=80, lsr=lsr, dlsr=0x8000)
     )
-    monitor.on_rtcp(packets, arrival_ntp=(lsr + 0x8000 + 0x2000) << 16)  # 0.125 s
+    monitor.on_rtcp(packets, arrival_ntp=(lsr + 0x8000 + 0x2000) << 16, now=0.25)  # 0.125 s
     reception = reception_with_loss(100, {10, 20})
     stats = monitor.snapshot(1.0, reception=reception)
+    assert stats.report_age_s == pytest.approx(0.75) and stats.interval_s == 0.0
     assert stats.rtt_ms == pytest.approx(125.0)
     assert stats.one_way_delay_ms == pytest.approx(82.5)
     assert stats.fraction_lost == pytest.approx(0.02)
@@ -133,8 +134,9 @@ def test_snapshot_hand_computed():
     # The next interval: 100 more, none lost -> R = 93.2 - 1.98 = 91.22 -> MOS 4.36773.
     for i in range(100, 200):
         reception.update(i, i * 160, i * 0.02)
-    stats = monitor.snapshot(2.0, reception=reception)
+    stats = monitor.snapshot(3.0, reception=reception)
     assert stats.fraction_lost == 0.0 and stats.cumulative_lost == 2
+    assert stats.interval_s == 2.0 and stats.report_age_s == pytest.approx(2.75)
     assert stats.mos == pytest.approx(4.36773, abs=1e-4)
 
 
@@ -172,6 +174,7 @@ def test_monitor_from_the_jitter_buffer_alone_and_codec_choices():
     stats = QualityMonitor().snapshot(1.0, buffer=buffer)
     assert stats.packets_received == 10 and stats.fraction_lost == 0.0
     assert stats.rtt_ms is None and stats.remote_fraction_lost is None
+    assert stats.report_age_s is None
     assert QualityMonitor("pcmu", plc=False).codec is G711_WITHOUT_PLC
     assert QualityMonitor("G722").codec.delay_ms == 1.5
     assert QualityMonitor("opus").codec is CODEC_IMPAIRMENTS["OPUS"]

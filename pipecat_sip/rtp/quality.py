@@ -169,6 +169,9 @@ class CallQualityStats:
         remote_cumulative_lost: The peer's cumulative lost count of our
             stream, or None.
         remote_jitter_ms: The peer's jitter of our stream, ms, or None.
+        report_age_s: Seconds since the last report about our stream arrived
+            (None: none yet, or its arrival time was not given).
+        interval_s: Seconds since the previous snapshot (0 for the first).
     """
 
     rtt_ms: float | None
@@ -185,6 +188,8 @@ class CallQualityStats:
     remote_fraction_lost: float | None = None
     remote_cumulative_lost: int | None = None
     remote_jitter_ms: float | None = None
+    report_age_s: float | None = None
+    interval_s: float = 0.0
 
 
 class QualityMonitor:
@@ -205,7 +210,7 @@ class QualityMonitor:
         ::
 
             monitor = QualityMonitor("PCMU", ssrc=session_ssrc)
-            monitor.on_rtcp(parse_compound(datagram), ntp_timestamp(time.time()))
+            monitor.on_rtcp(parse_compound(datagram), ntp_timestamp(time.time()), now)
             stats = monitor.snapshot(now, reception=reception, buffer=jitter_buffer)
     """
 
@@ -240,14 +245,21 @@ class QualityMonitor:
         self.reports = 0
         """Report blocks about our stream read so far."""
         self._prior = (0, 0, 0)  # expected, received, late at the previous snapshot
+        self._report_at: float | None = None
+        self._snapshot_at: float | None = None
 
-    def on_rtcp(self, packets: Iterable[RtcpPacket], arrival_ntp: int) -> None:
+    def on_rtcp(
+        self, packets: Iterable[RtcpPacket], arrival_ntp: int, now: float | None = None
+    ) -> None:
         """Read the report blocks about our stream from one received compound packet.
+
+        Work is bounded by the packet's blocks (:func:`parse_compound` caps them).
 
         Args:
             packets: :func:`~pipecat_sip.rtp.rtcp.parse_compound`'s result.
             arrival_ntp: When the datagram arrived, 64-bit NTP timestamp of the
                 wall clock (:func:`~pipecat_sip.rtp.rtcp.ntp_timestamp`).
+            now: The same moment, monotonic seconds (for ``report_age_s``).
         """
         for packet in packets:
             if packet.packet_type not in (RTCP_SR, RTCP_RR):
@@ -257,6 +269,8 @@ class QualityMonitor:
                     continue
                 self.remote = block
                 self.reports += 1
+                if now is not None:
+                    self._report_at = now
                 rtt = round_trip_time(block, arrival_ntp)
                 if rtt is not None:
                     self.rtt = rtt
@@ -270,12 +284,14 @@ class QualityMonitor:
         """The call's figures now; starts the next interval for ``fraction_lost`` and ``mos``.
 
         Args:
-            now: Monotonic seconds (kept for the interface; figures are counts).
+            now: Monotonic seconds (the clock ``on_rtcp`` got).
             reception: Our RFC 3550 reception statistics of the stream (loss,
                 jitter); without them the jitter buffer's figures are used.
             buffer: Our jitter buffer (late, concealed, delay).
         """
-        del now
+        interval = 0.0 if self._snapshot_at is None else max(0.0, now - self._snapshot_at)
+        self._snapshot_at = now
+        age = None if self._report_at is None else max(0.0, now - self._report_at)
         expected = reception.expected if reception is not None else 0
         received = reception.received if reception is not None else 0
         cumulative = reception.lost if reception is not None else 0
@@ -334,4 +350,6 @@ class QualityMonitor:
             remote_fraction_lost=None if remote is None else remote.fraction,
             remote_cumulative_lost=None if remote is None else remote.cumulative_lost,
             remote_jitter_ms=(None if remote is None else remote.jitter * 1000.0 / self.clock_rate),
+            report_age_s=age,
+            interval_s=interval,
         )
