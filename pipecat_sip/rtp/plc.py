@@ -87,7 +87,13 @@ class Concealer:
         self._offset = 0.0  # step at the first join, faded out over a quarter period
         self._h = np.zeros(0)  # the history as floats, while concealing
         self._pending: tuple[np.ndarray, int] | None = None  # repetition being faded out
-        self._fade = np.zeros(0)
+        self._fade = np.zeros(0)  # weights of the wider repetition while cross-fading
+        self._join_ramp = np.zeros(0)
+        # Level per erased sample: 1 until 10 ms, linear down to 0 at 60 ms (and after).
+        t = np.arange(self._silent + max(samples_per_frame, self._join_max), dtype=np.float64)
+        span = max(1, self._silent - self._fade_start)
+        self._gains = np.clip(1.0 - (t - self._fade_start) / span, 0.0, 1.0)
+        self._steps = np.arange(max(samples_per_frame, self._join_max, self._widen))
 
     @property
     def concealing(self) -> bool:
@@ -132,7 +138,9 @@ class Concealer:
         if not self._erased:
             self._start()
         out = self._synthesize(self.samples_per_frame)
-        frame = np.clip(np.rint(out), -32768, 32767).astype("<i2")
+        np.rint(out, out=out)
+        np.clip(out, -32768, 32767, out=out)
+        frame = out.astype("<i2")
         self._remember(frame)
         return frame.tobytes()
 
@@ -170,8 +178,12 @@ class Concealer:
         self._cycle = self._make_cycle(1)
         self._pos = 0
         # What was played ends at h[-1]; the repetition starts at h[-pitch], whose own
-        # predecessor is h[-pitch - 1]. Carry the difference and fade it out.
+        # predecessor is h[-pitch - 1]. Carry the difference and fade it out over a
+        # quarter period.
         self._offset = h[-1] - h[-pitch - 1]
+        quarter = max(1, pitch // 4)
+        self._join_ramp = 1.0 - np.arange(quarter) / quarter
+        self._fade = (np.arange(quarter) + 0.5) / quarter
 
     def _make_cycle(self, periods: int) -> np.ndarray:
         """The last ``periods`` pitch periods, their end blended into what precedes them."""
@@ -184,12 +196,6 @@ class Concealer:
         ramp = (np.arange(quarter) + 0.5) / quarter
         cycle[-quarter:] = cycle[-quarter:] * (1.0 - ramp) + before * ramp
         return cycle
-
-    def _gain(self, start: int, n: int) -> np.ndarray:
-        """Level of erased samples start..start+n: 1 until 10 ms, 0 from 60 ms, linear between."""
-        t = np.arange(start, start + n, dtype=np.float64)
-        span = max(1, self._silent - self._fade_start)
-        return np.clip(1.0 - (t - self._fade_start) / span, 0.0, 1.0)
 
     def _synthesize(self, n: int) -> np.ndarray:
         """The next ``n`` concealed samples (advancing the loss by ``n``)."""
@@ -208,20 +214,21 @@ class Concealer:
             if want != self._periods:
                 self._widen_to(want)
             cycle = self._cycle
-            idx = (self._pos + np.arange(chunk)) % len(cycle)
-            part = cycle[idx]
+            steps = self._steps
+            part = cycle.take((self._pos + steps[:chunk]) % len(cycle))
             if self._pending is not None:  # cross-fade from the narrower repetition
                 old, old_pos = self._pending
-                fade = min(chunk, len(self._fade))
-                old_part = old[(old_pos + np.arange(fade)) % len(old)]
-                part[:fade] = old_part * (1.0 - self._fade[:fade]) + part[:fade] * self._fade[:fade]
+                fade = self._fade[:chunk]
+                k = len(fade)
+                old_part = old.take((old_pos + steps[:k]) % len(old))
+                part[:k] += (old_part - part[:k]) * (1.0 - fade)
                 self._pending = None
-            if self._offset and erased < self._pitch:
-                quarter = max(1, self._pitch // 4)
-                k = np.arange(erased, erased + chunk)
-                part = part + self._offset * np.clip(1.0 - k / quarter, 0.0, 1.0)
+            if self._offset and erased < len(self._join_ramp):  # the first join's step
+                ramp = self._join_ramp[erased : erased + chunk]
+                part[: len(ramp)] += self._offset * ramp
             self._pos = (self._pos + chunk) % len(cycle)
-            out[done : done + chunk] = part * self._gain(erased, chunk)
+            part *= self._gains[erased : erased + chunk]
+            out[done : done + chunk] = part
             done += chunk
             self._erased += chunk
         return out
@@ -233,6 +240,4 @@ class Concealer:
         self._cycle = self._make_cycle(periods)
         self._periods = periods
         self._pos = phase
-        quarter = max(1, self._pitch // 4)
-        self._fade = (np.arange(quarter) + 0.5) / quarter
         self._pending = (old, old_pos)
