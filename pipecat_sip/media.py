@@ -669,6 +669,46 @@ class RTPSession:
         """Whether the peer has shown it owns its address (we may send to it)."""
         return self._session.confirmed
 
+    @property
+    def jitter_buffer(self) -> Any:
+        """The jitter buffer received audio is played out through, or None."""
+        return self._session.jitter_buffer
+
+    def set_jitter_buffer(self, jitter_buffer: Any) -> None:
+        """Play received audio out through ``jitter_buffer`` (None: each packet at once).
+
+        One frame per packet time then reaches ``on_audio``, in sequence order,
+        lost packets concealed; set it before media flows.
+        """
+        self._session.set_jitter_buffer(jitter_buffer)
+
+    def enable_jitter_buffer(self, min_delay_ms: float = 0.0, max_delay_ms: float = 200.0) -> None:
+        """Play received audio out through an adaptive jitter buffer (``rtp.jitterbuffer``).
+
+        Args:
+            min_delay_ms: Least play-out delay the buffer keeps, ms.
+            max_delay_ms: Most play-out delay it may adapt to, ms.
+
+        Raises:
+            ValueError: The bounds are negative or reversed.
+        """
+        from pipecat_sip.rtp.jitterbuffer import JitterBuffer
+
+        if not 0 <= min_delay_ms <= max_delay_ms:
+            raise ValueError(
+                f"jitter buffer bounds {min_delay_ms}-{max_delay_ms} ms are not a range"
+            )
+        self.set_jitter_buffer(
+            JitterBuffer(
+                self.codec.clock_rate,
+                self.ptime_ms,
+                min_delay_ms,
+                max_delay_ms,
+                telephone_event_pts=self._session.telephone_event_pts,
+                comfort_noise_pt=self._session.comfort_noise_pt,
+            )
+        )
+
     def confirm(self) -> None:
         """The peer owns its address (the call's ACK): start sending; the RTP timeout counts.
 

@@ -42,6 +42,7 @@ from pipecat_sip.rtp.latching import Latching
 from pipecat_sip.rtp.liveness import Liveness
 from pipecat_sip.rtp.packet import RTP_HEADER, RtpPacket, RtpParseError
 from pipecat_sip.rtp.packetizer import Packetizer
+from pipecat_sip.rtp.plc import Concealer
 from pipecat_sip.rtp.reports import RtcpReporter
 from pipecat_sip.rtp.sender import RtpSender
 
@@ -400,7 +401,9 @@ class MediaSession:
         self._source_heard = 0.0  # when the latched source last sent an accepted packet
         self._liveness = Liveness(rtp_timeout_s)
         self._dtmf_in = DtmfReceiver()
-        self._jitter = jitter_buffer
+        self._jitter: JitterBuffer | None = None
+        self._plc: Concealer | None = None
+        self.set_jitter_buffer(jitter_buffer)
         self.cname = cname or (
             base64.urlsafe_b64encode(rng.getrandbits(96).to_bytes(12, "big")).decode()
             + "@pipecat-sip"
@@ -890,20 +893,50 @@ class MediaSession:
         self.stats.rtcp_sent += 1
         return [(data, destination, True)]
 
+    @property
+    def telephone_event_pts(self) -> frozenset[int]:
+        """The payload types telephone-events are accepted on."""
+        return self._te_pts
+
+    @property
+    def comfort_noise_pt(self) -> int | None:
+        """The comfort-noise payload type, or None."""
+        return self._cn_pt
+
+    @property
+    def jitter_buffer(self) -> JitterBuffer | None:
+        """The jitter buffer audio is played out through, or None (each packet at once)."""
+        return self._jitter
+
+    def set_jitter_buffer(self, jitter_buffer: JitterBuffer | None) -> None:
+        """Play received audio out through ``jitter_buffer`` (None: each packet at once).
+
+        With a buffer, a lost packet is concealed by the codec's own PLC when
+        it has one (Opus), else by G.711 Appendix I style concealment
+        (:class:`~pipecat_sip.rtp.plc.Concealer`). Set it before media flows.
+        """
+        self._jitter = jitter_buffer
+        self._plc = None
+        if jitter_buffer is not None and self._conceal is None:
+            self._plc = Concealer(self.sample_rate, self.samples_per_packet)
+
     def _play_out(self, now: float) -> None:
         """Decode what the jitter buffer has due now into AudioReceived events."""
         jitter = self._jitter
         assert jitter is not None
         events = self.events
+        plc = self._plc
         for packet in jitter.pop(now):
             if packet is None:
                 events.append(AudioReceived(self._concealment(), True))
                 continue
             pt = packet.payload_type
             if pt == self.payload_type:
-                events.append(AudioReceived(self._decode(packet.payload)))
+                pcm = self._decode(packet.payload)
+                events.append(AudioReceived(plc.good(pcm) if plc is not None else pcm))
             elif pt == self._cn_pt:
-                events.append(AudioReceived(self._silence_pcm))
+                pcm = self._silence_pcm
+                events.append(AudioReceived(plc.good(pcm) if plc is not None else pcm))
             elif pt in self._te_pts:
                 self._feed_dtmf(packet)
 
@@ -913,6 +946,8 @@ class MediaSession:
             pcm = conceal(self.samples_per_packet)
             if isinstance(pcm, bytes):
                 return pcm
+        if self._plc is not None:
+            return self._plc.conceal()
         return self._silence_pcm
 
     def __repr__(self) -> str:
