@@ -42,8 +42,8 @@ from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint, StreamSettings
 from pipecat_sip.host import default_public_address, ensure_fd_limit
+from pipecat_sip.ports import PortPool
 from pipecat_sip.resolver import LocationError, ServerLocator
-from pipecat_sip.rtp.ports import PortPool
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -217,6 +217,11 @@ class SIPServer:
         locator: A `ServerLocator` to use instead of one built from
             `dns_servers` (shared between servers, or a test's).
         stream_settings: Connection limits of TCP and TLS (`StreamSettings`).
+        rtp_latching: Where RTP may come from when it does not come from the
+            SDP address (:mod:`pipecat_sip.rtp.latching`): "signaling"
+            (default: the SDP host or the call's signalling source, after a
+            short run of consecutive packets), "any", or "off" (the SDP
+            address only).
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit,
@@ -267,6 +272,7 @@ class SIPServer:
         dns_servers: str | Iterable[str | tuple[str, int]] | None = None,
         locator: ServerLocator | None = None,
         stream_settings: StreamSettings | None = None,
+        rtp_latching: str = "signaling",
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -317,6 +323,9 @@ class SIPServer:
         self.allowed_networks = parse_networks(allowed_networks)
         self.rate_limiter = RateLimiter(rate_limit, rate_burst) if rate_limit else None
         self.trust_in_dialog_from = trust_in_dialog_from
+        if rtp_latching not in ("signaling", "any", "off"):
+            raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
+        self.rtp_latching = rtp_latching
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
@@ -411,6 +420,7 @@ class SIPServer:
             answer_timeout_s=self.answer_timeout_s,
             send_silence=self.send_silence,
             allowed_networks=self.allowed_networks,
+            rtp_latching=self.rtp_latching,
         )
         where = ", ".join(f"{t} {self.host}:{self.port_for(t)}" for t in self.transports)
         logger.info(f"SIP server listening on {where} ({self.uri})")
