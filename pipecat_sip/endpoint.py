@@ -41,6 +41,7 @@ IPv4, and IPv4 destinations are mapped back when sent on such a socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import secrets
@@ -91,6 +92,38 @@ def normalize_address(host: str) -> str:
         if mapped is not None:
             return str(mapped)
     return host
+
+
+#: Bytes of TLS read per call by asyncio's own SSL protocol once a connection is up
+#: (it starts each connection with a 256 KiB buffer: ~250 kB of RSS per idle
+#: connection; a TLS record is at most 16 KiB of plaintext anyway).
+_TLS_READ_BUFFER = 16 * 1024
+
+
+def _shrink_tls_buffer(transport: asyncio.BaseTransport) -> None:
+    """Give asyncio's SSL protocol of one connection a 16 KiB read buffer instead of 256 KiB.
+
+    Only for the standard library's ``asyncio.sslproto.SSLProtocol`` (uvloop's
+    allocates lazily and needs nothing); anything else is left as it is.
+    """
+    protocol = getattr(transport, "_ssl_protocol", None)
+    if protocol is None or type(protocol).__module__ != "asyncio.sslproto":
+        return
+    if not isinstance(getattr(protocol, "_ssl_buffer", None), bytearray):
+        return
+    if not hasattr(protocol, "_ssl_buffer_view") or protocol.max_size <= _TLS_READ_BUFFER:
+        return
+    protocol.max_size = _TLS_READ_BUFFER  # an instance attribute: this connection only
+    protocol._ssl_buffer = bytearray(_TLS_READ_BUFFER)
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
+
+
+def _no_delay(transport: asyncio.BaseTransport) -> None:
+    """Nagle off: a 200 OK written right after a 180 must not wait for the peer's delayed ACK."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -363,7 +396,8 @@ class SIPEndpoint:
             raise ValueError("a TLS listener needs a server context (and TCP none)")
         loop = self._loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP given: asyncio turns Nagle off only on sockets that say so.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6 and host == "::":
@@ -601,6 +635,9 @@ class SIPEndpoint:
         if conn.closed:  # closed while connecting (shutdown)
             transport.close()
             return
+        _no_delay(transport)
+        if context is not None:
+            _shrink_tls_buffer(transport)
         conn.transport = transport  # type: ignore[assignment]
         conn.last_activity = loop.time()
         self.stats["connected"] += 1
@@ -665,6 +702,9 @@ class SIPEndpoint:
             )
             transport.abort()
             return None
+        _no_delay(transport)
+        if kind == "TLS":
+            _shrink_tls_buffer(transport)
         conn = _Connection(next(self._ids), kind, remote, False, self._new_framer(), self._now())
         conn.transport = transport
         self._register(conn)

@@ -466,3 +466,15 @@ async def test_registration_fails_over_when_the_first_destination_refuses(tcp_se
             assert server.endpoint.stats["connect_failed"] == 1
         finally:
             listener.close()
+
+
+async def test_nagle_is_off_on_accepted_and_opened_connections(tcp_server) -> None:
+    """A 200 OK written right after a 180 must not wait ~40 ms for the peer's delayed ACK."""
+    callee = await tcp_server(Recorder(hangup_after=0.5))
+    caller = await tcp_server()
+    call = await caller.call(callee.uri_for("tcp").replace("pipecat@", "bot@"), timeout=5)
+    for server in (caller, callee):
+        [conn] = server.endpoint._connections.values()
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    await asyncio.wait_for(call.wait_ended(), 5)

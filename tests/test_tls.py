@@ -362,3 +362,39 @@ def test_pki_files_are_made_by_the_test(pki) -> None:
     repo = Path(__file__).resolve().parent.parent
     committed = [p for p in repo.rglob("*.key") if ".venv" not in p.parts]
     assert committed == []  # no private key in the repository
+
+
+async def test_tls_connections_hold_a_small_read_buffer_and_still_take_big_messages(
+    pki, servers
+) -> None:
+    """asyncio's SSL protocol starts with 256 KiB per connection; ours keep 16 KiB."""
+    server = await servers(Recorder(), transports=("tls",), tls=TLSConfig(pki["chain"]))
+    context = ssl.create_default_context(cafile=pki["ca"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.tls_port, ssl=context, server_hostname="localhost"
+    )
+    try:
+        body = b"x" * 12000
+        port = server.tls_port
+        writer.write(
+            (
+                f"OPTIONS sip:pipecat@127.0.0.1:{port};transport=tls SIP/2.0\r\n"
+                "Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKbig;rport\r\n"
+                "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:pipecat@127.0.0.1>\r\n"
+                "Call-ID: tls-big\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        framer = StreamFramer()
+        events: list = []
+        while not events:
+            events = framer.receive(await asyncio.wait_for(reader.read(65536), 3), 0.0)
+        assert parse_message(events[0].data).status_code == 200
+        [conn] = server.endpoint._connections.values()
+        protocol = getattr(conn.transport, "_ssl_protocol", None)
+        if protocol is not None and type(protocol).__module__ == "asyncio.sslproto":
+            assert len(protocol._ssl_buffer) == 16 * 1024 and protocol.max_size == 16 * 1024
+    finally:
+        writer.close()
