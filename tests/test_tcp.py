@@ -478,3 +478,42 @@ async def test_nagle_is_off_on_accepted_and_opened_connections(tcp_server) -> No
         sock = conn.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     await asyncio.wait_for(call.wait_ended(), 5)
+
+
+async def test_the_runner_starts_the_transports_it_is_given() -> None:
+    import argparse
+    import random
+
+    from pipecat_sip.runner import parse_config, serve
+
+    base = random.randrange(20000, 40000, 2)
+    env = {
+        "SIP_SERVER_HOST": "127.0.0.1",
+        "SIP_SERVER_PORT": "0",
+        "SIP_TRANSPORTS": "udp,tcp",
+        "SIP_RTP_PORT_RANGE": f"{base}-{base + 99}",
+        "SIP_KEEPALIVE_INTERVAL": "15",
+        "SIP_DNS_SERVERS": "127.0.0.1:53",
+    }
+    config = parse_config(argparse.Namespace(), env)
+    assert config.transports == ("udp", "tcp") and config.keepalive_interval == 15
+    stop = asyncio.Event()
+    started: list = []
+
+    async def bot(runner_args) -> None:
+        await runner_args.call.hangup()
+
+    task = asyncio.ensure_future(serve(bot, config, stop_event=stop, started=started.append))
+    try:
+        assert await wait_for(lambda: started, 5)
+        server = started[0]
+        assert server.transports == ("udp", "tcp") and server.tcp_port == server.port
+        assert server.keepalive_interval == 15
+        assert server.locator.nameservers == [("127.0.0.1", 53)]
+        peer = await Peer.connect(server.tcp_port)
+        await peer.send(options(server.tcp_port))
+        assert (await peer.response()).status_code == 200
+        peer.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
