@@ -1016,6 +1016,8 @@ class SIPTransport(BaseTransport):
         self._dialin_ready_fired = False
         self._cleaned_up = False
         self._tasks: set[asyncio.Task] = set()
+        self.call_settings: dict[str, Any] = {}
+        """Settings the routing hook accepted the call with (registration sessions)."""
 
         self._input = SIPInputTransport(self, call, self._params, name=self._input_name)
         self._output = SIPOutputTransport(self, call, self._params, name=self._output_name)
@@ -1493,6 +1495,9 @@ class SIPTransport(BaseTransport):
         task = self._dial_task
         if task is not None and not task.done():
             task.cancel()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
         if self._owns_server and self._server is not None:
             try:
                 await self._server.stop(timeout=1.0)
@@ -1507,6 +1512,19 @@ class SIPTransport(BaseTransport):
         """
         if self._far_end_task is None:
             self._far_end_task = processor.create_task(self._handle_far_end_hangup(processor))
+
+    def end_session(self, reason: str) -> None:
+        """End the pipeline now (a session whose call never came, or could not be made).
+
+        Args:
+            reason: Why, for the CancelWorkerFrame.
+        """
+        self._end_session(self._input, reason)
+
+    def track_task(self, task: asyncio.Task) -> None:
+        """Keep ``task`` (a session's helper) until done; cancel it at cleanup."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _end_session(self, processor: FrameProcessor, reason: str) -> None:
         """End the pipeline (a session whose call could not be made)."""
