@@ -5,7 +5,11 @@
    - receive: RtpPacket.parse + codec.decode of one 20 ms packet,
    - send: codec.encode + RtpSender.packet of one 20 ms packet,
    and their parts.
-2. Loaded loop: N RTPSessions paired over loopback UDP on one MediaClock,
+2. Session path: one RTPSession's own per-packet work without the socket
+   and the event loop: a received datagram to on_audio (its receive
+   handler), and a clock tick to the datagram handed to sendto (a socket
+   stand-in that drops it), timed like the pure path.
+3. Loaded loop: N RTPSessions paired over loopback UDP on one MediaClock,
    all talking for a few seconds; process CPU time per packet (sent and
    received, syscalls included), CPU use of the core, and the clock's late
    ticks.
@@ -83,6 +87,84 @@ def bench_pure(iterations: int) -> list[dict]:
     return results
 
 
+class _NullSocket:
+    """Takes datagrams and drops them (the session path without the syscall)."""
+
+    def sendto(self, data, addr):
+        return len(data)
+
+    def close(self):
+        pass
+
+    def getsockname(self):
+        return ("127.0.0.1", 9)
+
+
+class _FakeTime:
+    """A clock moving on one packet time per reading (fed packets arrive in real time)."""
+
+    def __init__(self, start: float, step: float = 0.02):
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def bench_session_path(iterations: int) -> list[dict]:
+    """Per-packet cost of RTPSession's own receive and send work (no syscalls)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    addr = ("127.0.0.1", 40000)  # the peer sends from its SDP address
+    session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0)
+    await session.start()
+    MediaClock.for_loop().remove(session)  # ticks are driven by hand here
+    real_sock, session._sock = session._sock, _NullSocket()
+    session._time = _FakeTime(asyncio.get_running_loop().time())  # the adapter's clock, if any
+    heard = 0
+
+    def on_audio(pcm: bytes) -> None:
+        nonlocal heard
+        heard += 1
+
+    session.on_audio = on_audio
+    sender = RtpSender(0, 8000)
+    payload = PCMU.encode(speech_like_pcm(160))
+    wires = [sender.packet(payload, 160) for _ in range(iterations * ROUNDS)]
+    feed = iter(wires)
+    on_datagram = session._on_datagram
+
+    def receive():
+        on_datagram(next(feed), addr)
+
+    pcm = speech_like_pcm(160 * (iterations * ROUNDS + 10))
+    session.send_audio(pcm)
+    tick_clock = _FakeTime(asyncio.get_running_loop().time())
+    on_tick = session._on_tick
+
+    def send():
+        on_tick(tick_clock(), 1, 0)
+
+    results = []
+    for path, fn in (("session receive", receive), ("session send", send)):
+        results.append(
+            {
+                "bench": "session",
+                "codec": "PCMU",
+                "path": path,
+                "us_per_packet": round(per_call_us(fn, iterations), 3),
+                "iterations": iterations * ROUNDS,
+            }
+        )
+    assert heard == iterations * ROUNDS, heard
+    assert session.stats.packets_sent >= iterations * ROUNDS
+    session._sock = real_sock
+    await session.close()
+    return results
+
+
 async def bench_sessions(count: int, seconds: float) -> dict:
     """Pairs of sessions talking to each other over loopback on one clock."""
     socks = []
@@ -145,16 +227,17 @@ def main() -> int:
     iterations = max(100, min(args.iterations, 1_000_000))
 
     results = bench_pure(iterations)
+    results += asyncio.run(bench_session_path(iterations))
     if args.sessions > 0:
         results.append(asyncio.run(bench_sessions(min(args.sessions, 2000), min(args.seconds, 60))))
     for result in results:
         print(json.dumps(result))
 
     print()
-    print(f"{'codec':<6} {'path':<10} {'us/packet':>10}")
+    print(f"{'codec':<6} {'path':<16} {'us/packet':>10}")
     for r in results:
-        if r["bench"] == "pure":
-            print(f"{r['codec']:<6} {r['path']:<10} {r['us_per_packet']:>10.2f}")
+        if r["bench"] in ("pure", "session"):
+            print(f"{r['codec']:<6} {r['path']:<16} {r['us_per_packet']:>10.2f}")
     for r in results:
         if r["bench"] == "sessions":
             print(

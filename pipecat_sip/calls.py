@@ -23,7 +23,7 @@ from loguru import logger
 from pipecat_sip.call import CallFailed, CallInfo, SIPCall
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
-from pipecat_sip.rtp.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
 from pipecat_sip.sdp import (
     HOLD_ADDRESSES,
     NegotiatedMedia,
@@ -102,6 +102,10 @@ class CallManager:
             it is rejected with 480 (0 disables).
         send_silence: Send silence packets when the bot is quiet.
         allowed_networks: Source networks allowed to place calls (empty: all).
+        rtp_latching: Which sources an RTP session may latch to when media
+            comes from elsewhere than the SDP address (see
+            :mod:`pipecat_sip.rtp.latching`): "signaling" (the SDP host or
+            the call's signalling source), "any" or "off".
 
     Attributes:
         calls: Live calls by Call-ID.
@@ -122,6 +126,7 @@ class CallManager:
         answer_timeout_s: float,
         send_silence: bool,
         allowed_networks: tuple[Network, ...] = (),
+        rtp_latching: str = "signaling",
     ) -> None:
         self.signalling = signalling
         self.ports = ports
@@ -134,6 +139,7 @@ class CallManager:
         self.answer_timeout_s = answer_timeout_s
         self.send_silence = send_silence
         self.allowed_networks = allowed_networks
+        self.rtp_latching = rtp_latching
         self.calls: dict[str, SIPCall] = {}
         self.rejected_forbidden = 0
         self._records: dict[str, _Record] = {}
@@ -154,6 +160,8 @@ class CallManager:
             if call.negotiated is None:
                 self._on_delayed_answer(record, event.ack)
             else:
+                if call.media is not None:
+                    call.media.confirm()  # the ACK: the caller owns its address, media may flow
                 call.mark_established()
         elif isinstance(event, CallAnswered):
             self._on_answered(record, event)
@@ -184,7 +192,7 @@ class CallManager:
             self._send_answer(record)
             await call.wait_answered()
             return
-        await self._start_media(record)
+        await self._start_media(record, confirmed=False)
         if call.ended or call.state not in _RINGING:  # cancelled while media was starting
             raise CallFailed(f"call ended before answer ({call.end_reason})")
         self._send_answer(record)
@@ -529,7 +537,16 @@ class CallManager:
         return answer.serialize()
 
     # --- media ---------------------------------------------------------------------
-    async def _start_media(self, record: _Record) -> None:
+    async def _start_media(self, record: _Record, *, confirmed: bool = True) -> None:
+        """Create and start the call's RTP session.
+
+        Args:
+            record: The call.
+            confirmed: Whether the peer has already shown it owns its address;
+                False for an inbound call before its ACK: no RTP is sent and
+                the RTP timeout waits until then (or until RTP from it is
+                accepted).
+        """
         call = record.call
         neg = call.negotiated
         lease = record.lease
@@ -546,6 +563,10 @@ class CallManager:
             send_silence=self.send_silence,
             rtp_timeout_s=self.rtp_timeout_s,
             log_prefix=f"{call}",
+            signaling_address=call.info.remote_address[0],
+            latching=self.rtp_latching,
+            confirmed=confirmed,
+            comfort_noise_pt=neg.cn_pt,
         )
         media.on_timeout = lambda: self._on_rtp_timeout(call)
         call.media = media

@@ -1,4 +1,4 @@
-"""Asyncio RTP media: a shared pacing clock and the per-call RTP session.
+"""Asyncio RTP media: a shared pacing clock and the per-call RTP session adapter.
 
 :class:`MediaClock` is one ``loop.call_at`` timer per event loop (and packet
 time) that fires at absolute monotonic deadlines ``start + k * ptime``; on each
@@ -6,40 +6,37 @@ tick every registered :class:`RTPSession` sends at most one packet (two when
 the loop ran late). There is no task per call and no ``sleep()`` loop, so a
 core can pace hundreds of calls.
 
-:class:`RTPSession` owns one call's UDP socket: it packetizes queued PCM into
-RTP on the clock's ticks (silence or nothing when idle, marker bit at each
-talkspurt, RFC 4733 DTMF interleaved), and decodes what arrives (symmetric
-RTP latching, telephone-event to keys, RTCP and junk counted and dropped).
-The protocol work is done by the sans-IO pieces in :mod:`pipecat_sip.rtp` and
-:mod:`pipecat_sip.codecs`.
+:class:`RTPSession` is a thin adapter around the sans-IO
+:class:`~pipecat_sip.rtp.session.MediaSession`, which does the protocol work
+(packetizing, talkspurts, DTMF, latching, RTCP, the RTP timeout): it owns the
+call's UDP sockets (datagram endpoints on the leased RTP and RTCP sockets),
+registers with the shared clock, feeds the pure session every datagram and
+tick with ``loop.time()``, sends what it returns with ``sock.sendto``, turns
+its events into the ``on_audio``/``on_dtmf``/``on_timeout`` callbacks, wakes
+:meth:`RTPSession.wait_for_backlog` futures, and logs its notices (a repeated
+notice is counted, and logged only now and then).
 """
 
 import asyncio
-import random
-import secrets
 import socket
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from loguru import logger
 
 from pipecat_sip.codecs import Codec
-from pipecat_sip.codecs.tones import dtmf_tone
-from pipecat_sip.rtp.dtmf import DtmfReceiver, DtmfSender, event_for_key
-from pipecat_sip.rtp.packet import RtpPacket, RtpParseError, is_rtcp
-from pipecat_sip.rtp.rtcp import (
-    RTCP_SR,
-    ReceptionStats,
-    SenderInfo,
-    compound,
-    ntp_timestamp,
-    parse_compound,
+from pipecat_sip.rtp.dtmf import event_for_key
+from pipecat_sip.rtp.session import (
+    AudioReceived,
+    DtmfReceived,
+    JitterBuffer,
+    MediaSession,
+    Notice,
+    RtpStats,
+    RtpTimeout,
 )
-from pipecat_sip.rtp.sender import RtpSender
 
 __all__ = ["MediaClock", "RTPSession", "RtpStats"]
 
@@ -55,7 +52,6 @@ SESSIONS_PER_PHASE = 32
 
 _PHASE_ORDER = (0, 2, 1, 3)  # fill phases far apart first
 
-_INBAND_GAP_MS = 60  # silence after an in-band DTMF tone, so repeated keys stay apart
 _CLOSE_TIMEOUT_S = 1.0
 _LOG_EVERY = 1000  # after the first, log only every n-th repeated receive/send error
 
@@ -236,43 +232,7 @@ class MediaClock:
             self._arm()
 
 
-@dataclass(slots=True)
-class RtpStats:
-    """Counters of one RTP session.
-
-    Attributes:
-        packets_sent: RTP packets sent (audio, silence and telephone-event).
-        octets_sent: Payload octets sent.
-        packets_received: Valid RTP packets accepted (audio and telephone-event).
-        octets_received: Payload octets accepted.
-        packets_invalid: Datagrams that were not valid RTP.
-        packets_rtcp: RTCP datagrams received (on the RTCP port, or muxed on the
-            RTP port, RFC 5761).
-        rtcp_sent: RTCP compound packets sent (reports, and the BYE on close).
-        packets_wrong_source: Packets dropped because they came from another
-            address than the latched one.
-        packets_unknown_pt: Packets of a payload type we did not negotiate.
-        dtmf_sent: Key presses sent (RFC 4733 or in-band).
-        dtmf_received: Key presses received.
-        deadlines_skipped: Packet times skipped because the loop ran late.
-        send_errors: Errors the socket reported on sending.
-        errors: Exceptions caught in callbacks (ours or the user's).
-    """
-
-    packets_sent: int = 0
-    octets_sent: int = 0
-    packets_received: int = 0
-    octets_received: int = 0
-    packets_invalid: int = 0
-    packets_rtcp: int = 0
-    rtcp_sent: int = 0
-    packets_wrong_source: int = 0
-    packets_unknown_pt: int = 0
-    dtmf_sent: int = 0
-    dtmf_received: int = 0
-    deadlines_skipped: int = 0
-    send_errors: int = 0
-    errors: int = 0
+_LOG_FIRST = 5  # notices of one kind logged in full before only every _LOG_EVERY-th is
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -313,6 +273,10 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
 class RTPSession:
     """One call's RTP stream over a UDP socket: paced sending and receiving.
 
+    The protocol work is the sans-IO :class:`~pipecat_sip.rtp.session.MediaSession`
+    (:attr:`session`); this class gives it sockets, the shared clock and
+    callbacks.
+
     Sending: :meth:`send_audio` queues PCM16 at :attr:`sample_rate`; on every
     clock tick one packet of :attr:`samples_per_packet` samples goes out, the
     last piece of speech padded with silence. With nothing queued, encoded
@@ -324,12 +288,17 @@ class RTPSession:
 
     Receiving: datagrams are parsed as RTP; RTCP, junk and unknown payload
     types are counted and dropped. The session sends to ``remote_addr`` (the
-    SDP address) until the first valid packet arrives, then latches to that
-    packet's source (symmetric RTP, for NAT) and drops packets from any
-    other source. Audio packets are decoded and passed to :attr:`on_audio`;
-    telephone-event packets (our payload type, or any of
-    ``extra_telephone_event_pts``) become one :attr:`on_dtmf` call per key
-    press.
+    SDP address) and latches (symmetric RTP, for NAT) as
+    :mod:`pipecat_sip.rtp.latching` says: packets from the SDP address
+    always win; another source is taken only while the SDP address is
+    silent, from a plausible host (``latching``, ``signaling_address``),
+    after a short run of consecutive packets; other sources are dropped.
+    Input is bounded by audio time (a few hundred ms ahead of real time) and
+    payload size; what is dropped is counted in :attr:`stats`. Audio packets
+    are decoded and passed to :attr:`on_audio` (at once, or through the
+    ``jitter_buffer``); telephone-event packets (our
+    payload type, or any of ``extra_telephone_event_pts``) become one
+    :attr:`on_dtmf` call per key press.
 
     RTCP (RFC 3550 s.6), when an ``rtcp_sock`` (the odd port) is given: a
     compound SR (RR while we send nothing) + SDES CNAME about every
@@ -343,10 +312,11 @@ class RTPSession:
 
     - ``on_audio(pcm: bytes)``: decoded PCM16 of each received audio packet.
     - ``on_dtmf(key: str)``: ``"0"``-``"9"``, ``"*"`` or ``"#"``, once per press.
-    - ``on_timeout()``: once, when no RTP arrived for ``rtp_timeout_s``.
+    - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
+      (held or not).
 
     Args:
-        sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.rtp.ports.PortPool`);
+        sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.ports.PortPool`);
             the session closes it.
         remote_addr: The peer's RTP address from its SDP, ``(host, port)``;
             port 0 or an unspecified host means "do not send" (hold).
@@ -359,8 +329,9 @@ class RTPSession:
         ptime_ms: Packet time in ms.
         send_silence: Send encoded silence when nothing is queued (else send
             nothing and let the timestamp run on).
-        rtp_timeout_s: Call ``on_timeout`` when no RTP arrived for this long,
-            counted from :meth:`start`; 0 disables it.
+        rtp_timeout_s: Call ``on_timeout`` when no RTP or RTCP arrived for
+            this long, counted from :meth:`start` (or from confirmation with
+            ``confirmed=False``); 0 disables it.
         clock: The pacing clock; default the loop's shared one for ``ptime_ms``.
         log_prefix: Put in front of log lines (e.g. the call).
         rtcp_sock: A bound UDP socket for RTCP (the RTP port + 1), or None
@@ -368,6 +339,23 @@ class RTPSession:
         rtcp_interval_s: Mean seconds between our RTCP reports (RFC 3550
             s.6.2 recommends 5).
         cname: Our RTCP CNAME; default a random one per session (RFC 7022).
+        comfort_noise_pt: The negotiated comfort-noise payload type (13), or
+            None (CN packets are then dropped as unknown).
+        rng: ``random.Random``-like source of the session's random values
+            (SSRC, first sequence number and timestamp, CNAME, RTCP jitter);
+            default ``secrets.SystemRandom()``.
+        jitter_buffer: A jitter buffer (``put(packet, now)``, ``pop(now)``,
+            see :class:`~pipecat_sip.rtp.session.JitterBuffer`), or None to
+            deliver each audio packet as it arrives.
+        signaling_address: The host (or ``(host, port)``) the call's SIP
+            signalling came from: with ``latching="signaling"`` RTP may
+            latch to a source on that host or on the SDP ``c=`` host.
+        latching: ``"signaling"`` (default), ``"any"`` or ``"off"``: which
+            other sources than the SDP address RTP may latch to (see
+            :mod:`pipecat_sip.rtp.latching`).
+        confirmed: False: send nothing until :meth:`confirm` (the call's
+            ACK) or accepted RTP from the peer; the RTP timeout counts from
+            then. True (default): from :meth:`start`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -407,68 +395,60 @@ class RTPSession:
         rtcp_sock: socket.socket | None = None,
         rtcp_interval_s: float = 5.0,
         cname: str | None = None,
+        comfort_noise_pt: int | None = None,
+        rng: Any = None,
+        jitter_buffer: JitterBuffer | None = None,
+        signaling_address: str | tuple | None = None,
+        latching: str = "signaling",
+        confirmed: bool = True,
     ):
-        self.codec = codec
-        self.payload_type = codec.payload_type if payload_type is None else payload_type
-        self.telephone_event_pt = telephone_event_pt
-        self.ptime_ms = ptime_ms
-        self.sample_rate = codec.sample_rate
-        """Rate of the PCM sent and received, Hz."""
-        self.samples_per_packet = codec.sample_rate * ptime_ms // 1000
-        """PCM samples per packet."""
-        if ptime_ms <= 0 or self.samples_per_packet * 1000 != codec.sample_rate * ptime_ms:
-            raise ValueError(f"ptime {ptime_ms} ms is not a whole number of samples")
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
-        te_pts = {*extra_telephone_event_pts}
-        if telephone_event_pt is not None:
-            te_pts.add(telephone_event_pt)
-        te_pts.discard(self.payload_type)
-        for pt in (self.payload_type, *te_pts):
-            if not 0 <= pt <= 127:
-                raise ValueError(f"RTP payload type {pt} is out of range 0-127")
-        self._te_pts = frozenset(te_pts)
-        self._send_silence = send_silence
-        self._rtp_timeout = max(0.0, float(rtp_timeout_s))
+        self._session = session = MediaSession(
+            codec=codec,
+            remote_addr=remote_addr,
+            payload_type=payload_type,
+            telephone_event_pt=telephone_event_pt,
+            extra_telephone_event_pts=extra_telephone_event_pts,
+            comfort_noise_pt=comfort_noise_pt,
+            ptime_ms=ptime_ms,
+            send_silence=send_silence,
+            rtp_timeout_s=rtp_timeout_s,
+            rtcp=rtcp_sock is not None,
+            rtcp_interval_s=rtcp_interval_s,
+            cname=cname,
+            rng=rng,
+            jitter_buffer=jitter_buffer,
+            signaling_address=signaling_address,
+            latching=latching,
+            confirmed=confirmed,
+        )
+        self.codec = codec
+        self.payload_type = session.payload_type
+        self.ptime_ms = ptime_ms
+        self.sample_rate = session.sample_rate
+        """Rate of the PCM sent and received, Hz."""
+        self.samples_per_packet = session.samples_per_packet
+        """PCM samples per packet."""
+        self.cname = session.cname
+        """Our RTCP CNAME."""
+        self.stats: RtpStats = session.stats
+        """The session's counters (the pure session's, plus socket errors)."""
         self._clock = clock
         self._log = f"{log_prefix}: " if log_prefix else "RTPSession: "
         self._sock = sock
-        self._remote = self._destination(remote_addr)
-        self._sdp_addr = tuple(remote_addr[:2])
-        self._latched: Any = None  # the source address we latched to
-
-        self._rtp = RtpSender(self.payload_type, codec.clock_rate)
-        self._ts_step = codec.clock_rate * ptime_ms // 1000
-        self._bytes_per_packet = 2 * self.samples_per_packet
-        self._silence_pcm = bytes(self._bytes_per_packet)
-        self._silence_payload = codec.silence(self.samples_per_packet)
-        self._audio = bytearray()
-        self._idle = True  # nothing was queued at the last packet: next audio starts a talkspurt
-        self._dtmf_out: deque[DtmfSender] = deque()
-        self._dtmf_in = DtmfReceiver(log_prefix=self._log)
+        self._rtcp_sock = rtcp_sock
+        self._receive_rtp = session.receive_rtp
+        self._receive_rtcp = session.receive_rtcp
+        self._tick = session.on_tick
+        self._events = session.events
+        self._time: Callable[[], float] = time.monotonic  # loop.time once started
+        self._notices: dict[str, int] = {}
         self._waiters: list[tuple[int, asyncio.Future]] = []
-
         self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._lost: asyncio.Future | None = None
         self._closed = False
-        self._rx_count = 0
-        self._rx_mark = 0
-        self._last_rx = 0.0
-        self._timed_out = False
-        self._sending = True  # the negotiated direction lets us send
-        self._receiving = True  # ... and the peer sends (the RTP timeout runs)
-
-        self._rtcp_sock = rtcp_sock
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
-        self._rtcp_interval = max(0.05, float(rtcp_interval_s))
-        self._rtcp_source: Any = None  # where the peer's RTCP comes from (symmetric RTCP)
-        self._next_rtcp = float("inf")
-        self._packets_at_report = 0  # RTP packets sent when the last report went out
-        self._reception: ReceptionStats | None = None  # about the latched source
-        self.cname = cname or f"{secrets.token_urlsafe(12)}@pipecat-sip"
-        """Our RTCP CNAME."""
-
-        self.stats = RtpStats()
         self.on_audio = None
         self.on_dtmf = None
         self.on_timeout = None
@@ -476,28 +456,38 @@ class RTPSession:
     # --- public API -------------------------------------------------------------------
 
     @property
+    def session(self) -> MediaSession:
+        """The sans-IO media session this adapter drives."""
+        return self._session
+
+    @property
+    def telephone_event_pt(self) -> int | None:
+        """The telephone-event payload type key presses go out with (None: in-band)."""
+        return self._session.telephone_event_pt
+
+    @property
     def send_silence(self) -> bool:
         """Send silence packets when no audio is queued (else send nothing)."""
-        return self._send_silence
+        return self._session.send_silence
 
     @send_silence.setter
     def send_silence(self, value: bool) -> None:
-        self._send_silence = bool(value)
+        self._session.send_silence = value
 
     @property
     def sending(self) -> bool:
         """Whether packets go on the wire (False while the peer holds the call)."""
-        return self._sending
+        return self._session.sending
 
     @property
     def receiving(self) -> bool:
-        """Whether the peer is expected to send RTP (the RTP timeout runs only then)."""
-        return self._receiving
+        """Whether the negotiated direction has the peer send RTP to us."""
+        return self._session.receiving
 
     @property
     def sdp_address(self) -> tuple[str, int]:
         """The peer's RTP address from its SDP (before latching), ``(host, port)``."""
-        return self._sdp_addr
+        return self._session.sdp_address
 
     def set_direction(self, *, send: bool, receive: bool) -> None:
         """Follow the negotiated direction (RFC 3264 s.5.1): hold and resume.
@@ -506,17 +496,14 @@ class RTPSession:
         packet pace, so whatever plays on still takes its real time, but
         nothing goes on the wire (recvonly/inactive: RFC 3264 forbids
         sending) and key presses are dropped; the RTP timestamp runs on.
-        With ``receive`` False the RTP timeout waits; it counts again from
-        when ``receive`` is set back.
+        The RTP timeout runs whatever the direction: a held call still gets
+        the peer's RTCP.
 
         Args:
             send: Put packets on the wire.
             receive: Expect packets from the peer.
         """
-        if receive and not self._receiving:
-            self._rx_mark = -1  # the next tick restarts the timeout count from now
-        self._sending = bool(send)
-        self._receiving = bool(receive)
+        self._session.set_direction(send=send, receive=receive, now=self._time())
 
     def set_telephone_event_pt(self, payload_type: int | None) -> None:
         """Send key presses with a new telephone-event payload type (a re-offer renumbered it).
@@ -527,35 +514,31 @@ class RTPSession:
         Raises:
             ValueError: ``payload_type`` is out of 0-127 or is the audio payload type.
         """
-        if payload_type is not None:
-            if not 0 <= payload_type <= 127 or payload_type == self.payload_type:
-                raise ValueError(f"invalid telephone-event payload type {payload_type}")
-            self._te_pts = self._te_pts | {payload_type}
-        self.telephone_event_pt = payload_type
+        self._session.set_telephone_event_pt(payload_type)
 
     @property
     def rtp_timeout_s(self) -> float:
         """Seconds without received RTP before `on_timeout` fires; 0 disables."""
-        return self._rtp_timeout
+        return self._session.rtp_timeout_s
 
     @rtp_timeout_s.setter
     def rtp_timeout_s(self, value: float) -> None:
-        self._rtp_timeout = max(0.0, float(value))
+        self._session.rtp_timeout_s = value
 
     @property
     def ssrc(self) -> int:
         """Our SSRC."""
-        return self._rtp.ssrc
+        return self._session.ssrc
 
     @property
     def remote_addr(self) -> tuple | None:
         """Where packets go now: the SDP address, or the latched source; None on hold."""
-        return self._remote
+        return self._session.remote_addr
 
     @property
     def latched(self) -> bool:
-        """True once the first valid packet fixed the peer's source address."""
-        return self._latched is not None
+        """True once a received packet fixed the peer's source address."""
+        return self._session.latched
 
     @property
     def local_addr(self) -> tuple:
@@ -570,7 +553,7 @@ class RTPSession:
     @property
     def backlog_bytes(self) -> int:
         """PCM bytes queued and not yet sent."""
-        return len(self._audio)
+        return self._session.backlog_bytes
 
     async def start(self) -> None:
         """Start receiving and sending (idempotent).
@@ -593,12 +576,17 @@ class RTPSession:
             return
         if self._clock is None:
             self._clock = MediaClock.for_loop(loop, self.ptime_ms)
-        self._last_rx = loop.time()
         if self._rtcp_sock is not None:
             self._rtcp_transport, _ = await loop.create_datagram_endpoint(
                 lambda: _RtcpProtocol(self), sock=self._rtcp_sock
             )
-            self._next_rtcp = loop.time() + self._rtcp_interval * random.uniform(0.25, 0.75)
+            if self._closed:
+                self._rtcp_transport.close()
+                return
+        self._time = loop.time
+        now = loop.time()
+        self._session.wall_offset = time.time() - now
+        self._session.start(now)
         self._clock.add(self)
 
     async def close(self) -> None:
@@ -608,23 +596,23 @@ class RTPSession:
         are dropped. Returns once the socket is closed.
         """
         rtcp = self._rtcp_transport
-        if rtcp is not None and not rtcp.is_closing():
-            if not self._closed:
-                self._send_rtcp(bye=True)  # RFC 3550 s.6.6: leaving the session
-            rtcp.close()
-        elif rtcp is None and self._rtcp_sock is not None:
-            self._rtcp_sock.close()
         if not self._closed:
             self._closed = True
+            bye = self._session.close(self._time())  # RFC 3550 s.6.6: leaving the session
+            if rtcp is not None and not rtcp.is_closing():
+                for data, addr, _ in bye:
+                    self._send_rtcp(data, addr)
             if self._clock is not None:
                 self._clock.remove(self)
-            self._audio.clear()
-            self._dtmf_out.clear()
             self._wake_waiters(force=True)
             if self._transport is not None:
                 self._transport.close()
             else:
                 self._sock.close()
+        if rtcp is not None and not rtcp.is_closing():
+            rtcp.close()
+        elif rtcp is None and self._rtcp_sock is not None:
+            self._rtcp_sock.close()
         if self._lost is not None and not self._lost.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_TIMEOUT_S)
@@ -639,10 +627,7 @@ class RTPSession:
         Raises:
             ValueError: ``pcm`` is not whole 16-bit samples.
         """
-        if len(pcm) & 1:
-            raise ValueError(f"PCM16 data has an odd length ({len(pcm)} bytes)")
-        if not self._closed:
-            self._audio += pcm
+        self._session.queue_audio(pcm)
 
     async def wait_for_backlog(self, max_bytes: int) -> None:
         """Return once at most ``max_bytes`` of PCM are queued, or the session is closed.
@@ -650,7 +635,7 @@ class RTPSession:
         Woken by the clock tick that sent the packet (or by :meth:`clear_audio`),
         no polling.
         """
-        if self._closed or len(self._audio) <= max_bytes:
+        if self._closed or self._session.backlog_bytes <= max_bytes:
             return
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((max_bytes, future))
@@ -658,7 +643,7 @@ class RTPSession:
 
     def clear_audio(self) -> None:
         """Drop all queued audio now (barge-in): the next packet is silence."""
-        self._audio.clear()
+        self._session.clear_audio()
         if self._waiters:
             self._wake_waiters()
 
@@ -677,187 +662,100 @@ class RTPSession:
             ValueError: Unknown key or a duration out of range (1-8000 ms).
         """
         event_for_key(key)  # validate before queueing anything
-        if self._closed:
-            return
-        if self.telephone_event_pt is not None:
-            self._dtmf_out.append(
-                DtmfSender(
-                    self._rtp,
-                    self.telephone_event_pt,
-                    key,
-                    duration_ms,
-                    ptime_ms=self.ptime_ms,
-                    clock_rate=self.codec.clock_rate,
-                )
+        self._session.queue_dtmf(key, duration_ms)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the peer has shown it owns its address (we may send to it)."""
+        return self._session.confirmed
+
+    @property
+    def jitter_buffer(self) -> Any:
+        """The jitter buffer received audio is played out through, or None."""
+        return self._session.jitter_buffer
+
+    def set_jitter_buffer(self, jitter_buffer: Any) -> None:
+        """Play received audio out through ``jitter_buffer`` (None: each packet at once).
+
+        One frame per packet time then reaches ``on_audio``, in sequence order,
+        lost packets concealed; set it before media flows.
+        """
+        self._session.set_jitter_buffer(jitter_buffer)
+
+    def enable_jitter_buffer(self, min_delay_ms: float = 0.0, max_delay_ms: float = 200.0) -> None:
+        """Play received audio out through an adaptive jitter buffer (``rtp.jitterbuffer``).
+
+        Args:
+            min_delay_ms: Least play-out delay the buffer keeps, ms.
+            max_delay_ms: Most play-out delay it may adapt to, ms.
+
+        Raises:
+            ValueError: The bounds are negative or reversed.
+        """
+        from pipecat_sip.rtp.jitterbuffer import JitterBuffer
+
+        if not 0 <= min_delay_ms <= max_delay_ms:
+            raise ValueError(
+                f"jitter buffer bounds {min_delay_ms}-{max_delay_ms} ms are not a range"
             )
-        else:
-            if not 1 <= duration_ms <= 8000:
-                raise ValueError(f"DTMF duration must be 1-8000 ms, got {duration_ms}")
-            tone = dtmf_tone(key, duration_ms, self.sample_rate)
-            gap = bytes(2 * (self.sample_rate * _INBAND_GAP_MS // 1000))
-            self._audio += tone + gap
-        self.stats.dtmf_sent += 1
+        self.set_jitter_buffer(
+            JitterBuffer(
+                self.codec.clock_rate,
+                self.ptime_ms,
+                min_delay_ms,
+                max_delay_ms,
+                telephone_event_pts=self._session.telephone_event_pts,
+                comfort_noise_pt=self._session.comfort_noise_pt,
+            )
+        )
+
+    def confirm(self) -> None:
+        """The peer owns its address (the call's ACK): start sending; the RTP timeout counts.
+
+        For a session made with ``confirmed=False``; idempotent.
+        """
+        self._session.confirm(self._time())
 
     def update_remote(self, remote_addr: tuple[str, int]) -> None:
         """Send to a new SDP address (re-INVITE) and latch again on the next packets."""
-        self._remote = self._destination(remote_addr)
-        self._sdp_addr = tuple(remote_addr[:2])
-        self._latched = None
-        self._rtcp_source = None
-        logger.info(f"{self._log}RTP remote address now {remote_addr[0]}:{remote_addr[1]}")
+        self._session.update_remote(remote_addr)
+        self._dispatch()
 
     def __repr__(self) -> str:
         return (
-            f"<RTPSession {self.codec.encoding_name}/{self.payload_type} -> {self._remote}"
-            f"{' latched' if self._latched else ''}{' closed' if self._closed else ''}>"
+            f"<RTPSession {self.codec.encoding_name}/{self.payload_type} -> {self.remote_addr}"
+            f"{' latched' if self.latched else ''}{' closed' if self._closed else ''}>"
         )
 
     # --- clock side -------------------------------------------------------------------
 
     def _on_tick(self, now: float, sends: int, skipped: int) -> None:
-        if self._closed:
-            return
-        if skipped:
-            self._rtp.advance(skipped * self._ts_step)
-            self.stats.deadlines_skipped += skipped
-        self._send_one()
-        if sends > 1:
-            self._send_one()
+        out = self._tick(now, sends, skipped)
+        if out:
+            sock = self._sock
+            for data, addr, rtcp in out:
+                if rtcp:
+                    self._send_rtcp(data, addr)
+                    continue
+                try:
+                    sock.sendto(data, addr)  # non-blocking; cheaper than the transport's
+                except (BlockingIOError, InterruptedError):
+                    self.stats.send_errors += 1  # socket buffer full: drop, as UDP would
+                except OSError as exc:
+                    self._transport_error(exc)
         if self._waiters:
             self._wake_waiters()
-        if now >= self._next_rtcp:
-            self._send_rtcp()
-            self._next_rtcp = now + self._rtcp_interval * random.uniform(0.5, 1.5)
-        if self._rtp_timeout and self._receiving and not self._timed_out:
-            if self._rx_count != self._rx_mark:
-                self._rx_mark = self._rx_count
-                self._last_rx = now
-            elif now - self._last_rx >= self._rtp_timeout:
-                self._timed_out = True
-                self._fire_timeout()
+        if self._events:
+            self._dispatch()
 
-    def _send_one(self) -> None:
-        if not self._sending:
-            self._play_out_held()
-            return
-        dtmf = self._dtmf_out
-        while dtmf:
-            packet = next(dtmf[0], None)
-            if packet is not None:
-                self._send(packet, 4)
-                return
-            dtmf.popleft()
-        audio = self._audio
-        if audio:
-            size = self._bytes_per_packet
-            if len(audio) >= size:
-                pcm = bytes(audio[:size])
-                del audio[:size]
-            else:  # the end of speech: pad the last packet with silence
-                pcm = bytes(audio) + self._silence_pcm[len(audio) :]
-                audio.clear()
-            payload = self.codec.encode(pcm)
-            marker = self._idle
-            self._idle = False
-            self._send(self._rtp.packet(payload, self._ts_step, marker=marker), len(payload))
-        else:
-            self._idle = True
-            if self._send_silence:
-                payload = self._silence_payload
-                self._send(self._rtp.packet(payload, self._ts_step), len(payload))
-            else:
-                self._rtp.advance(self._ts_step)
-
-    # --- RTCP (RFC 3550 s.6) --------------------------------------------------------------
-
-    def _on_rtcp(self, data: bytes, addr: Any) -> None:
-        """A datagram on the RTCP port: from the latched RTP source's host only."""
-        latched = self._latched
-        if latched is not None and addr[0] != latched[0]:
-            self.stats.packets_wrong_source += 1
-            return
-        self.stats.packets_rtcp += 1
-        if self._read_rtcp(data):
-            self._rtcp_source = addr  # symmetric RTCP: answer where it comes from
-
-    def _read_rtcp(self, data: bytes) -> bool:
-        """Take the peer's SR (for LSR/DLSR) from a compound packet; False if not RTCP."""
+    def _send_rtcp(self, data: bytes, addr: Any) -> None:
         try:
-            packets = parse_compound(data)
-        except ValueError:
-            self.stats.packets_invalid += 1
-            return False
-        reception = self._reception
-        for packet in packets:
-            if packet.packet_type == RTCP_SR and packet.ntp is not None:
-                if reception is not None and packet.ssrc == reception.ssrc:
-                    reception.sender_report(packet.ntp, time.monotonic())
-        return True
-
-    def _rtcp_destination(self) -> Any:
-        if self._rtcp_source is not None:
-            return self._rtcp_source
-        remote = self._remote
-        if remote is None:
-            return None
-        return (remote[0], remote[1] + 1, *remote[2:])  # RFC 3550 s.11: RTP port + 1
-
-    def _send_rtcp(self, bye: bool = False) -> None:
-        """Send a compound report (SR if we sent RTP since the last one, else RR)."""
-        transport = self._rtcp_transport
-        destination = self._rtcp_destination()
-        if transport is None or destination is None:
-            return
-        rtp = self._rtp
-        sender = None
-        if rtp.packets_sent != self._packets_at_report:
-            # The packet just sent started at this instant: its timestamp is the
-            # stream's current one minus one packet.
-            sender = SenderInfo(
-                ntp=ntp_timestamp(time.time()),
-                rtp_timestamp=(rtp.timestamp - self._ts_step) & 0xFFFFFFFF,
-                packets=rtp.packets_sent,
-                octets=rtp.octets_sent,
-            )
-            self._packets_at_report = rtp.packets_sent
-        reception = self._reception
-        blocks = [reception.report_block(time.monotonic())] if reception is not None else []
-        try:
-            self._rtcp_sock.sendto(compound(rtp.ssrc, self.cname, sender, blocks, bye), destination)
+            (self._rtcp_sock or self._sock).sendto(data, addr)
         except OSError:
-            return  # best effort: RTCP never holds up the media
-        self.stats.rtcp_sent += 1
-
-    def _play_out_held(self) -> None:
-        """One packet time while held: nothing on the wire (RFC 3264 s.5.1).
-
-        Queued audio drains at the packet pace and pending key presses are
-        dropped; the RTP timestamp runs on, the sequence number does not (no
-        packet was sent, RFC 3550 s.5.1), and the next audio after resuming
-        starts a talkspurt (marker bit).
-        """
-        self._dtmf_out.clear()
-        del self._audio[: self._bytes_per_packet]
-        self._idle = True
-        self._rtp.advance(self._ts_step)
-
-    def _send(self, packet: bytes, payload_size: int) -> None:
-        remote = self._remote
-        if remote is not None and self._transport is not None:
-            try:
-                self._sock.sendto(packet, remote)  # non-blocking; cheaper than the transport's
-            except (BlockingIOError, InterruptedError):
-                self.stats.send_errors += 1  # socket buffer full: drop, as UDP would
-                return
-            except OSError as exc:
-                self._transport_error(exc)
-                return
-            stats = self.stats
-            stats.packets_sent += 1
-            stats.octets_sent += payload_size
+            pass  # best effort: RTCP never holds up the media
 
     def _wake_waiters(self, force: bool = False) -> None:
-        backlog = len(self._audio)
+        backlog = self._session.backlog_bytes
         waiting = []
         for max_bytes, future in self._waiters:
             if future.done():
@@ -868,73 +766,70 @@ class RTPSession:
                 waiting.append((max_bytes, future))
         self._waiters = waiting
 
-    def _fire_timeout(self) -> None:
-        logger.warning(f"{self._log}no RTP received for {self._rtp_timeout:g} s")
-        callback = self.on_timeout
-        if callback is not None:
-            try:
-                callback()
-            except Exception:
-                self._log_error("error in on_timeout")
-
     # --- socket side ------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, addr: Any) -> None:
-        stats = self.stats
-        if is_rtcp(data):
-            stats.packets_rtcp += 1
-            if self._rtcp_transport is not None:
-                self._read_rtcp(data)
-            return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpParseError:
-            stats.packets_invalid += 1
-            return
-        payload_type = packet.payload_type
-        if payload_type != self.payload_type and payload_type not in self._te_pts:
-            stats.packets_unknown_pt += 1
-            return
-        latched = self._latched
-        if latched is None:
-            self._latch(addr)
-        elif addr != latched:
-            stats.packets_wrong_source += 1
-            return
-        self._rx_count += 1
-        stats.packets_received += 1
-        stats.octets_received += len(packet.payload)
-        if self._rtcp_transport is not None:
-            reception = self._reception
-            if reception is None or reception.ssrc != packet.ssrc:  # a new stream
-                reception = self._reception = ReceptionStats(packet.ssrc, self.codec.clock_rate)
-            reception.update(packet.sequence_number, packet.timestamp, time.monotonic())
-        if payload_type == self.payload_type:
+        pcm = self._receive_rtp(data, addr, self._time())
+        if pcm is not None:
             on_audio = self.on_audio
             if on_audio is not None:
-                on_audio(self.codec.decode(packet.payload))
-        else:
-            key = self._dtmf_in.feed(packet)
-            if key is not None:
-                stats.dtmf_received += 1
-                on_dtmf = self.on_dtmf
-                if on_dtmf is not None:
-                    on_dtmf(key)
+                try:
+                    on_audio(pcm)
+                except Exception:
+                    self._log_error("error in on_audio")
+        if self._events:
+            self._dispatch()
 
-    def _latch(self, addr: Any) -> None:
-        self._latched = addr
-        if tuple(addr[:2]) != self._sdp_addr:
-            logger.info(
-                f"{self._log}latching RTP to {addr[0]}:{addr[1]} "
-                f"(SDP said {self._sdp_addr[0]}:{self._sdp_addr[1]})"
-            )
-        self._remote = addr
+    def _on_rtcp(self, data: bytes, addr: Any) -> None:
+        self._receive_rtcp(data, addr, self._time())
+        if self._events:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Act on the pure session's events: callbacks and log lines."""
+        events = self._events
+        while events:
+            event = events.popleft()
+            kind = type(event)
+            if kind is AudioReceived:
+                callback, arg, what = self.on_audio, event.pcm, "on_audio"
+            elif kind is DtmfReceived:
+                callback, arg, what = self.on_dtmf, event.key, "on_dtmf"
+            elif kind is RtpTimeout:
+                logger.warning(f"{self._log}no RTP received for {event.timeout_s:g} s")
+                on_timeout = self.on_timeout
+                if on_timeout is not None:
+                    try:
+                        on_timeout()
+                    except Exception:
+                        self._log_error("error in on_timeout")
+                continue
+            else:
+                self._log_notice(event)
+                continue
+            if callback is not None:
+                try:
+                    callback(arg)
+                except Exception:
+                    self._log_error(f"error in {what}")
+
+    def _log_notice(self, notice: Notice) -> None:
+        """Log a notice; past the first few of a kind, only every _LOG_EVERY-th, with the count."""
+        count = self._notices.get(notice.code, 0) + 1
+        self._notices[notice.code] = count
+        if count <= _LOG_FIRST or count % _LOG_EVERY == 0:
+            text = f"{self._log}{notice.text}" + (f" ({count} so far)" if count > 1 else "")
+            if notice.level == "warning":
+                logger.warning(text)
+            else:
+                logger.info(text)
 
     def _on_connection_lost(self) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         if not self._closed:  # the socket went away under us
             self._closed = True
+            self._session.close(self._time())
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)
@@ -949,10 +844,3 @@ class RTPSession:
         self.stats.errors += 1
         if self.stats.errors % _LOG_EVERY == 1:
             logger.exception(f"{self._log}{what} ({self.stats.errors} so far)")
-
-    @staticmethod
-    def _destination(remote_addr: tuple[str, int]) -> tuple[str, int] | None:
-        host, port = remote_addr[0], remote_addr[1]
-        if not port or host in ("", "0.0.0.0", "::"):
-            return None
-        return (host, port)

@@ -32,7 +32,7 @@ from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint
 from pipecat_sip.host import default_public_address, ensure_fd_limit
-from pipecat_sip.rtp.ports import PortPool
+from pipecat_sip.ports import PortPool
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -146,6 +146,11 @@ class SIPServer:
         trust_in_dialog_from: ``"peer"`` (default): in-dialog requests only
             from the dialog's peer (others get 403); ``"any"`` behind a proxy
             that does not Record-Route.
+        rtp_latching: Where RTP may come from when it does not come from the
+            SDP address (:mod:`pipecat_sip.rtp.latching`): "signaling"
+            (default: the SDP host or the call's signalling source, after a
+            short run of consecutive packets), "any", or "off" (the SDP
+            address only).
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit).
@@ -185,6 +190,7 @@ class SIPServer:
         rate_burst: int = DEFAULT_RATE_BURST,
         registration: Registration | None = None,
         trust_in_dialog_from: str = "peer",
+        rtp_latching: str = "signaling",
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -219,6 +225,9 @@ class SIPServer:
         self.allowed_networks = parse_networks(allowed_networks)
         self.rate_limiter = RateLimiter(rate_limit, rate_burst) if rate_limit else None
         self.trust_in_dialog_from = trust_in_dialog_from
+        if rtp_latching not in ("signaling", "any", "off"):
+            raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
+        self.rtp_latching = rtp_latching
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
@@ -269,6 +278,7 @@ class SIPServer:
             answer_timeout_s=self.answer_timeout_s,
             send_silence=self.send_silence,
             allowed_networks=self.allowed_networks,
+            rtp_latching=self.rtp_latching,
         )
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
         if self.registration is not None:

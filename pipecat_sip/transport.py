@@ -231,6 +231,14 @@ class SIPParams(TransportParams):
             a timer per 20 ms chunk.
         resampler_quality: soxr quality for rate conversion, ``"MQ"`` (4 ms
             delay) or ``"LQ"`` (2.5 ms, audible roll-off above 3 kHz).
+        jitter_buffer: Play the caller's audio out through an adaptive jitter
+            buffer (:mod:`pipecat_sip.rtp.jitterbuffer`): one frame per packet
+            time, in sequence order, duplicates dropped, losses concealed
+            (G.711 Appendix I style, or the codec's own PLC). False keeps the
+            direct path: each received packet becomes one frame at once, in
+            arrival order. Default True.
+        jitter_buffer_min_ms: Least play-out delay the buffer keeps, ms.
+        jitter_buffer_max_ms: Most play-out delay it adapts up to, ms.
     """
 
     audio_in_enabled: bool = True
@@ -245,6 +253,9 @@ class SIPParams(TransportParams):
     cancel_on_disconnect: bool = True
     audio_out_write_timeout_secs: float | None = Field(default=None, gt=0)
     resampler_quality: Literal["MQ", "LQ"] = "MQ"
+    jitter_buffer: bool = True
+    jitter_buffer_min_ms: float = Field(default=0.0, ge=0, le=1000)
+    jitter_buffer_max_ms: float = Field(default=200.0, ge=0, le=2000)
 
 
 class SIPInputTransport(BaseInputTransport):
@@ -1587,6 +1598,13 @@ class SIPTransport(BaseTransport):
         media = self.media
         if media is None:
             return
+        enable = getattr(media, "enable_jitter_buffer", None)
+        params = self._params
+        if params.jitter_buffer and enable is not None and media.jitter_buffer is None:
+            enable(
+                params.jitter_buffer_min_ms,
+                max(params.jitter_buffer_max_ms, params.jitter_buffer_min_ms),
+            )
         settings = (
             ("send_silence_when_idle", "send_silence"),
             ("rtp_timeout_s", "rtp_timeout_s"),

@@ -123,5 +123,7 @@ async def test_opus_call_echoes_a_6khz_tone(tmp_path: Path):
     assert (call.info.codec, call.info.sample_rate) == ("opus", 16000)
     neg = call.negotiated
     assert (neg.clock_rate, neg.channels, neg.fmtp) == (48000, 2, "stereo=1;sprop-stereo=1")
-    assert call.media.stats.packets_received > 100 and call.media.codec.invalid_payloads == 0
+    assert call.media.stats.packets_received > 100 and call.media.codec.invalid_payloads == 0, (
+        call.media.stats
+    )
     _assert_heard_the_6khz_tone(heard, rate, log)

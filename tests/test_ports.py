@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from pipecat_sip.rtp import PortPool, PortPoolExhausted
+from pipecat_sip.ports import PortPool, PortPoolExhausted
 
 HOST = "127.0.0.1"
 
@@ -59,7 +59,7 @@ def test_hands_out_even_ports_with_their_rtcp_port_in_range(base):
     pool = PortPool(base, base + 9, HOST)  # pairs: base..base+9 -> 5 RTP ports
     leases = drain(pool)
     try:
-        ports = [lease.port for lease in leases]
+        ports = sorted(lease.port for lease in leases)
         assert ports == [base, base + 2, base + 4, base + 6, base + 8]
         assert all(port % 2 == 0 and port + 1 <= base + 9 for port in ports)
         for lease in leases:
@@ -76,7 +76,7 @@ def test_even_end_without_rtcp_port_is_not_handed_out(base):
     assert pool.capacity == 2
     leases = drain(pool)
     close_all(leases)
-    assert [lease.port for lease in leases] == [base, base + 2]
+    assert sorted(lease.port for lease in leases) == [base, base + 2]
 
 
 def test_odd_start_is_raised_to_even(base):
@@ -84,7 +84,7 @@ def test_odd_start_is_raised_to_even(base):
     assert pool.start == base + 2
     leases = drain(pool)
     close_all(leases)
-    assert [lease.port for lease in leases] == [base + 2, base + 4, base + 6]
+    assert sorted(lease.port for lease in leases) == [base + 2, base + 4, base + 6]
 
 
 def test_ports_busy_on_the_host_are_skipped(base):
@@ -93,7 +93,7 @@ def test_ports_busy_on_the_host_are_skipped(base):
         pool = PortPool(base, base + 9, HOST)
         leases = drain(pool)
         close_all(leases)
-        assert [lease.port for lease in leases] == [base + 2, base + 6, base + 8]
+        assert sorted(lease.port for lease in leases) == [base + 2, base + 6, base + 8]
         assert pool.in_use == 3
     finally:
         for sock in busy:
@@ -139,13 +139,13 @@ def test_exhaustion_counts_host_busy_ports(base):
         busy.close()
 
 
-def test_release_returns_every_port_and_reuse_is_round_robin(base):
+def test_release_returns_every_port_and_a_just_released_port_waits(base):
     pool = PortPool(base, base + 7, HOST)  # 4 RTP ports
     first = pool.acquire()
     first.close()
     pool.release(first.port)
     second = pool.acquire()  # a just-released port is reused last
-    assert second.port == base + 2
+    assert second.port != first.port
     leases = [second, *drain(pool)]
     close_all(leases)
     assert sorted(lease.port for lease in leases) == [base, base + 2, base + 4, base + 6]
@@ -198,3 +198,35 @@ def test_bind_errors_other_than_busy_propagate():
     with pytest.raises(OSError):
         pool.acquire()
     assert pool.in_use == 0
+
+
+def test_rtp_bleed_ports_are_random_not_in_order():
+    """Security: the next call's port cannot be guessed from this one's (RTP bleed)."""
+    base = free_range(64)
+
+    def ports(seed: int) -> list[int]:
+        pool = PortPool(base, base + 63, HOST, rng=random.Random(seed))  # 32 RTP ports
+        leases = [pool.acquire() for _ in range(8)]
+        close_all(leases)
+        return [lease.port for lease in leases]
+
+    first, again, other = ports(1), ports(1), ports(2)
+    assert first == again  # reproducible with a seeded rng
+    assert first != other
+    steps = {b - a for a, b in zip(first, first[1:], strict=False)}
+    assert steps != {2}  # not handed out in order
+    assert len(set(first)) == 8
+
+
+def test_rtp_bleed_a_released_port_is_not_handed_out_again_at_once():
+    base = free_range(16)
+    pool = PortPool(base, base + 15, HOST, rng=random.Random(3))  # 8 ports, 4 cooling
+    seen = []
+    for _ in range(40):
+        lease = pool.acquire()
+        lease.close()
+        seen.append(lease.port)
+        pool.release(lease.port)
+    for i in range(4, len(seen)):
+        assert seen[i] not in seen[i - 4 : i]  # the last 4 released wait while others are free
+    assert len(set(seen)) == 8

@@ -442,8 +442,8 @@ async def test_rtp_loss_and_reordering_call_carries_on():
         packets = rtp_packets(300)
         for i, packet in enumerate(packets):
             peer.rtp.send(packet, ("127.0.0.1", relay_port))
-            if i % 10 == 9:
-                await asyncio.sleep(0.02)
+            if i % 10 == 9:  # 200 ms of audio per burst, in real time (faster is a flood)
+                await asyncio.sleep(0.2)
         await asyncio.sleep(0.3)
         sent = relay.stats.a_to_b
         assert sent.lost > 10 and sent.reordered > 10, sent

@@ -12,17 +12,21 @@ from hypothesis import strategies as st
 
 from pipecat_sip.codecs import PCMU
 from pipecat_sip.media import RTPSession
-from pipecat_sip.rtp.ports import PortPool
+from pipecat_sip.ports import PortPool
 from pipecat_sip.rtp.rtcp import (
+    MAX_COMPOUND_PACKETS,
     RTCP_BYE,
     RTCP_RR,
     RTCP_SDES,
     RTCP_SR,
     ReceptionStats,
+    ReportBlock,
     SenderInfo,
     compound,
+    ntp_middle,
     ntp_timestamp,
     parse_compound,
+    round_trip_time,
 )
 from pipecat_sip.rtp.sender import RtpSender
 
@@ -71,6 +75,96 @@ def test_parse_reads_the_senders_ntp_and_rejects_bad_datagrams():
         parse_compound(b"\x80\xc8\x00\x09\x00\x00\x00\x01")
     with pytest.raises(ValueError):
         compound(1, "z", None, [bytes(24)] * 32)
+
+
+# --- report blocks (RFC 3550 s.6.4) --------------------------------------------------------
+
+
+def test_report_blocks_of_an_sr_round_trip_with_reception_stats():
+    stats = ReceptionStats(0xBEEF, 8000)
+    for i, seq in enumerate([65534, 65535, 1, 2]):  # seq 0 lost, across the wrap
+        stats.update(seq, i * 160, i * 0.02 + (0.005 if i == 2 else 0.0))
+    stats.sender_report(0x0102030405060708, arrival=10.0)
+    block = stats.report_block(now=10.25)
+    info = SenderInfo(ntp=0xAABBCCDD00112233, rtp_timestamp=7, packets=3, octets=480)
+    sr, sdes = parse_compound(compound(0x11, "me", info, [block]))
+    assert sr.sender == info and sr.ntp == info.ntp
+    (parsed,) = sr.reports
+    assert parsed == ReportBlock(
+        ssrc=0xBEEF,
+        fraction_lost=(1 << 8) // 5,
+        cumulative_lost=1,
+        highest_seq=(1 << 16) + 2,
+        jitter=int(stats.jitter),
+        lsr=0x03040506,
+        dlsr=16384,  # 0.25 s
+    )
+    assert parsed.fraction == pytest.approx(51 / 256)
+    assert sdes.reports == () and sdes.sender is None
+
+
+def test_receiver_report_with_two_blocks_and_negative_cumulative_loss():
+    blocks = [
+        struct.pack("!IIIIII", 1, (255 << 24) | 0xFFFFFF, 70000, 12, 0, 0),  # lost -1
+        struct.pack("!IIIIII", 2, (0 << 24) | 0x7FFFFF, 5, 0, 0xDEADBEEF, 1),
+    ]
+    rr, _ = parse_compound(compound(9, "x", None, blocks))
+    assert rr.packet_type == RTCP_RR and rr.sender is None and rr.ntp is None
+    first, second = rr.reports
+    assert (first.ssrc, first.fraction_lost, first.cumulative_lost) == (1, 255, -1)
+    assert (first.highest_seq, first.jitter) == (70000, 12)
+    assert (second.cumulative_lost, second.lsr, second.dlsr) == (0x7FFFFF, 0xDEADBEEF, 1)
+
+
+def test_report_counts_that_do_not_fit_are_rejected():
+    block = bytes(24)
+    # RR claiming two blocks with room for one.
+    rr = bytes([0x82, 201, 0, 7]) + struct.pack("!I", 1) + block
+    with pytest.raises(ValueError, match="claims 2 report blocks"):
+        parse_compound(rr)
+    # SR too short for its sender info but claiming a block.
+    sr = bytes([0x81, 200, 0, 1]) + struct.pack("!I", 1)
+    with pytest.raises(ValueError, match="claims 1 report blocks"):
+        parse_compound(sr)
+    # An SR shorter than its sender info and no blocks: read as before (no NTP).
+    (short,) = parse_compound(bytes([0x80, 200, 0, 1]) + struct.pack("!I", 1))
+    assert short.ntp is None and short.reports == ()
+    # Bounded work: a datagram of many tiny packets is refused.
+    bye = bytes([0x81, 203, 0, 1]) + struct.pack("!I", 1)
+    assert len(parse_compound(bye * MAX_COMPOUND_PACKETS)) == MAX_COMPOUND_PACKETS
+    with pytest.raises(ValueError, match="more than"):
+        parse_compound(bye * (MAX_COMPOUND_PACKETS + 1))
+    with pytest.raises(ValueError, match="cut short"):
+        ReportBlock.parse(bytes(23))
+
+
+def test_round_trip_time_rfc3550_example_and_edges():
+    # RFC 3550 s.6.4.1: A = 0xb710:8000, LSR = 0xb705:2000, DLSR = 0x0005:4000 -> 6.125 s.
+    block = ReportBlock(1, 0, 0, 0, 0, lsr=0xB7052000, dlsr=0x00054000)
+    assert round_trip_time(block, 0xB7108000 << 16) == 6.125
+    assert ntp_middle(0xB7108000 << 16) == 0xB7108000
+    # No SR received by the peer yet.
+    assert round_trip_time(ReportBlock(1, 0, 0, 0, 0, 0, 0), 1 << 48) is None
+    # The middle-32-bit clock wraps: still right modulo 2**32.
+    wrapped = ReportBlock(1, 0, 0, 0, 0, lsr=0xFFFF8000, dlsr=0x4000)
+    assert round_trip_time(wrapped, 0x00004000 << 16) == 0.5
+    # A report "from the future" (clock step, bogus DLSR) gives no RTT, not a huge one.
+    assert round_trip_time(ReportBlock(1, 0, 0, 0, 0, 0x10000, 0x20000), 0x10000 << 16) is None
+
+
+@given(st.sampled_from([200, 201]), st.integers(0, 31), st.integers(1, 200), st.randoms())
+def test_parse_compound_reads_blocks_only_within_their_packet(kind, count, words, rnd):
+    body = bytes(rnd.getrandbits(8) for _ in range(4 * words))
+    data = bytes([0x80 | count, kind]) + struct.pack("!H", words) + body
+    try:
+        (packet,) = parse_compound(data)
+    except ValueError as exc:
+        assert "report blocks" in str(exc)
+        fixed = 28 if kind == RTCP_SR else 8
+        assert fixed + 24 * count > len(data) or (kind == RTCP_SR and len(data) < 28)
+        return
+    assert len(packet.reports) == count
+    assert (packet.sender is not None) == (kind == RTCP_SR and len(data) >= 28)
 
 
 # --- reception statistics (RFC 3550 A.1, A.3, A.8) -----------------------------------------

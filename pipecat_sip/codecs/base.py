@@ -57,6 +57,7 @@ class Codec(ABC):
     fmtp: str | None = None
     invalid_payloads: int = 0
     stateful: bool = False
+    constant_bitrate: bool = True
 
     @abstractmethod
     def encode(self, pcm: bytes) -> bytes:

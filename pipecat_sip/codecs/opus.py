@@ -88,6 +88,7 @@ class OpusCodec(Codec):
     clock_rate = 48000
     channels = 2
     stateful = True
+    constant_bitrate = False
 
     def __init__(
         self,

@@ -21,8 +21,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from loguru import logger
-
 from pipecat_sip.rtp.packet import RtpPacket, ts_diff
 from pipecat_sip.rtp.sender import RtpSender
 
@@ -32,6 +30,7 @@ __all__ = [
     "DtmfSender",
     "TelephoneEvent",
     "TelephoneEventParseError",
+    "describe_event",
     "event_for_key",
     "key_for_event",
 ]
@@ -64,6 +63,14 @@ def event_for_key(key: str) -> int:
 def key_for_event(event: int) -> str | None:
     """Return the DTMF key of an event code, or None for flash and non-DTMF events."""
     return _EVENT_KEYS[event] if 0 <= event < len(_EVENT_KEYS) else None
+
+
+def describe_event(event: int) -> str:
+    """Name an event code for people: ``"A"``, ``"flash"``, ``"non-DTMF"`` (RFC 4733 s.3.2)."""
+    key = key_for_event(event)
+    if key is not None:
+        return key
+    return "flash" if event == EVENT_FLASH else "non-DTMF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +132,10 @@ class DtmfReceiver:
     A stream replayed with identical headers (SIPp's ``play_pcap_audio``
     playing one capture twice in a call) therefore reports its key once.
 
-    ``A``-``D`` (events 12-15), flash (16) and non-DTMF events are logged and
-    ignored: Pipecat's keypad has no such keys.
-
-    Args:
-        log_prefix: Put in front of log lines (e.g. the call id).
+    ``A``-``D`` (events 12-15), flash (16) and non-DTMF events are ignored
+    (Pipecat's keypad has no such keys): each such press is counted in
+    :attr:`ignored_events` and its code kept in :attr:`last_ignored_event`,
+    for the caller to report (this object logs nothing).
 
     Example:
         >>> rx = DtmfReceiver()
@@ -138,8 +144,7 @@ class DtmfReceiver:
         ('5', None)
     """
 
-    def __init__(self, *, log_prefix: str = ""):
-        self._log_prefix = log_prefix
+    def __init__(self) -> None:
         self._ssrc: int | None = None
         self._timestamp: int | None = None  # of the latest event
         self._event = -1
@@ -148,6 +153,10 @@ class DtmfReceiver:
         """Key presses reported."""
         self.invalid_packets = 0
         """Packets whose payload was not a telephone-event."""
+        self.ignored_events = 0
+        """Presses of events Pipecat has no key for (``A``-``D``, flash, others)."""
+        self.last_ignored_event: int | None = None
+        """The event code of the latest ignored press."""
 
     def feed(self, packet: RtpPacket) -> str | None:
         """Take one telephone-event packet.
@@ -157,7 +166,8 @@ class DtmfReceiver:
 
         Returns:
             The key (``"0"``-``"9"``, ``"*"``, ``"#"``) when this packet is the
-            first one seen of a new key press, else None.
+            first one seen of a new key press, else None (a new press of an
+            ignored event also moves :attr:`ignored_events` on).
         """
         try:
             event = TelephoneEvent.parse(packet.payload)
@@ -188,11 +198,8 @@ class DtmfReceiver:
         self._ended = event.end
         key = key_for_event(event.event)
         if key not in _PIPECAT_KEYS:
-            name = key or ("flash" if event.event == EVENT_FLASH else "non-DTMF")
-            logger.info(
-                f"{self._log_prefix}ignoring telephone-event {event.event} ({name}): "
-                "Pipecat's keypad has no such key"
-            )
+            self.ignored_events += 1
+            self.last_ignored_event = event.event
             return None
         self.keys_received += 1
         return key

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
+    "RTP_HEADER",
     "RTP_HEADER_SIZE",
     "RtpHeaderExtension",
     "RtpPacket",
@@ -42,7 +43,9 @@ __all__ = [
 RTP_HEADER_SIZE = 12
 """Size of the fixed RTP header in bytes."""
 
-_FIXED = struct.Struct("!BBHII")
+RTP_HEADER = struct.Struct("!BBHII")
+"""The fixed header: first octet (V, P, X, CC), second (M, PT), sequence
+number, timestamp, SSRC. The one definition of it, shared by the sender."""
 _EXT_HEADER = struct.Struct("!HH")
 
 
@@ -108,7 +111,7 @@ class RtpPacket:
         size = len(data)
         if size < RTP_HEADER_SIZE:
             raise RtpParseError(f"RTP packet length is less than {RTP_HEADER_SIZE} bytes")
-        first, second, sequence_number, timestamp, ssrc = _FIXED.unpack_from(data)
+        first, second, sequence_number, timestamp, ssrc = RTP_HEADER.unpack_from(data)
         if first >> 6 != 2:
             raise RtpParseError(f"RTP packet has invalid version {first >> 6}")
         offset = RTP_HEADER_SIZE
@@ -168,7 +171,7 @@ class RtpPacket:
             first |= 0x10
         try:
             parts = [
-                _FIXED.pack(
+                RTP_HEADER.pack(
                     first,
                     (0x80 if self.marker else 0) | self.payload_type,
                     self.sequence_number,

@@ -8,8 +8,10 @@ Pure functions and one small state object, no I/O:
 - :func:`compound` builds a compound packet: SR (or RR when we sent nothing
   since the last report), SDES with our CNAME, and BYE when leaving
   (section 6.1: every compound packet starts with a report and carries CNAME).
-- :func:`parse_compound` reads the packets of a compound datagram far enough
-  to find a peer's sender report.
+- :func:`parse_compound` reads the packets of a compound datagram: the
+  sender info of an SR and the report blocks of an SR or RR
+  (:class:`ReportBlock`, s.6.4); :func:`round_trip_time` turns a block's
+  LSR/DLSR into the round-trip time (s.6.4.1).
 
 Times: ``now`` arguments are seconds of the wall clock (``time.time()``) for
 NTP timestamps, and seconds of any monotonic clock for arrival and delay.
@@ -25,12 +27,16 @@ __all__ = [
     "RTCP_RR",
     "RTCP_SDES",
     "RTCP_SR",
+    "MAX_COMPOUND_PACKETS",
     "ReceptionStats",
+    "ReportBlock",
     "RtcpPacket",
     "SenderInfo",
     "compound",
+    "ntp_middle",
     "ntp_timestamp",
     "parse_compound",
+    "round_trip_time",
 ]
 
 RTCP_SR = 200
@@ -43,6 +49,10 @@ _SEQ_MOD = 1 << 16
 _MAX_DROPOUT = 3000  # RFC 3550 A.1
 _MAX_MISORDER = 100
 _SDES_CNAME = 1
+_BLOCK = struct.Struct("!IIIIII")
+
+MAX_COMPOUND_PACKETS = 64
+"""Most packets :func:`parse_compound` reads from one datagram (real ones carry 2-4)."""
 
 
 def ntp_timestamp(unix_time: float) -> int:
@@ -50,6 +60,83 @@ def ntp_timestamp(unix_time: float) -> int:
     seconds = int(unix_time) + _NTP_EPOCH_OFFSET
     fraction = int((unix_time % 1.0) * (1 << 32)) & 0xFFFFFFFF
     return ((seconds & 0xFFFFFFFF) << 32) | fraction
+
+
+def ntp_middle(ntp: int) -> int:
+    """The middle 32 bits of a 64-bit NTP timestamp (units of 1/65536 s), as LSR uses."""
+    return (ntp >> 16) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBlock:
+    """One reception report block of an SR or RR (RFC 3550 s.6.4.1), as received.
+
+    What the report's sender says about one source it receives (``ssrc``:
+    us, when the block is about our stream).
+
+    Attributes:
+        ssrc: SSRC_n, the source the block is about.
+        fraction_lost: Packets lost since the previous report over packets
+            expected, in 1/256 (0-255).
+        cumulative_lost: Packets lost since the start (signed 24-bit;
+            negative with duplicates).
+        highest_seq: Extended highest sequence number received (32 bits).
+        jitter: Interarrival jitter, RTP timestamp units.
+        lsr: Middle 32 bits of the NTP timestamp of the last SR received
+            from ``ssrc`` (0: none yet).
+        dlsr: Delay since that SR until this report was sent, 1/65536 s.
+    """
+
+    ssrc: int
+    fraction_lost: int
+    cumulative_lost: int
+    highest_seq: int
+    jitter: int
+    lsr: int
+    dlsr: int
+
+    @property
+    def fraction(self) -> float:
+        """``fraction_lost`` as a fraction, 0-255/256."""
+        return self.fraction_lost / 256.0
+
+    @classmethod
+    def parse(cls, data: bytes, offset: int = 0) -> ReportBlock:
+        """Read the 24-byte block at ``offset``.
+
+        Raises:
+            ValueError: Fewer than 24 bytes there.
+        """
+        if len(data) - offset < _BLOCK.size:
+            raise ValueError(f"RTCP report block at byte {offset} is cut short")
+        ssrc, loss, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, offset)
+        lost = loss & 0xFFFFFF
+        if lost & 0x800000:
+            lost -= 1 << 24
+        return cls(ssrc, loss >> 24, lost, highest, jitter, lsr, dlsr)
+
+
+def round_trip_time(block: ReportBlock, arrival_ntp: int) -> float | None:
+    """Round-trip time from a report block about us (RFC 3550 s.6.4.1).
+
+    ``A - LSR - DLSR`` in the 1/65536 s units of the NTP timestamp's middle
+    32 bits, taken modulo 2**32, where A is when the report arrived.
+
+    Args:
+        block: A report block whose ``ssrc`` is ours (its LSR echoes our SR).
+        arrival_ntp: When the report arrived, a 64-bit NTP timestamp of our
+            wall clock (:func:`ntp_timestamp` of ``time.time()``).
+
+    Returns:
+        Seconds, or None when the peer has not received an SR from us yet
+        (LSR 0) or the result is negative (clock steps, a bogus block).
+    """
+    if block.lsr == 0:
+        return None
+    rtt = (ntp_middle(arrival_ntp) - block.lsr - block.dlsr) & 0xFFFFFFFF
+    if rtt & 0x80000000:
+        return None
+    return rtt / 65536.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +164,17 @@ class RtcpPacket:
         packet_type: 200 SR, 201 RR, 202 SDES, 203 BYE, or another type.
         ssrc: The first SSRC of the packet (the sender's for SR/RR).
         ntp: For an SR, its 64-bit NTP timestamp; else None.
+        sender: For an SR, its sender info (NTP and RTP timestamps, packet
+            and octet counts); else None.
+        reports: For an SR or RR, its report blocks (RFC 3550 s.6.4), at
+            most 31; else empty.
     """
 
     packet_type: int
     ssrc: int
     ntp: int | None = None
+    sender: SenderInfo | None = None
+    reports: tuple[ReportBlock, ...] = ()
 
 
 class ReceptionStats:
@@ -262,7 +355,11 @@ def compound(
 
 
 def parse_compound(data: bytes) -> list[RtcpPacket]:
-    """Read the packets of a compound RTCP datagram.
+    """Read the packets of a compound RTCP datagram (RFC 3550 s.6.1, s.6.4).
+
+    SR: sender info and report blocks; RR: report blocks; other types: the
+    header and first SSRC only. Work is linear in the datagram's size, at
+    most :data:`MAX_COMPOUND_PACKETS` packets and 31 blocks each.
 
     Args:
         data: The datagram.
@@ -271,11 +368,15 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
         Its packets, in order.
 
     Raises:
-        ValueError: Not RTCP version 2, or a length that runs past the datagram.
+        ValueError: Not RTCP version 2, a length that runs past the datagram,
+            report blocks that do not fit their packet, or more than
+            :data:`MAX_COMPOUND_PACKETS` packets.
     """
     packets: list[RtcpPacket] = []
     offset = 0
     while offset < len(data):
+        if len(packets) >= MAX_COMPOUND_PACKETS:
+            raise ValueError(f"RTCP compound has more than {MAX_COMPOUND_PACKETS} packets")
         if len(data) - offset < 8:
             raise ValueError(f"RTCP packet cut short at byte {offset}")
         first, packet_type, words = struct.unpack_from("!BBH", data, offset)
@@ -286,8 +387,23 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
             raise ValueError(f"RTCP packet at byte {offset} claims {size} bytes")
         (ssrc,) = struct.unpack_from("!I", data, offset + 4)
         ntp = None
-        if packet_type == RTCP_SR and size >= 28:
-            (ntp,) = struct.unpack_from("!Q", data, offset + 8)
-        packets.append(RtcpPacket(packet_type, ssrc, ntp))
+        sender = None
+        reports: tuple[ReportBlock, ...] = ()
+        if packet_type in (RTCP_SR, RTCP_RR):
+            count = first & 0x1F
+            start = offset + 8
+            if packet_type == RTCP_SR and size >= 28:
+                ntp, rtp_ts, sent, octets = struct.unpack_from("!QIII", data, offset + 8)
+                sender = SenderInfo(ntp, rtp_ts, sent, octets)
+                start = offset + 28
+            if count:
+                truncated = packet_type == RTCP_SR and sender is None
+                if truncated or start + 24 * count > offset + size:
+                    name = "SR" if packet_type == RTCP_SR else "RR"
+                    raise ValueError(
+                        f"RTCP {name} at byte {offset} claims {count} report blocks in {size} bytes"
+                    )
+                reports = tuple(ReportBlock.parse(data, start + 24 * i) for i in range(count))
+        packets.append(RtcpPacket(packet_type, ssrc, ntp, sender, reports))
         offset += size
     return packets

@@ -7,11 +7,13 @@ timestamp keeps pace with real time across silence and gaps.
 """
 
 import random
-import struct
+import secrets
+
+from pipecat_sip.rtp.packet import RTP_HEADER
 
 __all__ = ["RtpSender"]
 
-_FIXED = struct.Struct("!BBHII")
+_pack_header = RTP_HEADER.pack
 
 
 class RtpSender:
@@ -31,7 +33,8 @@ class RtpSender:
         payload_type: Payload type of the stream's media packets (0-127).
         clock_rate: RTP clock in Hz (8000 for G.711); informational.
         ssrc: Fixed SSRC, or None for a random one.
-        rng: Source of the random values; defaults to ``random.SystemRandom``.
+        rng: Source of the random values (a ``random.Random``-like object);
+            defaults to ``secrets.SystemRandom()``.
 
     Example:
         >>> sender = RtpSender(0, 8000, ssrc=1, rng=random.Random(0))
@@ -60,7 +63,7 @@ class RtpSender:
     ):
         if not 0 <= payload_type <= 127:
             raise ValueError(f"RTP payload type {payload_type} is out of range 0-127")
-        rng = rng or random.SystemRandom()
+        rng = rng or secrets.SystemRandom()
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.ssrc: int = rng.getrandbits(32) if ssrc is None else ssrc & 0xFFFFFFFF
@@ -103,7 +106,7 @@ class RtpSender:
             if self._talkspurt_pending:
                 marker = True
                 self._talkspurt_pending = False
-        header = _FIXED.pack(
+        header = _pack_header(
             0x80,
             payload_type | 0x80 if marker else payload_type,
             self.sequence_number,

@@ -46,6 +46,8 @@ _KNOWN = [
 _CANONICAL = {name.lower(): name for name in _KNOWN}
 _CANONICAL.update({full.lower(): full for full in COMPACT_FORMS.values()})
 _CANONICAL.update({short: full for short, full in COMPACT_FORMS.items()})
+#: Header name in lower case (compact forms too) -> its canonical name in lower case.
+LOOKUP_KEYS = {lowered: canon.lower() for lowered, canon in _CANONICAL.items()}
 
 # Headers whose values are comma-separated lists (RFC 3261 s.7.3.1): several
 # header lines and one line with commas are equivalent.

@@ -10,11 +10,13 @@ the body's length.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.headers import (
     LIST_HEADERS,
+    LOOKUP_KEYS,
     SINGLE_HEADERS,
     CSeq,
     Via,
@@ -32,6 +34,14 @@ from pipecat_sip.sip.uri import (
 )
 
 SIP_VERSION = "SIP/2.0"
+
+#: Most values one Via, Route, Record-Route or Contact header list may hold; more
+#: makes the message malformed (400). Max-Forwards (70 by default, RFC 3261 s.8.1.1.6)
+#: keeps real Via and Route lists far shorter, and the cap bounds the work one
+#: datagram can cause.
+MAX_LIST_VALUES = 100
+
+T = TypeVar("T")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -78,78 +88,107 @@ _VERSION_RE = re.compile(r"^SIP/[0-9]+\.[0-9]+\Z", re.I)
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 
 
+def _key(name: str) -> str:
+    """The lookup key of a header name: its canonical spelling in lower case."""
+    lowered = name.lower()
+    return _KEYS.get(lowered, lowered)
+
+
+_KEYS = LOOKUP_KEYS
+
+
 class Headers:
     """An ordered multi-map of header fields with case-insensitive names.
 
     Names are stored in canonical form (compact forms expanded); values are
     the text after the colon, one entry per header line. `get_list` splits
-    comma-separated list headers (Via, Contact, Route, Allow, ...).
+    comma-separated list headers (Via, Contact, Route, Allow, ...). Lookups
+    are O(1) through an index by name; `version` changes with every
+    mutation (parsed values cached by a message are keyed by it).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_index", "version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
+        self.version = 0
+        self._reindex()
+
+    def _reindex(self) -> None:
+        index: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(self._items):
+            index.setdefault(name.lower(), []).append(i)
+        self._index = index
+        self.version += 1
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header, or `default`."""
-        lowered = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == lowered:
-                return v
-        return default
+        positions = self._index.get(_key(name))
+        return self._items[positions[0]][1] if positions else default
 
     def get_all(self, name: str) -> list[str]:
         """Every line's value of a header, in order (not split on commas)."""
-        lowered = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == lowered]
+        items = self._items
+        return [items[i][1] for i in self._index.get(_key(name), ())]
+
+    def count(self, name: str) -> int:
+        """How many lines the header has."""
+        return len(self._index.get(_key(name), ()))
 
     def get_list(self, name: str) -> list[str]:
         """All values of a list header, split on commas outside quotes and <...>.
 
         Raises:
-            SIPParseError: A quoted string or <...> is unterminated.
+            SIPParseError: A quoted string or <...> is unterminated, or there
+                are more than ``MAX_LIST_VALUES`` values.
         """
         values: list[str] = []
         for line in self.get_all(name):
             values.extend(v for v in split_outside_quotes(line, ",") if v)
+            if len(values) > MAX_LIST_VALUES:
+                raise SIPParseError(f"more than {MAX_LIST_VALUES} {canonical_name(name)} values")
         return values
 
     def add(self, name: str, value: object) -> None:
         """Append a header line."""
-        self._items.append((canonical_name(name), str(value)))
+        canon = canonical_name(name)
+        self._items.append((canon, str(value)))
+        self._index.setdefault(canon.lower(), []).append(len(self._items) - 1)
+        self.version += 1
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of a header by one line (in place of the first)."""
         canon = canonical_name(name)
-        lowered = canon.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == lowered:
-                self._items[i] = (canon, str(value))
-                self._items = [
-                    item
-                    for j, item in enumerate(self._items)
-                    if j <= i or item[0].lower() != lowered
-                ]
-                return
-        self._items.append((canon, str(value)))
+        positions = self._index.get(canon.lower())
+        if not positions:
+            self.add(canon, value)
+            return
+        first = positions[0]
+        drop = set(positions[1:])
+        self._items[first] = (canon, str(value))
+        if drop:
+            self._items = [item for i, item in enumerate(self._items) if i not in drop]
+        self._reindex()
 
     def remove(self, name: str) -> None:
         """Remove every line of a header."""
-        lowered = canonical_name(name).lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != lowered]
+        key = _key(name)
+        if key in self._index:
+            self._items = [(n, v) for n, v in self._items if n.lower() != key]
+            self._reindex()
 
     def insert_first(self, name: str, value: object) -> None:
         """Insert a header line before all others of the same name (Via, Record-Route)."""
         canon = canonical_name(name)
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == canon.lower():
-                self._items.insert(i, (canon, str(value)))
-                return
-        self._items.append((canon, str(value)))
+        positions = self._index.get(canon.lower())
+        if not positions:
+            self.add(canon, value)
+            return
+        self._items.insert(positions[0], (canon, str(value)))
+        self._reindex()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _key(name) in self._index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -161,6 +200,7 @@ class Headers:
         """A shallow copy."""
         h = Headers()
         h._items = list(self._items)
+        h._reindex()
         return h
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -181,12 +221,41 @@ class SIPMessage:
     def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
         self.headers = headers if headers is not None else Headers()
         self.body = body
+        self._parsed: dict[str, tuple[Headers, int, object]] = {}
+
+    def _cached(self, key: str, compute: Callable[[], T]) -> T:
+        """A parsed header value, computed once per version of the headers."""
+        headers = self.headers
+        entry = self._parsed.get(key)
+        if entry is not None and entry[0] is headers and entry[1] == headers.version:
+            return entry[2]  # type: ignore[return-value]
+        value = compute()
+        self._parsed[key] = (headers, headers.version, value)
+        return value
+
+    def _address_list(self, name: str) -> list[Address]:
+        values = self.headers.get_list(name)
+        if len(values) > MAX_LIST_VALUES:
+            raise SIPParseError(f"more than {MAX_LIST_VALUES} {name} values")
+        return [Address.parse(v) for v in values]
 
     # --- typed accessors ---------------------------------------------------
     @property
     def vias(self) -> list[Via]:
-        """The Via values, topmost first."""
-        return [Via.parse(v) for v in self.headers.get_list("Via")]
+        """The Via values, topmost first.
+
+        Raises:
+            SIPParseError: A Via is malformed, or there are more than
+                ``MAX_LIST_VALUES`` of them.
+        """
+
+        def parse() -> list[Via]:
+            values = self.headers.get_list("Via")
+            if len(values) > MAX_LIST_VALUES:
+                raise SIPParseError(f"more than {MAX_LIST_VALUES} Via values")
+            return [Via.parse(v) for v in values]
+
+        return list(self._cached("vias", parse))
 
     @property
     def top_via(self) -> Via:
@@ -195,20 +264,27 @@ class SIPMessage:
         Raises:
             SIPParseError: There is no Via.
         """
-        values = self.headers.get_list("Via")
-        if not values:
-            raise SIPParseError("missing Via")
-        return Via.parse(values[0])
+
+        def parse() -> Via:
+            first = self.headers.get("Via")
+            if first is None:
+                raise SIPParseError("missing Via")
+            values = split_outside_quotes(first, ",")
+            if not values or not values[0]:
+                raise SIPParseError("missing Via")
+            return Via.parse(values[0])
+
+        return self._cached("top_via", parse)
 
     @property
     def from_(self) -> Address:
         """The From address."""
-        return Address.parse(self._required("From"))
+        return self._cached("from", lambda: Address.parse(self._required("From")))
 
     @property
     def to(self) -> Address:
         """The To address."""
-        return Address.parse(self._required("To"))
+        return self._cached("to", lambda: Address.parse(self._required("To")))
 
     @property
     def call_id(self) -> str:
@@ -218,25 +294,28 @@ class SIPMessage:
     @property
     def cseq(self) -> CSeq:
         """The CSeq."""
-        return CSeq.parse(self._required("CSeq"))
+        return self._cached("cseq", lambda: CSeq.parse(self._required("CSeq")))
 
     @property
     def contacts(self) -> list[Address]:
         """The Contact addresses (empty for `Contact: *`)."""
-        values = self.headers.get_list("Contact")
-        if values == ["*"]:
-            return []
-        return [Address.parse(v) for v in values]
+
+        def parse() -> list[Address]:
+            if self.headers.get_list("Contact") == ["*"]:
+                return []
+            return self._address_list("Contact")
+
+        return list(self._cached("contacts", parse))
 
     @property
     def record_route(self) -> list[Address]:
         """The Record-Route addresses, topmost first."""
-        return [Address.parse(v) for v in self.headers.get_list("Record-Route")]
+        return list(self._cached("record_route", lambda: self._address_list("Record-Route")))
 
     @property
     def route(self) -> list[Address]:
         """The Route addresses, topmost first."""
-        return [Address.parse(v) for v in self.headers.get_list("Route")]
+        return list(self._cached("route", lambda: self._address_list("Route")))
 
     @property
     def max_forwards(self) -> int | None:
@@ -462,6 +541,9 @@ def _frame_body(headers: Headers, body: bytes) -> bytes:
     return body[:length]
 
 
+_OTHER_LIST_HEADERS = LIST_HEADERS - {"via", "contact", "route", "record-route"}
+
+
 def _validate(msg: SIPRequest | SIPResponse) -> None:
     if isinstance(msg, _BadStartLine):
         raise SIPParseError(f"invalid request line {msg.uri}")
@@ -473,7 +555,7 @@ def _validate(msg: SIPRequest | SIPResponse) -> None:
         if msg.headers.get(name) is None:
             raise SIPParseError(f"missing {name}")
     for name in SINGLE_HEADERS:
-        if len(msg.headers.get_all(name)) > 1:
+        if msg.headers.count(name) > 1:
             raise SIPParseError(f"more than one {canonical_name(name)} header")
     msg.vias  # noqa: B018 - parse to validate
     msg.from_  # noqa: B018
@@ -485,8 +567,9 @@ def _validate(msg: SIPRequest | SIPResponse) -> None:
     msg.max_forwards  # noqa: B018
     if not msg.call_id or any(c in msg.call_id for c in " \t"):
         raise SIPParseError(f"invalid Call-ID {msg.call_id!r}")
-    for name in LIST_HEADERS:
-        msg.headers.get_list(name)
+    for name in _OTHER_LIST_HEADERS:  # the typed ones above are parsed already
+        if name in msg.headers:
+            msg.headers.get_list(name)
     if isinstance(msg, SIPRequest) and cseq.method != msg.method:
         raise SIPParseError(f"CSeq method {cseq.method!r} does not match {msg.method!r}")
 
