@@ -167,8 +167,8 @@ async def test_same_bot_on_sip_transport_against_baresip(tmp_path: Path, monkeyp
         heard = await phone.wait_recording(timeout=5)
     assert trace == EXPECTED, trace
     # One call only: the bot's start_dialout was the session's dial-out.
-    incoming = [e for e in phone.events if e.get("type") == "CALL_INCOMING"]
-    assert len(incoming) == 1, phone.events
+    established = [e for e in phone.events if e.get("type") == "CALL_ESTABLISHED"]
+    assert len(established) == 1, phone.events
     assert transport.end_reason == "stop_dialout"
     # The session's server went down with the session.
     assert server.endpoint is None
