@@ -235,11 +235,17 @@ class CallManager:
         self._send_answer(record)
 
     def reject(
-        self, call: SIPCall, status_code: int, reason: str | None, retry_after: int | None
+        self,
+        call: SIPCall,
+        status_code: int,
+        reason: str | None,
+        retry_after: int | None,
+        extra_headers: Sequence[tuple[str, object]] = (),
     ) -> None:
-        """Answer the INVITE with a final error status (if it still rings)."""
+        """Answer the INVITE with a final status (if it still rings)."""
         signalling = self.signalling
         headers = [("Retry-After", retry_after)] if retry_after is not None else []
+        headers.extend(extra_headers)
         if signalling.ua.call_state(call.call_id) in _RINGING:
             signalling.ua.reject(
                 call.call_id, status_code, signalling.now(), reason=reason, headers=headers
