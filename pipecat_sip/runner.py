@@ -29,6 +29,7 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--codecs` | `SIP_CODECS` | G722,PCMU,PCMA (add `opus` with the `opus` extra) |
 | `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
 | `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
@@ -124,6 +125,8 @@ class SIPRunnerConfig:
         hold_timeout_s: Seconds a call may stay held (0: no limit).
         max_call_duration_s: Seconds a call may last (0: no limit).
         max_unconfirmed_per_source: Calls one source may have waiting for an ACK.
+        codecs: Codec names to offer and accept, in order (SIP_CODECS), or None
+            for the default (G722, PCMU, PCMA).
         stun_server: STUN server (host, port) for the RTP port's public
             mapping, or None.
     """
@@ -145,6 +148,7 @@ class SIPRunnerConfig:
     hold_timeout_s: float = 600.0
     max_call_duration_s: float = 14400.0
     max_unconfirmed_per_source: int = 5
+    codecs: tuple[str, ...] | None = None
     stun_server: tuple[str, int] | None = None
 
 
@@ -315,6 +319,15 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             stun_server = parse_stun_server(value)
         except ValueError as exc:
             raise ConfigError(str(exc).replace("SIP_STUN_SERVER", name, 1)) from None
+    value, name = pick("codecs", "SIP_CODECS")
+    codecs = None
+    if value:
+        from pipecat_sip.codecs import parse_codec_list
+
+        try:
+            codecs = parse_codec_list(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     return SIPRunnerConfig(
         host,
         port,
@@ -334,6 +347,7 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         max_call_duration_s=max_duration,
         max_unconfirmed_per_source=max_unconfirmed,
         stun_server=stun_server,
+        codecs=codecs,
     )
 
 
@@ -376,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
+    )
+    parser.add_argument(
+        "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
     )
     parser.add_argument(
         "--rtp-latching",
@@ -870,6 +887,7 @@ async def serve(
         hold_timeout_s=config.hold_timeout_s,
         max_call_duration_s=config.max_call_duration_s,
         max_unconfirmed_per_source=config.max_unconfirmed_per_source,
+        **({"codecs": config.codecs} if config.codecs else {}),
         user=registration_user or "pipecat",
     )
     if stop_event is None:
@@ -879,6 +897,10 @@ async def serve(
     await _learn_public_address(server, config)
     await server.start()
     logger.info(f"Ready: call {server.uri}")
+    from pipecat_sip.codecs import unavailable_codecs
+
+    for codec, why in unavailable_codecs().items():
+        logger.info(f"codec {codec} unavailable: {why}")
     if started is not None:
         started(server)
     try:
