@@ -187,6 +187,38 @@ def _seconds(value: str | None, name: str, *, default: float) -> float:
     return seconds
 
 
+def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any]:
+    """The `SIPServer` keyword arguments the runner's settings stand for.
+
+    Args:
+        config: The validated settings.
+        **overrides: Arguments that differ for this server (``port``,
+            ``registration``, ``user``).
+    """
+    arguments: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "public_address": config.public_address,
+        "public_address_v6": config.public_address_v6,
+        "rtp_port_range": config.rtp_port_range,
+        "max_calls": config.max_calls,
+        "rtp_timeout_s": config.rtp_timeout_s,
+        "allowed_networks": config.allowed_networks,
+        "rate_limit": config.rate_limit,
+        "rate_burst": config.rate_burst,
+        "server_name": config.server_name,
+        "registration": config.registration,
+        "rtp_latching": config.rtp_latching,
+        "hold_timeout_s": config.hold_timeout_s,
+        "max_call_duration_s": config.max_call_duration_s,
+        "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+    }
+    if config.codecs:
+        arguments["codecs"] = config.codecs
+    arguments.update(overrides)
+    return arguments
+
+
 def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
     """Build the settings from flags (winning) and environment variables.
 
@@ -737,18 +769,7 @@ async def start_sip_session(
     user = (registration.username if registration else None) or "pipecat"
     server = SIPServer(
         on_call if request.kind == "register" else refuse,
-        host=config.host,
-        port=port,
-        public_address=config.public_address,
-        rtp_port_range=config.rtp_port_range,
-        max_calls=config.max_calls,
-        rtp_timeout_s=config.rtp_timeout_s,
-        allowed_networks=config.allowed_networks,
-        rate_limit=config.rate_limit,
-        rate_burst=config.rate_burst,
-        server_name=config.server_name,
-        registration=registration,
-        user=user,
+        **server_arguments(config, port=port, registration=registration, user=user),
     )
     await _learn_public_address(server, config)
     await server.start()
@@ -869,27 +890,7 @@ async def serve(
 
     # Registered as an extension, the Contact carries the extension's number.
     registration_user = config.registration.username if config.registration else None
-    server = SIPServer(
-        on_call,
-        host=config.host,
-        port=config.port,
-        public_address=config.public_address,
-        rtp_port_range=config.rtp_port_range,
-        max_calls=config.max_calls,
-        rtp_timeout_s=config.rtp_timeout_s,
-        allowed_networks=config.allowed_networks,
-        rate_limit=config.rate_limit,
-        rate_burst=config.rate_burst,
-        server_name=config.server_name,
-        registration=config.registration,
-        public_address_v6=config.public_address_v6,
-        rtp_latching=config.rtp_latching,
-        hold_timeout_s=config.hold_timeout_s,
-        max_call_duration_s=config.max_call_duration_s,
-        max_unconfirmed_per_source=config.max_unconfirmed_per_source,
-        **({"codecs": config.codecs} if config.codecs else {}),
-        user=registration_user or "pipecat",
-    )
+    server = SIPServer(on_call, **server_arguments(config, user=registration_user or "pipecat"))
     if stop_event is None:
         stop_event = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
