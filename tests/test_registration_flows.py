@@ -205,3 +205,16 @@ def test_contact_is_sips_only_for_sips_requests() -> None:
     assert str(secure.contacts[0].uri) == "sips:1000@127.0.0.1:5071"
     assert str(plain.contacts[0].uri) == "sip:1000@127.0.0.1:5071;transport=tls"
     assert secure.top_via.transport == plain.top_via.transport == "TLS"
+
+
+def test_rport_of_a_tcp_connection_does_not_become_our_contact_port() -> None:
+    """The source port of our outgoing connection is no port to call us at."""
+    h = Harness()
+    rid = h.ua.register("sip:pbx.example.com;transport=tcp", A, 0.0, expires=300)
+    request, _ = h.last()
+    via = request.headers.get_list("Via")[0]
+    request.headers.set("Via", via.replace(";rport", ";rport=40123;received=127.0.0.1"))
+    h.answer(request, Flow("TCP", A.remote, 3), 200, [("Expires", "300")])
+    refresh, _ = h.run_timers_until_sent()
+    assert refresh.call_id == rid
+    assert refresh.contacts[0].uri.port == 5070  # our TCP listening port, not 40123
