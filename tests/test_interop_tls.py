@@ -30,7 +30,7 @@ from tests.helpers.baresip import Baresip
 from tests.helpers.kamailio import Kamailio, quote, require_kamailio
 from tests.helpers.peers import free_tcp_port, require_binary
 from tests.helpers.server import Recorder, start_server, wait_for
-from tests.helpers.sipp import run_sipp
+from tests.helpers.sipp import run_sipp, start_sipp
 
 pytestmark = pytest.mark.interop
 
@@ -94,6 +94,26 @@ async def test_sipp_calls_over_tcp():
         assert server.endpoint.stats["accepted"] == 1
         assert server.endpoint.stats["connected"] == 0  # everything went back on SIPp's connection
         assert await wait_for(lambda: not server.calls, 3)
+    finally:
+        await server.stop()
+
+
+async def test_we_call_sipp_over_tcp():
+    require_binary("sipp")
+    server = await start_server(None, transports=("udp", "tcp"))
+    try:
+        async with await start_sipp(
+            "uas_answer.xml", "", calls=1, extra_args=["-t", "t1"], timeout=20
+        ) as uas:
+            call = await server.call(
+                f"sip:sipp@127.0.0.1:{uas.local_port};transport=tcp", timeout=5
+            )
+            assert call.info.transport == "TCP"
+            await asyncio.sleep(0.3)
+            await call.hangup()
+            result = await uas.wait(10)
+        assert result.ok, result.summary()
+        assert server.endpoint.stats["connected"] == 1 and server.endpoint.stats["accepted"] == 0
     finally:
         await server.stop()
 
