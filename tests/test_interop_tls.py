@@ -260,6 +260,16 @@ async def test_tls_registration_at_kamailio_and_a_call_through_it(tmp_path: Path
             assert [c.info.transport for c in recorder.calls] == ["TLS"]
             invites = [r for r in kam.requests("INVITE") if r["ruri"].startswith("sip:bot@")]
             assert invites, kam.log_tail()
+            # Now we hang up: our BYE follows the Record-Route back to Kamailio over TLS
+            # (double Record-Route: the entry on our side says transport=tls).
+            recorder.hangup_after = 0.3
+            result = await run_sipp(
+                "uac_server_bye.xml", f"127.0.0.1:{kam.port}", service="bot", timeout=15
+            )
+            assert result.ok, result.summary() + "\n" + kam.log_tail()
+            byes = [r for r in kam.requests("BYE") if r["callid"] == recorder.calls[-1].call_id]
+            assert [b["proto"] for b in byes] == ["tls"], byes
+            assert server.endpoint.stats["tls_verify_failed"] == 0
         finally:
             await server.stop()
         # Unregistered over TLS on stop (Expires: 0 answered).
