@@ -284,3 +284,30 @@ def test_any_split_of_a_stream_gives_the_same_events(parts, cuts) -> None:
         start = position
     assert got == expected
     assert framer.buffered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from([b"\r\n", b"\r\n\r\n", b"Content-Length: 3\r\n", b"l: 99999\r\n"]),
+            st.just(invite()),
+        ),
+        max_size=40,
+    )
+)
+def test_arbitrary_bytes_never_raise_and_memory_stays_bounded(chunks) -> None:
+    framer = StreamFramer(max_message_size=2048, max_header_bytes=1024, max_skip_bytes=4096)
+    now = 0.0
+    for chunk in chunks:
+        events = framer.receive(chunk, now)
+        now += 0.01
+        assert all(isinstance(e, (Message, Ping, Pong, Oversized, StreamError)) for e in events)
+        assert framer.buffered <= 2048 + len(chunk)
+        for event in events:
+            if isinstance(event, Message):
+                assert len(event.data) <= 2048
+        if any(isinstance(e, StreamError) for e in events):
+            assert isinstance(events[-1], StreamError) and framer.closed
+            assert framer.buffered == 0
