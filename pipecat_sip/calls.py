@@ -110,6 +110,13 @@ class CallManager:
     Attributes:
         calls: Live calls by Call-ID.
         rejected_forbidden: INVITEs refused 403 for their source network.
+        accepting: False while the server drains or stops: new INVITEs get
+            503 with Retry-After (live calls go on).
+        rejected_unavailable: INVITEs refused 503 because ``accepting`` was False.
+        on_call_started: Called with each call once admitted (inbound, after
+            180) or placed (outbound, INVITE sent); None: nothing.
+        on_call_ended: Called with each call once released (it has left
+            ``calls``; its media, closed, keeps its statistics); None: nothing.
     """
 
     def __init__(
@@ -142,6 +149,10 @@ class CallManager:
         self.rtp_latching = rtp_latching
         self.calls: dict[str, SIPCall] = {}
         self.rejected_forbidden = 0
+        self.accepting = True
+        self.rejected_unavailable = 0
+        self.on_call_started: Callable[[SIPCall], None] | None = None
+        self.on_call_ended: Callable[[SIPCall], None] | None = None
         self._records: dict[str, _Record] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -228,6 +239,7 @@ class CallManager:
             record.lease = None
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
+        self._notify(self.on_call_ended, call)
         info = call.info
         logger.info(
             f"{call}: ended ({call.end_reason}) from {escape(info.from_uri, 120)} to "
@@ -279,6 +291,7 @@ class CallManager:
         call.local_rtp_port = lease.port
         self._records[call_id] = _Record(call, lease, offer=offer)
         self.calls[call_id] = call
+        self._notify(self.on_call_started, call)
         signalling.flush()
         try:
             await call.wait_answered(timeout)
@@ -314,6 +327,11 @@ class CallManager:
             self.rejected_forbidden += 1
             logger.warning(f"SIP {shown}: INVITE from {event.flow.host}, not allowed, 403")
             ua.reject(call_id, 403, now)
+            return
+        if not self.accepting:  # draining or stopping (issue 11 #14): a balancer retries elsewhere
+            self.rejected_unavailable += 1
+            logger.info(f"SIP {shown}: not taking calls (shutting down), 503")
+            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
             return
         if len(self.calls) >= self.max_calls:
             logger.warning(f"SIP {shown}: at capacity ({self.max_calls} calls), 503")
@@ -389,6 +407,7 @@ class CallManager:
         self._records[call_id] = record
         self.calls[call_id] = call
         ua.ringing(call_id, now)
+        self._notify(self.on_call_started, call)
         logger.info(
             f"{call}: incoming from {escape(info.from_uri, 120)} "
             f"to {escape(info.request_uri, 120)} "
@@ -619,6 +638,14 @@ class CallManager:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _notify(hook: Callable[[SIPCall], None] | None, call: SIPCall) -> None:
+        if hook is not None:
+            try:
+                hook(call)
+            except Exception:
+                logger.exception(f"{call}: error in a call observer")
 
 
 def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:
