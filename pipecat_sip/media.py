@@ -18,6 +18,7 @@ notice is counted, and logged only now and then).
 """
 
 import asyncio
+import contextvars
 import socket
 import time
 import weakref
@@ -106,6 +107,7 @@ class MediaClock:
         self.ticks = 0
         self.late_ticks = 0
         self.skipped_deadlines = 0
+        self._context = contextvars.Context()  # see _arm
 
     @classmethod
     def for_loop(
@@ -199,7 +201,9 @@ class MediaClock:
                 return
             self._handle.cancel()
         self._armed_at = when
-        self._handle = loop.call_at(when, self._tick)
+        # In a context of its own: the clock serves every call, so it must not
+        # keep the context (e.g. the log's Call-ID) of the call that started it.
+        self._handle = loop.call_at(when, self._tick, context=self._context)
 
     def _tick(self) -> None:
         loop = self._loop
@@ -314,6 +318,9 @@ class RTPSession:
     - ``on_dtmf(key: str)``: ``"0"``-``"9"``, ``"*"`` or ``"#"``, once per press.
     - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
       (held or not).
+
+    Observers that must not take ``on_dtmf`` from its owner (the transport)
+    append to ``dtmf_listeners`` (``listener(key)``, besides ``on_dtmf``).
 
     Args:
         sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.ports.PortPool`);
@@ -452,6 +459,8 @@ class RTPSession:
         self.on_audio = None
         self.on_dtmf = None
         self.on_timeout = None
+        self.dtmf_listeners: list[Callable[[str], None]] = []
+        """Also called with each key press received (besides ``on_dtmf``)."""
 
     # --- public API -------------------------------------------------------------------
 
@@ -795,6 +804,11 @@ class RTPSession:
                 callback, arg, what = self.on_audio, event.pcm, "on_audio"
             elif kind is DtmfReceived:
                 callback, arg, what = self.on_dtmf, event.key, "on_dtmf"
+                for listener in self.dtmf_listeners:
+                    try:
+                        listener(arg)
+                    except Exception:
+                        self._log_error("error in a DTMF listener")
             elif kind is RtpTimeout:
                 logger.warning(f"{self._log}no RTP received for {event.timeout_s:g} s")
                 on_timeout = self.on_timeout
