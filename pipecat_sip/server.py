@@ -15,13 +15,25 @@ pieces and owns one timer:
 
 Registration is the user agent's (refreshes and retries run on its timer);
 the server only looks the registrar up and logs the outcome.
+
+Shutdown (issue 11 #14): from the first moment of :meth:`SIPServer.stop`
+or :meth:`SIPServer.drain`, new INVITEs get 503 with Retry-After and
+OPTIONS get 503, so a load balancer (Kamailio's dispatcher) sends no new
+calls; :meth:`~SIPServer.drain` lets live calls finish for a while first.
+
+Log lines about a call carry its Call-ID as ``extra["call_id"]`` (for JSON
+logs, :mod:`pipecat_sip.logs`): the call manager's work on a call's events
+runs in a log context with it, and so do the tasks it starts for the call
+(the call handler, hence the bot's pipeline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +44,7 @@ from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint
 from pipecat_sip.host import default_public_address, ensure_fd_limit
+from pipecat_sip.metrics import classify_sip
 from pipecat_sip.ports import PortPool
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
@@ -50,6 +63,7 @@ from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import UserAgent
 
 __all__ = [
+    "CallObserver",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RATE_BURST",
@@ -74,6 +88,11 @@ _REGISTER_RETRY_S = 30.0
 # the event loop's own descriptors, log files...
 _FDS_PER_CALL = 3
 _FDS_SPARE = 64
+
+#: ``observer(what, call)`` with what = "started" (admitted or placed) or "ended" (released).
+CallObserver = Callable[[str, SIPCall], None]
+
+_DRAIN_POLL_S = 0.1
 
 _LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
 
@@ -232,6 +251,11 @@ class SIPServer:
         self.registered = False
         """Whether the registrar holds our binding now."""
         self.dropped_rate_limited = 0
+        self.sip_messages: Counter[tuple[str, str, str, str]] = Counter()
+        """SIP messages by (direction "in"/"out", "request"/"response", method,
+        status): method names outside a fixed set are "other", statuses
+        outside the standard codes their class ("5xx"); keep-alives and
+        rate-limited datagrams are not counted."""
         self.ua: UserAgent | None = None
         self.manager: CallManager | None = None
         self.endpoint: SIPEndpoint | None = None
@@ -243,6 +267,12 @@ class SIPServer:
         self._rate_drops_unlogged = 0
         self._registration_id: str | None = None
         self._unregistered: asyncio.Event | None = None
+        self._observers: list[CallObserver] = []
+        self._accepting = True
+        self._hangup_now: asyncio.Event | None = None
+        # The UA's one timer serves every call: armed in a context of its own, it
+        # never carries the log context of the call whose event armed it.
+        self._timer_context = contextvars.Context()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -280,12 +310,86 @@ class SIPServer:
             allowed_networks=self.allowed_networks,
             rtp_latching=self.rtp_latching,
         )
+        self.manager.on_call_started = lambda call: self._notify("started", call)
+        self.manager.on_call_ended = lambda call: self._notify("ended", call)
+        self._accepting = True
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
         if self.registration is not None:
             await self._register()
 
+    def stop_accepting(self) -> None:
+        """Take no new calls from now on: INVITEs and OPTIONS get 503 with Retry-After.
+
+        Live calls go on. A load balancer probing with OPTIONS (Kamailio's
+        dispatcher) takes the server out of rotation, and one that sent an
+        INVITE regardless fails it over to another instance on the 503.
+        """
+        self._accepting = False
+        if self.manager is not None:
+            self.manager.accepting = False
+        if self.ua is not None:
+            self.ua.unavailable_retry_after = self.retry_after_s
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new calls are taken (started, and neither draining nor stopping)."""
+        return self._accepting and self.endpoint is not None
+
+    def hangup_now(self) -> None:
+        """End a :meth:`drain` at once: its remaining calls are hung up (a second SIGTERM)."""
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        self._hangup_now.set()
+
+    async def drain(self, timeout: float, *, stop_timeout: float = 2.0) -> int:
+        """Stop taking calls, let live calls finish for up to `timeout` s, then stop.
+
+        New INVITEs and OPTIONS get 503 from the start (see
+        :meth:`stop_accepting`); in-dialog requests of live calls (BYE,
+        re-INVITE) are served as usual. When every call has ended, or
+        `timeout` seconds passed, or :meth:`hangup_now` was called, the
+        server stops as :meth:`stop` does, hanging up the calls still up.
+
+        Args:
+            timeout: Seconds live calls may take to end; 0 hangs up at once.
+            stop_timeout: Seconds :meth:`stop` then waits for BYEs and the
+                unregistration to be answered.
+
+        Returns:
+            How many calls were still up and were hung up.
+        """
+        self.stop_accepting()
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        hangup_now = self._hangup_now
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if self.calls:
+            logger.info(
+                f"draining: taking no new calls; {len(self.calls)} live call(s) may take "
+                f"up to {timeout:g} s"
+            )
+        while self.calls and not hangup_now.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(hangup_now.wait(), min(_DRAIN_POLL_S, remaining))
+            except TimeoutError:
+                pass
+        left = len(self.calls)
+        if left:
+            why = "at once" if hangup_now.is_set() else f"after {timeout:g} s"
+            logger.info(f"draining: hanging up {left} call(s) still up {why}")
+        await self.stop(timeout=stop_timeout)
+        return left
+
     async def stop(self, timeout: float = 2.0) -> None:
-        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
+        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close.
+
+        From the start new INVITEs and OPTIONS get 503 (:meth:`stop_accepting`).
+        """
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
         ua = self.ua
         if ua is not None and self._registration_id is not None:
@@ -321,6 +425,27 @@ class SIPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Tell ``observer`` of every call: admitted or placed, and released.
+
+        ``observer("started", call)`` for each call admitted (inbound) or
+        placed (outbound), ``observer("ended", call)`` once it is released;
+        used by the metrics and the operations API.
+        """
+        self._observers.append(observer)
+
+    def remove_call_observer(self, observer: CallObserver) -> None:
+        """Stop calling ``observer`` (no error if it was not added)."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, what: str, call: SIPCall) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(what, call)
+            except Exception:
+                logger.exception(f"{call}: error in a call observer")
 
     @property
     def calls(self) -> dict[str, SIPCall]:
@@ -398,6 +523,7 @@ class SIPServer:
             endpoint = self.endpoint
             for data, flow in ua.datagrams_to_send():
                 if endpoint is not None:
+                    self.sip_messages[("out", *classify_sip(data))] += 1
                     endpoint.send(data, flow)
             event = ua.next_event()
             if event is None:
@@ -413,7 +539,9 @@ class SIPServer:
             self._timer = None
             self._timer_at = deadline
             if deadline is not None and self._loop is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._timer = self._loop.call_at(
+                    deadline, self._on_timer, context=self._timer_context
+                )
 
     # --- incoming messages and the timer ---------------------------------------------
     def _on_message(self, data: bytes, flow: Flow) -> None:
@@ -427,6 +555,7 @@ class SIPServer:
         if limiter is not None and not limiter.allow(flow.host, now):
             self._note_rate_limited(flow, now)
             return
+        self.sip_messages[("in", *classify_sip(data))] += 1
         ua.receive(data, flow, now)
         self.flush()
 
@@ -458,7 +587,12 @@ class SIPServer:
         elif isinstance(event, Registered | RegistrationFailed):
             self._on_registration(event)
         elif self.manager is not None:
-            self.manager.dispatch(event)
+            call_id = getattr(event, "call_id", None)
+            if call_id is None:
+                self.manager.dispatch(event)
+            else:  # the call's log lines, and the tasks started for it, carry its Call-ID
+                with logger.contextualize(call_id=call_id):
+                    self.manager.dispatch(event)
 
     def _log_notice(self, notice: Notice) -> None:
         """Log what the user agent reported: peer text escaped, repeats counted."""
@@ -472,10 +606,11 @@ class SIPServer:
         where = f"SIP {escape(notice.call_id, 80)}: " if notice.call_id else "SIP: "
         more = f" ({suppressed} more like it not logged)" if suppressed else ""
         text = f"{where}{escape(notice.message)}{more}"
+        log = logger.bind(call_id=notice.call_id) if notice.call_id else logger
         if notice.error is not None:
-            logger.opt(exception=notice.error).log(level, text)
+            log.opt(exception=notice.error).log(level, text)
         else:
-            logger.log(level, text)
+            log.log(level, text)
 
     # --- registration ------------------------------------------------------------
     async def _register(self) -> None:
