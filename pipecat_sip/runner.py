@@ -29,6 +29,16 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--drain-timeout` | `SIP_DRAIN_TIMEOUT` | 0 (seconds live calls may take to end after SIGTERM) |
+| `--api-port` | `SIP_API_PORT` | none: no operations API (a TCP port: `pipecat_sip.api` on it) |
+| `--api-host` | `SIP_API_HOST` | 127.0.0.1 (any other address needs `SIP_API_TOKEN`) |
+| | `SIP_API_TOKEN` | the API's bearer token (environment or .env only, never a flag) |
+| `--log-format` | `SIP_LOG_FORMAT` | text (`json`: one JSON object per line, with the Call-ID) |
+
+Shutdown: SIGTERM (or SIGINT) stops taking calls at once (INVITE and OPTIONS
+get 503, so a load balancer sends no more), lets live calls finish for up to
+the drain timeout, hangs up the rest and exits 0; a second signal hangs up at
+once.
 """
 
 from __future__ import annotations
@@ -64,6 +74,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable or flag."""
 
 
+class APIStartError(OSError):
+    """The operations API's TCP port cannot be bound."""
+
+
 @dataclass
 class SIPRunnerArguments(RunnerArguments):
     """Runner arguments for one SIP call, as Pipecat's runner passes to `bot(runner_args)`.
@@ -93,6 +107,12 @@ class SIPRunnerConfig:
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
         registration: Where to register, or None.
+        drain_timeout_s: Seconds live calls may take to end after SIGTERM
+            before they are hung up (0: at once).
+        api_port: TCP port of the operations API, or None for none.
+        api_host: Address the operations API binds.
+        api_token: The operations API's bearer token, or None.
+        log_format: "text" or "json".
     """
 
     host: str = "0.0.0.0"
@@ -107,6 +127,11 @@ class SIPRunnerConfig:
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
     registration: Registration | None = None
+    drain_timeout_s: float = 0.0
+    api_port: int | None = None
+    api_host: str = "127.0.0.1"
+    api_token: str | None = None
+    log_format: str = "text"
 
 
 def _uvloop_installed() -> bool:
@@ -234,6 +259,31 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             password=env.get("SIP_PASSWORD") or None,
             expires=expires,
         )
+    value, name = pick("drain_timeout", "SIP_DRAIN_TIMEOUT")
+    drain_timeout = 0.0
+    if value:
+        try:
+            drain_timeout = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if not 0 <= drain_timeout <= 86400:
+            raise ConfigError(f"{name}: {value!r} must be 0-86400 seconds")
+    value, name = pick("api_port", "SIP_API_PORT")
+    api_port = _port(value, name, allow_zero=True) if value else None
+    value, name = pick("api_host", "SIP_API_HOST")
+    api_host = _address(value, name) if value else "127.0.0.1"
+    api_token = (env.get("SIP_API_TOKEN") or "").strip() or None
+    if api_port is not None:
+        from pipecat_sip.api import is_loopback
+
+        if not is_loopback(api_host) and not api_token:
+            raise ConfigError(
+                f"{name}: the operations API on {api_host} (not loopback) needs SIP_API_TOKEN"
+            )
+    value, name = pick("log_format", "SIP_LOG_FORMAT")
+    log_format = (value or "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{name}: {value!r} is not one of text, json")
     return SIPRunnerConfig(
         host,
         port,
@@ -247,6 +297,11 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         server_name=server_name,
         event_loop=choice,
         registration=registration,
+        drain_timeout_s=drain_timeout,
+        api_port=api_port,
+        api_host=api_host,
+        api_token=api_token,
+        log_format=log_format,
     )
 
 
@@ -290,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
     )
+    parser.add_argument(
+        "--drain-timeout",
+        help="seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
+    )
+    parser.add_argument(
+        "--api-port", help="serve the operations API on this TCP port (SIP_API_PORT)"
+    )
+    parser.add_argument(
+        "--api-host",
+        help="operations API address (SIP_API_HOST, default 127.0.0.1; others need SIP_API_TOKEN)",
+    )
+    parser.add_argument("--log-format", help="text or json (SIP_LOG_FORMAT, default text)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -358,11 +425,30 @@ async def serve(
 
     Each incoming call is answered and `bot(SIPRunnerArguments(call=call))`
     runs for it; when the bot returns, the call is hung up if still up. On
-    stop: BYE to every live call, up to `shutdown_timeout_s` for the bots to
-    finish, then they are cancelled.
+    stop: no new calls (503), up to `config.drain_timeout_s` for live calls to
+    end (a second signal, or `server.hangup_now()`, cuts it short), BYE to
+    the rest, up to `shutdown_timeout_s` for the bots to finish, then they
+    are cancelled. With `config.api_port` the operations API runs beside
+    the server; a call dialled through it runs `bot` too, with the request's
+    settings as `runner_args.body`.
+
+    Raises:
+        OSError: The SIP port, or the API's, cannot be bound.
     """
     loop = asyncio.get_running_loop()
     bot_tasks: set[asyncio.Task] = set()
+
+    async def on_dialed(call: SIPCall, settings: dict[str, Any]) -> None:
+        runner_args = SIPRunnerArguments(call=call, body=settings)
+        if hasattr(runner_args, "settings"):  # per-call settings, as routing gives them
+            runner_args.settings = dict(settings)
+        task = asyncio.current_task()
+        if task is not None:
+            bot_tasks.add(task)
+        try:
+            await bot(runner_args)
+        finally:
+            bot_tasks.discard(task)  # type: ignore[arg-type]
 
     async def on_call(call: SIPCall) -> None:
         await call.answer()
@@ -395,9 +481,36 @@ async def serve(
     )
     if stop_event is None:
         stop_event = asyncio.Event()
+        event = stop_event
+
+        def on_signal() -> None:
+            if event.is_set():
+                logger.info("Second stop signal: hanging up every call now")
+                server.hangup_now()
+            else:
+                event.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_event.set)
+            loop.add_signal_handler(sig, on_signal)
     await server.start()
+    api = None
+    if config.api_port is not None:
+        from pipecat_sip.api import OperationsAPI
+
+        api = OperationsAPI(
+            server,
+            host=config.api_host,
+            port=config.api_port,
+            token=config.api_token,
+            dial_handler=on_dialed,
+        )
+        try:
+            await api.start()
+        except OSError as exc:
+            await server.stop(timeout=0.5)
+            raise APIStartError(
+                f"cannot serve the operations API on tcp {config.api_host}:{config.api_port}: {exc}"
+            ) from None
     logger.info(f"Ready: call {server.uri}")
     if started is not None:
         started(server)
@@ -405,14 +518,22 @@ async def serve(
         await stop_event.wait()
     finally:
         live = len(server.calls)
-        logger.info(f"Shutting down: hanging up {live} call(s)")
-        await server.stop(timeout=1.0)
+        if config.drain_timeout_s > 0 and live:
+            logger.info(
+                f"Shutting down: taking no new calls, {live} live call(s) may take up to "
+                f"{config.drain_timeout_s:g} s (a second signal hangs up at once)"
+            )
+        else:
+            logger.info(f"Shutting down: hanging up {live} call(s)")
+        await server.drain(config.drain_timeout_s, stop_timeout=1.0)
         if bot_tasks:
             _, pending = await asyncio.wait(set(bot_tasks), timeout=shutdown_timeout_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if api is not None:
+            await api.stop()
         logger.info("SIP server stopped")
 
 
@@ -438,8 +559,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
+    from pipecat_sip.logs import configure_logging
+
+    configure_logging(config.log_format, "DEBUG" if args.verbose else "INFO")
     bot = _find_bot()
     logger.debug(f"event loop: {config.event_loop}")
     try:
@@ -451,6 +573,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             uvloop.run(serve(bot, config))
         else:
             asyncio.run(serve(bot, config))
+    except APIStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:
         print(f"error: cannot listen on udp {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
