@@ -250,7 +250,7 @@ def call_view(call: SIPCall) -> dict[str, Any]:
     return {
         "call_id": call.call_id,
         "direction": info.direction,
-        "state": str(call.state),
+        "state": "terminated" if call.ended else str(call.state),
         "from": info.from_uri,
         "from_display_name": info.from_display_name,
         "to": info.to_uri,
