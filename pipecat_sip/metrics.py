@@ -423,6 +423,8 @@ class ServerMetrics:
         dropped.add_metric(
             ["sip", "not_accepting"], manager.rejected_unavailable if manager is not None else 0
         )
+        unconfirmed = getattr(manager, "rejected_unconfirmed", 0) if manager is not None else 0
+        dropped.add_metric(["sip", "unconfirmed_cap"], unconfirmed)
         for name, cause in _RTP_DROPS.items():
             dropped.add_metric(["rtp", cause], rtp[name])
         yield dropped

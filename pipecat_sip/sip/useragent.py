@@ -57,6 +57,7 @@ from pipecat_sip.sip.message import (
     make_response,
     parse_message,
 )
+from pipecat_sip.sip.nat import Mapping, PublicAddress
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
 from pipecat_sip.sip.timers import TimerQueue
 from pipecat_sip.sip.transaction import (
@@ -143,6 +144,9 @@ class UserAgent:
         transport_ports: Our port per transport (``{"TCP": 5060}``), for Via
             and Contact of messages on that transport; ``port`` for UDP and
             any transport not listed.
+        other_host: Our address in the other IP family, for a dual-stack
+            server: messages to IPv4 peers carry the IPv4 address in Via and
+            Contact, messages to IPv6 peers the IPv6 one.
 
     Attributes:
         refused_oversized: Messages refused for their size or header count.
@@ -166,6 +170,7 @@ class UserAgent:
         trust_in_dialog_from: str = "peer",
         registration_retry_s: float = DEFAULT_RETRY_S,
         transport_ports: dict[str, int] | None = None,
+        other_host: str | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -185,8 +190,13 @@ class UserAgent:
         self.registrations = RegistrationClient(self, retry_s=registration_retry_s)
         self._events: deque[Event] = deque()
         self._owners: dict[Transaction, TransactionOwner] = {}
-        self.via_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        self.via_host = _bracketed(host)
         """Our host as written in Via, Contact and From (IPv6 in brackets)."""
+        self._hosts = {":" in host: self.via_host}
+        if other_host is not None:
+            self._hosts.setdefault(":" in other_host, _bracketed(other_host))
+        self.public = PublicAddress()
+        """Our public address per transport, from received/rport of responses (RFC 3581)."""
         self.contact = self.contact_for(Flow.udp((host, port)))
         """Our Contact for UDP."""
         self.unavailable_retry_after: int | None = None
@@ -294,13 +304,18 @@ class UserAgent:
         *,
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        retransmit: bool = True,
     ) -> None:
         """Answer an incoming call with a final error status (3xx-6xx).
+
+        ``retransmit=False`` sends it once (refusals under overload).
 
         Raises:
             LocalProtocolError: Unknown call, already answered, or status < 300.
         """
-        self.invites.reject(call_id, status_code, now, reason=reason, headers=headers)
+        self.invites.reject(
+            call_id, status_code, now, reason=reason, headers=headers, retransmit=retransmit
+        )
 
     def answer_reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer a :class:`ReofferReceived` with 200 and our SDP answer (RFC 3264 s.8).
@@ -457,11 +472,15 @@ class UserAgent:
         """Our port on ``transport``."""
         return self.transport_ports.get(transport, self.port)
 
+    def host_for(self, flow: Flow) -> str:
+        """Our host for messages on ``flow``: the address of its IP family (IPv6 bracketed)."""
+        return self._hosts.get(":" in flow.remote[0], self.via_host)
+
     def new_via(self, flow: Flow) -> Via:
         """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581)."""
         return Via(
             flow.transport,
-            self.via_host,
+            self.host_for(flow),
             self.port_for(flow.transport),
             {"branch": self.ids.branch(), "rport": None},
         )
@@ -472,7 +491,12 @@ class UserAgent:
         if flow.transport != "UDP":
             params["transport"] = flow.transport.lower()
         port = self.port_for(flow.transport)
-        return Address(SIPURI(self.via_host, user=self.user, port=port, params=params))
+        host = self.host_for(flow)
+        mapping = self.public.for_transport(flow.transport)
+        if mapping is not None and mapping.port is not None:  # behind NAT (RFC 3581)
+            host = f"[{mapping.host}]" if ":" in mapping.host else mapping.host
+            port = mapping.port
+        return Address(SIPURI(host, user=self.user, port=port, params=params))
 
     def ua_headers(self) -> Headers:
         """User-Agent, for requests inside a dialog."""
@@ -501,12 +525,12 @@ class UserAgent:
             ("Supported", ", ".join(SUPPORTED_OPTIONS)),
         ]
 
-    def answer_headers(self, req: SIPRequest) -> list[tuple[str, object]]:
+    def answer_headers(self, req: SIPRequest, flow: Flow | None = None) -> list[tuple[str, object]]:
         """Record-Route (copied), Contact, Allow and Supported for 18x/2xx to ``req``."""
         headers: list[tuple[str, object]] = [
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
-        headers.append(("Contact", self.contact))
+        headers.append(("Contact", self.contact_for(flow) if flow is not None else self.contact))
         headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
@@ -542,8 +566,24 @@ class UserAgent:
     def on_response(self, txn: ClientTransaction, response: SIPResponse, now: float) -> None:
         """A response: to its transaction's owner."""
         owner = self._owners.get(txn)
+        learned = self.public.observe(response, (self.host, self.port_for(txn.flow.transport)))
+        if learned is not None:
+            self._public_address_changed(learned, now)
         if owner is not None:
             owner.on_response(txn, response, now)
+        if learned is not None:
+            self.registrations.rebind(learned.transport, now)
+
+    def _public_address_changed(self, mapping: Mapping, now: float) -> None:
+        """A server saw us elsewhere than we think (NAT): Contact carries what it saw."""
+        if mapping.transport == "UDP":
+            self.contact = self.contact_for(Flow.udp((self.host, self.port)))
+        self.notice(
+            "info",
+            f"public address on {mapping.transport} is {mapping.host}:{mapping.port} "
+            "(received/rport of a response): used in Contact",
+            kind="nat",
+        )
 
     def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
         """Timer B/F (ours), or Timer H for a non-2xx final response (theirs)."""
@@ -698,6 +738,10 @@ class UserAgent:
         if not self.invites.fail_request(txn, code, reason, now):
             self.respond(txn, code, now, reason=reason)
         return True
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _flow_for(uri: SIPURI, destination: Addr | Flow | None) -> Flow:
