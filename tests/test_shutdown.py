@@ -54,9 +54,7 @@ async def test_item14_invites_during_the_stop_window_get_503_never_200_then_sile
             peer = await RawPeer.open(server)
             late.append(peer)
             peer.send_invite()
-        assert await wait_for(lambda: all(finals(p) for p in late), 2), [
-            p.messages() for p in late
-        ]
+        assert await wait_for(lambda: all(finals(p) for p in late), 2), [p.messages() for p in late]
         for peer in late:
             (final,) = {r.status_code: r for r in finals(peer)}.values()
             assert final.status_code == 503, final
