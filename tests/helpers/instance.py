@@ -76,6 +76,14 @@ class Instance:
         self._cond = asyncio.Condition()
         self._pump: asyncio.Task[None] | None = None
 
+    def again(self) -> Instance:
+        """A new (not started) instance on the same SIP port, RTP range and API port."""
+        twin = Instance(
+            api=self.api_port is not None, drain_timeout=self.drain_timeout, args=self.args
+        )
+        twin.port, twin.rtp, twin.api_port, twin.env = self.port, self.rtp, self.api_port, self.env
+        return twin
+
     @property
     def uri(self) -> str:
         return f"sip:127.0.0.1:{self.port}"
