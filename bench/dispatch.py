@@ -26,6 +26,7 @@ the split, not the added capacity.
 Usage:
     .venv/bin/python bench/dispatch.py --calls 40 --instances 2
     .venv/bin/python bench/dispatch.py --mode pipeline --lean --calls 30
+    .venv/bin/python bench/dispatch.py --quick     # 6 calls (in tests/test_bench_quick.py)
 """
 
 import argparse
@@ -233,7 +234,11 @@ def main() -> None:
     parser.add_argument("--load-cpu", type=int, default=0)
     parser.add_argument("--kamailio-children", type=int, default=2)
     parser.add_argument("--out", help="append the JSON lines to this file")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="6 calls, 1 s steady (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.steady, args.settle, args.idle = 6, 1.0, 0.5, 0.5
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

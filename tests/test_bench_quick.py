@@ -57,6 +57,21 @@ def test_load_quick(tmp_path):
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.interop
+def test_dispatch_quick():
+    require_sipp()
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio is not installed")
+    rows = [
+        r for r in run_script(str(BENCH / "dispatch.py"), "--quick") if r.get("bench") == "dispatch"
+    ]
+    assert [r["setup"] for r in rows] == ["direct", "dispatched"]
+    for row in rows:
+        for key in ("calls_failed", "split", "cpu_per_call_pct", "dev_p99_ms"):
+            assert key in row, row
+    assert sum(rows[1]["split"]) == rows[1]["calls_ok"]
+
+
 def test_latency_quick():
     rows = run_script(str(BENCH / "latency.py"), "--quick", "--rates", "16000")
     (row,) = rows
