@@ -533,7 +533,10 @@ class CallManager:
         if ip.is_unspecified or (ip.version == 4 and host == "255.255.255.255"):
             return f"media address {host} is not a host"
         ours = ip.is_loopback or host in self.addresses.values() or host == self.bind_host
-        if ours and (port == self.sip_port or self.ports.start <= port <= self.ports.end):
+        # Our own sockets: the SIP port and the RTP/RTCP pairs leased now (a port we hold
+        # cannot be another process's on this host, so a peer's is never mistaken for one).
+        leased = self.ports.is_leased
+        if ours and (port == self.sip_port or leased(port) or leased(port - 1)):
             return f"media address {host}:{port} is one of our own ports"
         return None
 
