@@ -9,13 +9,34 @@ for the :class:`~pipecat_sip.call.SIPCall` handles it makes, so a call
 handle never touches the user agent, and reaches the user agent through a
 small :class:`Signalling` interface (the server), so it never touches a
 socket.
+
+SRTP (RFC 3711) with SDES keys (RFC 4568), by the ``srtp`` policy:
+
+- ``"off"``: plain RTP; an offer of only ``RTP/SAVP`` gets 488.
+- ``"optional"``: inbound, an ``RTP/SAVP`` offer is answered with SRTP and a
+  plain one with RTP; outbound, we offer ``RTP/SAVP`` and, when that offer
+  is refused with 488 or 606, place the call again at once with a plain
+  offer (a second INVITE, a new Call-ID; not RFC 5939 capability
+  negotiation). A delayed-offer INVITE (no SDP) gets a plain offer: the
+  caller cannot refuse it in the ACK.
+- ``"required"``: only SRTP; plain offers get 488, our offers and
+  delayed offers are ``RTP/SAVP``, a plain answer to them ends the call.
+
+SDES puts the master keys in the SDP, readable by anyone who sees the SIP
+message: the keys are only sent (and taken) when the call's signalling is
+TLS. Over UDP or TCP, ``"optional"`` acts as ``"off"`` and ``"required"``
+refuses the call (488 inbound, :class:`~pipecat_sip.call.CallFailed`
+outbound), unless ``srtp_insecure_signaling`` is set (labs and tests).
+Keys are fresh per call from ``srtp_rng``; a re-offer keeps our key (and
+the peer's, unless it sends a new one), must stay SRTP in an SRTP call and
+plain in a plain one (else 488). Keys are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from loguru import logger
@@ -24,15 +45,22 @@ from pipecat_sip.call import CallFailed, CallInfo, SIPCall
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.rtp.srtp import SrtpContext
+from pipecat_sip.sdes import (
+    SRTP_MODES,
+    CryptoAttribute,
+    NoAcceptableCrypto,
+    SdesKeys,
+    apply_srtp_answer,
+    create_srtp_offer,
+    negotiate_srtp,
+)
 from pipecat_sip.sdp import (
     HOLD_ADDRESSES,
     NegotiatedMedia,
     NoCommonCodec,
     SDPParseError,
     SessionDescription,
-    apply_answer,
-    create_offer,
-    negotiate,
 )
 from pipecat_sip.security import Network, escape, in_networks
 from pipecat_sip.sip.events import (
@@ -49,12 +77,15 @@ from pipecat_sip.sip.events import (
 from pipecat_sip.sip.invite import CallState
 from pipecat_sip.sip.message import SIPRequest
 from pipecat_sip.sip.transport import Flow
+from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import UserAgent
 
 __all__ = ["CallHandler", "CallManager", "Signalling"]
 
 CallHandler = Callable[[SIPCall], Awaitable[Any]]
 _RINGING = (CallState.INCOMING, CallState.EARLY)
+_SECURE_TRANSPORTS = frozenset({"TLS", "WSS"})  # signalling SDES keys may travel on
+_PLAIN_RETRY_STATUSES = (488, 606)  # a refused RTP/SAVP offer: retry with RTP/AVP
 
 
 class Signalling(Protocol):
@@ -83,6 +114,9 @@ class _Record:
     offer: SessionDescription | None = None  # the peer's (inbound) or ours (outbound)
     answer: SessionDescription | None = None  # our answer, or our offer in a delayed-offer 200
     ring_timer: asyncio.TimerHandle | None = None
+    srtp_mode: str = "off"  # the SRTP policy this call's offer/answer was made under
+    cryptos: list[CryptoAttribute] = field(default_factory=list, repr=False)  # our offered lines
+    sdes: SdesKeys | None = field(default=None, repr=False)  # the SRTP keys in use, or None
 
 
 class CallManager:
@@ -106,6 +140,15 @@ class CallManager:
             comes from elsewhere than the SDP address (see
             :mod:`pipecat_sip.rtp.latching`): "signaling" (the SDP host or
             the call's signalling source), "any" or "off".
+        srtp: The SRTP policy, "off", "optional" or "required" (see the
+            module notes).
+        srtp_insecure_signaling: Send and take SDES keys over UDP and TCP
+            signalling too (labs, tests); by default only over TLS.
+        srtp_rng: ``random.Random``-like source of the SRTP master keys
+            (``getrandbits``); default ``secrets.SystemRandom()``.
+
+    Raises:
+        ValueError: Unknown ``srtp`` policy.
 
     Attributes:
         calls: Live calls by Call-ID.
@@ -127,7 +170,12 @@ class CallManager:
         send_silence: bool,
         allowed_networks: tuple[Network, ...] = (),
         rtp_latching: str = "signaling",
+        srtp: str = "off",
+        srtp_insecure_signaling: bool = False,
+        srtp_rng: Any = None,
     ) -> None:
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
         self.signalling = signalling
         self.ports = ports
         self.call_handler = call_handler
@@ -140,6 +188,9 @@ class CallManager:
         self.send_silence = send_silence
         self.allowed_networks = allowed_networks
         self.rtp_latching = rtp_latching
+        self.srtp = srtp
+        self.srtp_insecure_signaling = srtp_insecure_signaling
+        self.srtp_rng = srtp_rng
         self.calls: dict[str, SIPCall] = {}
         self.rejected_forbidden = 0
         self._records: dict[str, _Record] = {}
@@ -244,18 +295,37 @@ class CallManager:
         display_name: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         timeout: float | None = 60.0,
+        _plain_retry: bool = False,
     ) -> SIPCall:
         """Send an INVITE with our offer and wait until it is answered and media runs.
 
+        Under the ``"optional"`` SRTP policy an ``RTP/SAVP`` offer refused
+        with 488 or 606 is followed at once by a second call with a plain
+        offer (within the same ``timeout``); the call returned is that one.
+
         Raises:
-            CallFailed: Rejected, cancelled or not answered in time.
+            CallFailed: Rejected, cancelled or not answered in time, or SRTP
+                is required and the signalling is not TLS.
             PortPoolExhausted: No RTP port is free.
         """
         signalling = self.signalling
         ua = signalling.ua
+        mode = self._srtp_mode_for(_outbound_transport(target, destination))
+        if mode is None:
+            raise CallFailed(
+                "SRTP is required but the signalling is not TLS: SDES keys would travel "
+                "in the clear (srtp_insecure_signaling allows it in labs)"
+            )
+        if _plain_retry:
+            mode = "off"
+        started = asyncio.get_running_loop().time()
         lease = self.ports.acquire()
-        offer = create_offer(
-            local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+        offer, cryptos = create_srtp_offer(
+            mode,
+            rng=self.srtp_rng,
+            local_address=self.public_address,
+            local_port=lease.port,
+            codecs=self.codecs,
         )
         try:
             call_id = ua.invite(
@@ -277,7 +347,7 @@ class CallManager:
         call = SIPCall(self, info, session)
         call.local_sdp = offer
         call.local_rtp_port = lease.port
-        self._records[call_id] = _Record(call, lease, offer=offer)
+        self._records[call_id] = _Record(call, lease, offer=offer, srtp_mode=mode, cryptos=cryptos)
         self.calls[call_id] = call
         signalling.flush()
         try:
@@ -285,6 +355,21 @@ class CallManager:
         except TimeoutError:
             await call.hangup()
             raise CallFailed("no answer", 408) from None
+        except CallFailed as exc:
+            if mode != "optional" or exc.status_code not in _PLAIN_RETRY_STATUSES:
+                raise
+            if timeout is not None:
+                timeout = max(0.0, timeout - (asyncio.get_running_loop().time() - started))
+            logger.info(f"{call}: SRTP offer refused ({exc.status_code}), calling again with RTP")
+            return await self.place_call(
+                target,
+                destination=destination,
+                from_user=from_user,
+                display_name=display_name,
+                headers=headers,
+                timeout=timeout,
+                _plain_retry=True,
+            )
         return call
 
     async def hangup_all(self, reason: str) -> None:
@@ -361,22 +446,49 @@ class CallManager:
         ua = self.signalling.ua
         call_id = event.call_id
         negotiated: NegotiatedMedia | None = None
+        keys: SdesKeys | None = None
+        cryptos: list[CryptoAttribute] = []
+        mode = self._srtp_mode_for(event.flow.transport)
+        if mode is None:
+            lease.close()
+            self.ports.release(lease.port)
+            logger.warning(
+                f"SIP {escape(call_id, 80)}: SRTP is required but the INVITE came over "
+                f"{event.flow.transport}, not TLS (SDES keys would travel in the clear), 488"
+            )
+            ua.reject(call_id, 488, now, reason="Not Acceptable Here (SRTP needs TLS)")
+            return
         if offer is None:
             # Delayed offer (RFC 3261 s.13.2.1): our offer goes in the 200, the
-            # answer comes in the ACK (see _on_delayed_answer).
-            answer = create_offer(
-                local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+            # answer comes in the ACK (see _on_delayed_answer). Only "required"
+            # offers SRTP: the caller could not refuse it but by BYE.
+            if mode == "optional":
+                mode = "off"
+            answer, cryptos = create_srtp_offer(
+                mode,
+                rng=self.srtp_rng,
+                local_address=self.public_address,
+                local_port=lease.port,
+                codecs=self.codecs,
             )
         else:
             try:
-                answer, negotiated = negotiate(
-                    offer, self.codecs, local_address=self.public_address, local_port=lease.port
+                answer, negotiated, keys = negotiate_srtp(
+                    offer,
+                    mode,
+                    rng=self.srtp_rng,
+                    supported=self.codecs,
+                    local_address=self.public_address,
+                    local_port=lease.port,
                 )
             except NoCommonCodec as exc:
                 lease.close()
                 self.ports.release(lease.port)
-                logger.info(f"SIP {escape(call_id, 80)}: no common codec ({escape(exc)}), 488")
-                ua.reject(call_id, 488, now)
+                crypto = isinstance(exc, NoAcceptableCrypto)
+                what = "no acceptable SRTP" if crypto else "no common codec"
+                logger.info(f"SIP {escape(call_id, 80)}: {what} ({escape(exc)}), 488")
+                reason = "Not Acceptable Here (SRTP)" if crypto else None
+                ua.reject(call_id, 488, now, reason=reason)
                 return
         session = ua.session(call_id)
         assert session is not None
@@ -385,7 +497,9 @@ class CallManager:
         call.negotiated = negotiated
         call.local_sdp = answer
         call.local_rtp_port = lease.port
-        record = _Record(call, lease, offer=offer, answer=answer)
+        record = _Record(
+            call, lease, offer=offer, answer=answer, srtp_mode=mode, cryptos=cryptos, sdes=keys
+        )
         self._records[call_id] = record
         self.calls[call_id] = call
         ua.ringing(call_id, now)
@@ -393,7 +507,7 @@ class CallManager:
             f"{call}: incoming from {escape(info.from_uri, 120)} "
             f"to {escape(info.request_uri, 120)} "
             f"({negotiated.encoding_name if negotiated else 'no SDP: delayed offer'}, "
-            f"rtp {lease.port})"
+            f"{f'SRTP {keys.suite}, ' if keys is not None else ''}rtp {lease.port})"
         )
         if self.answer_timeout_s > 0:
             loop = asyncio.get_running_loop()
@@ -446,7 +560,9 @@ class CallManager:
             if ack is None or not ack.body or ack.content_type != "application/sdp":
                 raise ValueError("the ACK carries no SDP answer")
             assert record.answer is not None
-            negotiated = apply_answer(record.answer, SessionDescription.parse(ack.body))
+            negotiated, record.sdes = apply_srtp_answer(
+                record.answer, record.cryptos, SessionDescription.parse(ack.body), record.srtp_mode
+            )
         except (ValueError, SDPParseError, NoCommonCodec) as exc:
             # RFC 3261 s.13.2.1 leaves no other way out of an unusable answer.
             logger.warning(f"{call}: delayed offer not answered usably in the ACK ({exc}): BYE")
@@ -462,7 +578,9 @@ class CallManager:
         try:
             answer = SessionDescription.parse(event.response.body)
             assert record.offer is not None
-            negotiated = apply_answer(record.offer, answer)
+            negotiated, record.sdes = apply_srtp_answer(
+                record.offer, record.cryptos, answer, record.srtp_mode
+            )
         except (SDPParseError, NoCommonCodec) as exc:
             logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
             self._spawn(call.hangup())
@@ -479,10 +597,12 @@ class CallManager:
     def _on_reoffer(self, record: _Record, event: ReofferReceived) -> None:
         """Answer a re-INVITE's offer (RFC 3264 s.8): move, hold or resume the media.
 
-        The call keeps its codec and RTP port. The answer keeps our o=
-        session id and increments its version only when something changed.
-        An offer that is unparsable or lacks the call's codec gets 488 and
-        changes nothing (RFC 3261 s.14.2).
+        The call keeps its codec, RTP port and SRTP profile. The answer keeps
+        our o= session id and increments its version only when something
+        changed. An offer that is unparsable, lacks the call's codec, or
+        would turn an SRTP call plain (or a plain one SRTP) gets 488 and
+        changes nothing (RFC 3261 s.14.2). In an SRTP call our key stays;
+        a new key of the peer's is taken (RFC 4568 s.7.1.4).
         """
         call = record.call
         ua = self.signalling.ua
@@ -504,11 +624,16 @@ class CallManager:
         current = call.local_sdp
         session_id = current.origin.session_id if current is not None else None
         version = current.origin.session_version if current is not None else 0
+        record = self._records.get(call.call_id)
+        previous = record.sdes if record is not None else None
         try:
             offer = SessionDescription.parse(body)
-            answer, negotiated = negotiate(
+            answer, negotiated, keys = negotiate_srtp(
                 offer,
-                (call.negotiated.encoding_name,),
+                "required" if previous is not None else "off",
+                rng=self.srtp_rng,
+                previous=previous,
+                supported=(call.negotiated.encoding_name,),
                 local_address=self.public_address,
                 local_port=call.local_rtp_port,
                 session_id=session_id,
@@ -517,9 +642,14 @@ class CallManager:
         except SDPParseError as exc:
             logger.warning(f"{call}: re-INVITE with unusable SDP ({exc}): 488")
             raise ValueError("SDP not understood") from exc
+        except NoAcceptableCrypto as exc:
+            logger.warning(f"{call}: re-INVITE offer without usable SRTP ({escape(exc)}): 488")
+            raise ValueError("SRTP required in this call") from exc
         except NoCommonCodec as exc:
-            logger.warning(f"{call}: re-INVITE offer not usable ({exc}): 488")
+            logger.warning(f"{call}: re-INVITE offer not usable ({escape(exc)}): 488")
             raise ValueError(f"{call.negotiated.encoding_name} not offered") from exc
+        if record is not None:
+            self._rekey(call, record, keys)  # may raise ValueError (488): nothing changed yet
         if current is None or answer.serialize() != current.serialize():
             answer.origin.session_version = version + 1
         call.local_sdp = answer
@@ -545,6 +675,7 @@ class CallManager:
         neg = call.negotiated
         lease = record.lease
         assert neg is not None and lease is not None
+        srtp = SrtpContext.from_sdes(record.sdes) if record.sdes is not None else None
         media = RTPSession(
             sock=lease.sock,
             rtcp_sock=lease.rtcp_sock,
@@ -561,11 +692,52 @@ class CallManager:
             latching=self.rtp_latching,
             confirmed=confirmed,
             comfort_noise_pt=neg.cn_pt,
+            srtp=srtp,
         )
         media.on_timeout = lambda: self._on_rtp_timeout(call)
         call.media = media
         self._apply_direction(call, neg)
         await media.start()
+
+    def _rekey(self, call: SIPCall, record: _Record, keys: SdesKeys | None) -> None:
+        """Follow a re-offer's SDES outcome: keep, update the peer's key, or a new context.
+
+        Raises:
+            ValueError: The new keys cannot make an SRTP context (nothing changed).
+        """
+        previous = record.sdes
+        if keys is None or previous is None:
+            return
+        media = call.media
+        if media is not None and media.srtp is not None:
+            if keys.suite != previous.suite or keys.local_key != previous.local_key:
+                media.set_srtp(SrtpContext.from_sdes(keys))
+                logger.info(f"{call}: re-INVITE: SRTP now {keys.suite}, new keys")
+            elif (keys.remote_key, keys.remote_mki, keys.remote_lifetime) != (
+                previous.remote_key,
+                previous.remote_mki,
+                previous.remote_lifetime,
+            ):
+                media.srtp.update_remote_key(
+                    keys.remote_key,
+                    remote_mki=keys.remote_mki,
+                    remote_lifetime=keys.remote_lifetime,
+                )
+                logger.info(f"{call}: re-INVITE: the peer's SRTP key changed")
+        record.sdes = keys
+
+    def _srtp_mode_for(self, transport: str) -> str | None:
+        """The SRTP policy for a call over ``transport``; None: the policy refuses the call.
+
+        SDES keys travel in the SDP: over UDP or TCP (without
+        ``srtp_insecure_signaling``) "optional" becomes "off" and
+        "required" refuses.
+        """
+        if self.srtp == "off":
+            return "off"
+        if transport.upper() in _SECURE_TRANSPORTS or self.srtp_insecure_signaling:
+            return self.srtp
+        return None if self.srtp == "required" else "off"
 
     def _on_rtp_timeout(self, call: SIPCall) -> None:
         if call.ended:
@@ -636,6 +808,23 @@ def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:
         for fmt in media.formats
         if fmt.encoding_name.lower() == "telephone-event"
     ]
+
+
+def _outbound_transport(target: str, destination: tuple[str, int] | Flow | None) -> str:
+    """The transport an INVITE to ``target`` goes on (as the user agent picks it).
+
+    The destination's when it is a :class:`Flow`; else TLS for a ``sips:``
+    URI, else the URI's ``transport`` parameter, else UDP.
+    """
+    if isinstance(destination, Flow):
+        return destination.transport
+    try:
+        uri = SIPURI.parse(target)
+    except ValueError:
+        return "UDP"  # the user agent will refuse the URI itself
+    if uri.scheme == "sips":
+        return "TLS"
+    return (uri.get_param("transport") or "UDP").upper()
 
 
 def call_info(

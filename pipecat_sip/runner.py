@@ -29,6 +29,8 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
+| `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import SIPCall
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.server import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -93,6 +96,8 @@ class SIPRunnerConfig:
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
         registration: Where to register, or None.
+        srtp: SRTP policy: "off", "optional" or "required".
+        srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
     """
 
     host: str = "0.0.0.0"
@@ -107,6 +112,8 @@ class SIPRunnerConfig:
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
     registration: Registration | None = None
+    srtp: str = "off"
+    srtp_insecure_signaling: bool = False
 
 
 def _uvloop_installed() -> bool:
@@ -122,6 +129,19 @@ def _port(value: str, name: str, allow_zero: bool = False) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ConfigError(f"{name}: {value!r} is not a port number (1-65535)")
     return int(text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not yes or no (1/0, true/false, on/off)")
 
 
 def _address(value: str, name: str) -> str:
@@ -234,6 +254,12 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             password=env.get("SIP_PASSWORD") or None,
             expires=expires,
         )
+    value, name = pick("srtp", "SIP_SRTP")
+    srtp = (value or "off").strip().lower()
+    if srtp not in SRTP_MODES:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
+    value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
+    srtp_insecure = _flag(value, name) if value is not None else False
     return SIPRunnerConfig(
         host,
         port,
@@ -247,6 +273,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         server_name=server_name,
         event_loop=choice,
         registration=registration,
+        srtp=srtp,
+        srtp_insecure_signaling=srtp_insecure,
     )
 
 
@@ -289,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
+    )
+    parser.add_argument(
+        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
+    )
+    parser.add_argument(
+        "--srtp-insecure-signaling",
+        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -392,6 +427,8 @@ async def serve(
         server_name=config.server_name,
         registration=config.registration,
         user=registration_user or "pipecat",
+        srtp=config.srtp,
+        srtp_insecure_signaling=config.srtp_insecure_signaling,
     )
     if stop_event is None:
         stop_event = asyncio.Event()
