@@ -29,6 +29,10 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
+| `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
+| `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
+| `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 | `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
 | `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
 """
@@ -96,6 +100,12 @@ class SIPRunnerConfig:
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
         registration: Where to register, or None.
+        public_address_v6: The IPv6 address of a dual-stack server (second
+            address of SIP_PUBLIC_ADDRESS), or None.
+        rtp_latching: "signaling", "any" or "off" (pipecat_sip.rtp.latching).
+        hold_timeout_s: Seconds a call may stay held (0: no limit).
+        max_call_duration_s: Seconds a call may last (0: no limit).
+        max_unconfirmed_per_source: Calls one source may have waiting for an ACK.
         srtp: SRTP policy: "off", "optional" or "required".
         srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
     """
@@ -112,6 +122,11 @@ class SIPRunnerConfig:
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
     registration: Registration | None = None
+    public_address_v6: str | None = None
+    rtp_latching: str = "signaling"
+    hold_timeout_s: float = 600.0
+    max_call_duration_s: float = 14400.0
+    max_unconfirmed_per_source: int = 5
     srtp: str = "off"
     srtp_insecure_signaling: bool = False
 
@@ -151,6 +166,19 @@ def _address(value: str, name: str) -> str:
         raise ConfigError(f"{name}: {value!r} is not an IP address") from None
 
 
+def _seconds(value: str | None, name: str, *, default: float) -> float:
+    """A duration in seconds, 0 (off) or more; ``default`` when unset."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
+    return seconds
+
+
 def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
     """Build the settings from flags (winning) and environment variables.
 
@@ -178,7 +206,15 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         if rtp_range[1] - rtp_range[0] < 1:
             raise ConfigError(f"{name}: {value!r} must hold at least one even/odd port pair")
     value, name = pick("public_address", "SIP_PUBLIC_ADDRESS")
-    public = _address(value, name) if value else None
+    public = public_v6 = None
+    if value:
+        addresses = [_address(v, name) for v in value.replace(",", " ").split()]
+        if len(addresses) > 2 or (
+            len(addresses) == 2 and (":" in addresses[0]) == (":" in addresses[1])
+        ):
+            raise ConfigError(f"{name}: {value!r} must be one address, or an IPv4 and an IPv6 one")
+        public = addresses[0]
+        public_v6 = addresses[1] if len(addresses) == 2 else None
     value, name = pick("max_calls", "SIP_MAX_CALLS")
     max_calls = 100
     if value:
@@ -254,6 +290,18 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             password=env.get("SIP_PASSWORD") or None,
             expires=expires,
         )
+    value, name = pick("rtp_latching", "SIP_RTP_LATCHING")
+    rtp_latching = (value or "signaling").strip().lower()
+    if rtp_latching not in ("signaling", "any", "off"):
+        raise ConfigError(f"{name}: {value!r} is not one of signaling, any, off")
+    hold_timeout = _seconds(*pick("hold_timeout", "SIP_HOLD_TIMEOUT"), default=600.0)
+    max_duration = _seconds(*pick("max_call_duration", "SIP_MAX_CALL_DURATION"), default=14400.0)
+    value, name = pick("max_unconfirmed", "SIP_MAX_UNCONFIRMED_PER_SOURCE")
+    max_unconfirmed = 5
+    if value:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"{name}: {value!r} is not a positive whole number")
+        max_unconfirmed = int(value)
     value, name = pick("srtp", "SIP_SRTP")
     srtp = (value or "off").strip().lower()
     if srtp not in SRTP_MODES:
@@ -273,6 +321,11 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         server_name=server_name,
         event_loop=choice,
         registration=registration,
+        public_address_v6=public_v6,
+        rtp_latching=rtp_latching,
+        hold_timeout_s=hold_timeout,
+        max_call_duration_s=max_duration,
+        max_unconfirmed_per_source=max_unconfirmed,
         srtp=srtp,
         srtp_insecure_signaling=srtp_insecure,
     )
@@ -317,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
+    )
+    parser.add_argument(
+        "--rtp-latching",
+        help="RTP from elsewhere than the SDP address: signaling (default), any, off "
+        "(SIP_RTP_LATCHING)",
+    )
+    parser.add_argument(
+        "--hold-timeout", help="seconds a call may stay held, 0 = no limit (SIP_HOLD_TIMEOUT)"
+    )
+    parser.add_argument(
+        "--max-call-duration",
+        help="seconds a call may last, 0 = no limit (SIP_MAX_CALL_DURATION, default 14400)",
+    )
+    parser.add_argument(
+        "--max-unconfirmed",
+        help="calls one source may have waiting for an ACK (SIP_MAX_UNCONFIRMED_PER_SOURCE, 5)",
     )
     parser.add_argument(
         "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
@@ -426,6 +495,11 @@ async def serve(
         rate_burst=config.rate_burst,
         server_name=config.server_name,
         registration=config.registration,
+        public_address_v6=config.public_address_v6,
+        rtp_latching=config.rtp_latching,
+        hold_timeout_s=config.hold_timeout_s,
+        max_call_duration_s=config.max_call_duration_s,
+        max_unconfirmed_per_source=config.max_unconfirmed_per_source,
         user=registration_user or "pipecat",
         srtp=config.srtp,
         srtp_insecure_signaling=config.srtp_insecure_signaling,

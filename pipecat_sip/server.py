@@ -33,6 +33,7 @@ from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint
 from pipecat_sip.host import default_public_address, ensure_fd_limit
 from pipecat_sip.ports import PortPool
+from pipecat_sip.resolver import ServerLocator
 from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
@@ -99,6 +100,10 @@ class Registration:
     expires: int = 300
 
 
+def _family(address: str) -> int:
+    return 6 if ":" in address else 4
+
+
 class SIPServer:
     """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
 
@@ -152,6 +157,15 @@ class SIPServer:
             (default: the SDP host or the call's signalling source, after a
             short run of consecutive packets), "any", or "off" (the SDP
             address only).
+        public_address_v6: For a dual-stack server (``host="::"``), our IPv6
+            address when ``public_address`` is the IPv4 one (or the other way
+            round); detected like ``public_address`` when None. Each call is
+            answered in its caller's family (SDP, Contact, Via).
+        max_unconfirmed_per_source: Calls one source IP may have waiting for
+            their ACK; more INVITEs from it get 503.
+        hold_timeout_s: Seconds a call may stay held by the far end (0: no limit).
+        max_call_duration_s: Seconds a call may last from its answer (0: no limit).
+        locator: DNS (RFC 3263, host names in SDP); one made on first use when None.
         srtp: SRTP with SDES keys (RFC 3711, RFC 4568): "off" (default),
             "optional" (answer ``RTP/SAVP`` offers with SRTP, plain ones with
             RTP; offer SRTP and call again with a plain offer after 488/606)
@@ -203,6 +217,11 @@ class SIPServer:
         registration: Registration | None = None,
         trust_in_dialog_from: str = "peer",
         rtp_latching: str = "signaling",
+        public_address_v6: str | None = None,
+        max_unconfirmed_per_source: int = 5,
+        hold_timeout_s: float = 600.0,
+        max_call_duration_s: float = 14400.0,
+        locator: ServerLocator | None = None,
         srtp: str = "off",
         srtp_insecure_signaling: bool = False,
         srtp_rng: Any = None,
@@ -224,7 +243,24 @@ class SIPServer:
         self.call_handler = call_handler
         self.host = host
         self.port = port
-        self.public_address = public_address or default_public_address(host)
+        self.public_address = public_address or default_public_address(
+            "0.0.0.0" if host == "::" else host
+        )
+        self.addresses: dict[int, str] = {_family(self.public_address): self.public_address}
+        if public_address_v6 is not None:
+            self.addresses[_family(public_address_v6)] = public_address_v6
+        elif host == "::":  # dual-stack: the IPv6 address too
+            self.addresses.setdefault(6, default_public_address("::"))
+        if max_unconfirmed_per_source < 1:
+            raise ValueError(
+                f"max_unconfirmed_per_source must be at least 1, not {max_unconfirmed_per_source}"
+            )
+        if hold_timeout_s < 0 or max_call_duration_s < 0:
+            raise ValueError("hold_timeout_s and max_call_duration_s must be 0 (off) or more")
+        self.max_unconfirmed_per_source = max_unconfirmed_per_source
+        self.hold_timeout_s = hold_timeout_s
+        self.max_call_duration_s = max_call_duration_s
+        self.locator = locator
         self.ports = PortPool(rtp_port_range[0], rtp_port_range[1], host)
         self.max_calls = max_calls
         self.retry_after_s = retry_after_s
@@ -285,6 +321,7 @@ class SIPServer:
             max_headers=self.max_headers,
             trust_in_dialog_from=self.trust_in_dialog_from,
             registration_retry_s=_REGISTER_RETRY_S,
+            other_host=next((a for a in self.addresses.values() if a != self.public_address), None),
         )
         self.manager = CallManager(
             self,
@@ -299,6 +336,13 @@ class SIPServer:
             send_silence=self.send_silence,
             allowed_networks=self.allowed_networks,
             rtp_latching=self.rtp_latching,
+            addresses=self.addresses,
+            bind_host=self.host,
+            sip_port=self.port,
+            max_unconfirmed_per_source=self.max_unconfirmed_per_source,
+            hold_timeout_s=self.hold_timeout_s,
+            max_call_duration_s=self.max_call_duration_s,
+            locator=self.locator,
             srtp=self.srtp,
             srtp_insecure_signaling=self.srtp_insecure_signaling,
             srtp_rng=self.srtp_rng,

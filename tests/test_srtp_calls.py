@@ -51,8 +51,9 @@ def tone_share(chunks: list[bytes], hz: float = 1000.0) -> float:
 @contextlib.asynccontextmanager
 async def servers(a_kwargs: dict, b_kwargs: dict, recorder: Recorder | None = None):
     recorder = recorder or Recorder()
-    b = await start_server(recorder, **b_kwargs)
-    a = await start_server(None, **a_kwargs)
+    base = random.randrange(20000, 40000, 2)  # disjoint ranges: media to our own ports is refused
+    b = await start_server(recorder, rtp_port_range=(base, base + 199), **b_kwargs)
+    a = await start_server(None, rtp_port_range=(base + 200, base + 399), **a_kwargs)
     try:
         yield a, b, recorder
     finally:

@@ -377,8 +377,12 @@ class InviteUsage:
         *,
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        retransmit: bool = True,
     ) -> None:
         """Answer an incoming call with a final error status (3xx-6xx).
+
+        ``retransmit=False`` sends it once, without Timer G retransmissions
+        (refusals under overload: see `ServerInviteTransaction.send_response`).
 
         Raises:
             LocalProtocolError: Unknown call, already answered, or status < 300.
@@ -386,7 +390,9 @@ class InviteUsage:
         if status_code < 300:
             raise LocalProtocolError(f"reject needs a status >= 300, not {status_code}")
         session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
-        self._respond(session, status_code, now, reason=reason, headers=headers)
+        self._respond(
+            session, status_code, now, reason=reason, headers=headers, retransmit=retransmit
+        )
         session.apply(InviteEvent.REJECT)
         self._end(session, "rejected", status_code)
 
@@ -437,7 +443,7 @@ class InviteUsage:
         ua = self.ua
         call_id = ua.ids.call_id(ua.host)
         local_tag = ua.ids.tag()
-        from_uri = SIPURI(ua.via_host, user=from_user or ua.user)
+        from_uri = SIPURI(ua.host_for(flow), user=from_user or ua.user)
         h = Headers()
         h.add("Via", ua.new_via(flow))
         h.add("Max-Forwards", "70")
@@ -698,7 +704,7 @@ class InviteUsage:
             req,
             200,
             to_tag=session.local_tag,
-            headers=self.ua.answer_headers(req) + self.ua.server_header(),
+            headers=self.ua.answer_headers(req, session.flow) + self.ua.server_header(),
             body=session.local_sdp,
             content_type=SDP,
         )
@@ -849,7 +855,7 @@ class InviteUsage:
         ua = self.ua
         extra = list(headers)
         if code == 200 or 100 < code < 200:
-            extra = ua.answer_headers(session.invite) + extra
+            extra = ua.answer_headers(session.invite, session.flow) + extra
         extra += ua.server_header()
         return make_response(
             session.invite,
@@ -870,11 +876,12 @@ class InviteUsage:
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
         body: bytes = b"",
+        retransmit: bool = True,
     ) -> None:
         response = self._response(session, code, reason=reason, headers=headers, body=body)
         txn = session.invite_txn
         assert isinstance(txn, ServerTransaction)
-        self.ua.layer.respond(txn, response, now)
+        self.ua.layer.respond(txn, response, now, retransmit)
 
 
 def _same_host(a: str, b: str) -> bool:
