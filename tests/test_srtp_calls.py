@@ -7,7 +7,10 @@ check the SDP on each side (``RTP/SAVP``, ``a=crypto``), that media flows
 both ways under SRTP (a tone heard, every packet authenticated), the
 policies (off / optional / required, the plain second offer after 488), the
 TLS-only rule, per-call keys from the injectable rng, re-offers keeping or
-changing keys, and a stranger's packets counted and dropped.
+changing keys, and a stranger's packets counted and dropped. SIPp places
+delayed-offer calls (INVITE without SDP): our offer in the 200 is SRTP under
+"required" (the RTP we send then authenticates under our key) and plain
+under "optional".
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ import pytest
 
 from pipecat_sip.call import CallFailed
 from pipecat_sip.codecs import PCMU
+from pipecat_sip.rtp.srtp import SrtpContext
 from pipecat_sip.runner import ConfigError, parse_config
 from pipecat_sip.sdes import CryptoAttribute, KeyParam, crypto_attributes
 from pipecat_sip.sdp import SessionDescription
 from pipecat_sip.server import SIPServer
+from tests.helpers.peers import require_binary
 from tests.helpers.server import Recorder, start_server, wait_for
+from tests.helpers.sipp import run_sipp
 
 LAB = {"srtp_insecure_signaling": True}
 
@@ -277,3 +283,67 @@ def test_runner_reads_sip_srtp_and_refuses_a_bad_value():
         parse_config(argparse.Namespace(), {"SIP_SRTP_INSECURE_SIGNALING": "maybe"})
     with pytest.raises(ValueError, match="srtp must be"):
         SIPServer(None, srtp="sometimes")
+
+
+# --- delayed offer (INVITE without SDP), with SIPp as the caller --------------------------
+
+
+class _Sink:
+    """A UDP socket of the test on 127.0.0.1 that keeps every datagram."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.loop.add_reader(self.sock, lambda: self.received.append(self.sock.recv(2048)))
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+
+
+@pytest.mark.interop
+async def test_delayed_offer_required_offers_srtp_and_sends_only_srtp():
+    require_binary("sipp")
+    peer_key = bytes(range(30))  # the key SIPp's ACK answers with (the scenario's default)
+    rec = Recorder()
+    server = await start_server(rec, srtp="required", **LAB)
+    sink = _Sink()
+    try:
+        keys = {"rtp_port": str(sink.port), "hold_ms": "800"}
+        result = await run_sipp("uac_delayed_offer_srtp.xml", f"127.0.0.1:{server.port}", keys=keys)
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: list(rec.ended.values()) == ["remote_bye"])
+        call = rec.calls[0]
+        assert call.local_sdp.media[0].proto == "RTP/SAVP"  # our offer, in the 200
+        assert call.media.srtp is not None and call.info.codec == "PCMA"
+        ours = {c.tag: c.key.key_salt for c in crypto_lines(call.local_sdp)}[1]
+        check = SrtpContext("AES_CM_128_HMAC_SHA1_80", local_key=peer_key, remote_key=ours)
+        rtp = [d for d in sink.received if not 192 <= d[1] <= 223]
+        assert len(rtp) >= 10
+        assert all(check.unprotect_rtp(d) is not None for d in rtp), check
+    finally:
+        sink.close()
+        await server.stop()
+
+
+@pytest.mark.interop
+async def test_delayed_offer_optional_offers_plain_rtp():
+    require_binary("sipp")
+    rec = Recorder()
+    server = await start_server(rec, srtp="optional", **LAB)
+    sink = _Sink()
+    try:
+        keys = {"rtp_port": str(sink.port), "hold_ms": "400"}
+        # The scenario checks the 200's offer is "RTP/AVP 9 0 8 13 101" (plain).
+        result = await run_sipp("uac_delayed_offer.xml", f"127.0.0.1:{server.port}", keys=keys)
+        assert result.ok, result.summary()
+        assert await wait_for(lambda: list(rec.ended.values()) == ["remote_bye"])
+        assert rec.calls[0].media.srtp is None
+        assert b"a=crypto" not in rec.calls[0].local_sdp.serialize()
+    finally:
+        sink.close()
+        await server.stop()
