@@ -791,6 +791,8 @@ async def start_sip_session(
                 await call.reject(486)
             return
         holder["taken"] = True
+        # A call can come in before the registration poll noticed: ready comes first.
+        await transport.dialin_ready(_aor(server))
         try:
             await call.answer()
         except CallFailed as exc:
@@ -829,6 +831,14 @@ async def start_sip_session(
     return transport
 
 
+def _aor(server: SIPServer) -> str:
+    """The address-of-record a registration session is registered as."""
+    registration = server.registration
+    assert registration is not None
+    uri = SIPURI.parse(registration.registrar)
+    return str(SIPURI(uri.host, user=registration.username or server.user, port=uri.port))
+
+
 async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequest) -> None:
     """Registration session: on_dialin_ready once registered; give up after the wait."""
     loop = asyncio.get_running_loop()
@@ -838,9 +848,7 @@ async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequ
     while not server.registered and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if server.registered:
-        uri = SIPURI.parse(registration.registrar)
-        aor = SIPURI(uri.host, user=registration.username or server.user, port=uri.port)
-        await transport.dialin_ready(str(aor))
+        await transport.dialin_ready(_aor(server))
     while transport.call is None and loop.time() < deadline:
         await asyncio.sleep(0.1)
     if transport.call is None:
