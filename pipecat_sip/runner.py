@@ -35,6 +35,8 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
 | `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 | `--stun-server` | `SIP_STUN_SERVER` | none (host[:port]: the RTP public address for SDP) |
+| `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
+| `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
 
 SIP options given without `--transport` imply it (`python bot.py --sip-port 5070`);
 with another transport they stop start-up with one line saying so.
@@ -69,6 +71,7 @@ from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.routes import Accept, Redirect, Reject
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.server import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -129,6 +132,8 @@ class SIPRunnerConfig:
             for the default (G722, PCMU, PCMA).
         stun_server: STUN server (host, port) for the RTP port's public
             mapping, or None.
+        srtp: SRTP policy: "off", "optional" or "required".
+        srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
     """
 
     host: str = "0.0.0.0"
@@ -150,6 +155,8 @@ class SIPRunnerConfig:
     max_unconfirmed_per_source: int = 5
     codecs: tuple[str, ...] | None = None
     stun_server: tuple[str, int] | None = None
+    srtp: str = "off"
+    srtp_insecure_signaling: bool = False
 
 
 def _uvloop_installed() -> bool:
@@ -165,6 +172,19 @@ def _port(value: str, name: str, allow_zero: bool = False) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ConfigError(f"{name}: {value!r} is not a port number (1-65535)")
     return int(text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not yes or no (1/0, true/false, on/off)")
 
 
 def _address(value: str, name: str) -> str:
@@ -212,6 +232,8 @@ def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any
         "hold_timeout_s": config.hold_timeout_s,
         "max_call_duration_s": config.max_call_duration_s,
         "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+        "srtp": config.srtp,
+        "srtp_insecure_signaling": config.srtp_insecure_signaling,
     }
     if config.codecs:
         arguments["codecs"] = config.codecs
@@ -360,6 +382,12 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             codecs = parse_codec_list(value)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("srtp", "SIP_SRTP")
+    srtp = (value or "off").strip().lower()
+    if srtp not in SRTP_MODES:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
+    value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
+    srtp_insecure = _flag(value, name) if value is not None else False
     return SIPRunnerConfig(
         host,
         port,
@@ -380,6 +408,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         max_unconfirmed_per_source=max_unconfirmed,
         stun_server=stun_server,
         codecs=codecs,
+        srtp=srtp,
+        srtp_insecure_signaling=srtp_insecure,
     )
 
 
@@ -444,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
+    )
+    parser.add_argument(
+        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
+    )
+    parser.add_argument(
+        "--srtp-insecure-signaling",
+        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
