@@ -38,6 +38,7 @@ from pipecat_sip.rtp.session import (
     RtpStats,
     RtpTimeout,
 )
+from pipecat_sip.rtp.srtp import SrtpContext, SrtpStats
 
 __all__ = ["MediaClock", "RTPSession", "RtpStats"]
 
@@ -385,6 +386,11 @@ class RTPSession:
         confirmed: False: send nothing until :meth:`confirm` (the call's
             ACK) or accepted RTP from the peer; the RTP timeout counts from
             then. True (default): from :meth:`start`.
+        srtp: The call's SRTP context (RFC 3711, keys from SDES), or None
+            for plain RTP: every packet sent is protected with it and every
+            datagram received must authenticate (see
+            :class:`~pipecat_sip.rtp.session.MediaSession`); its counters
+            are :attr:`srtp_stats`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -430,6 +436,7 @@ class RTPSession:
         signaling_address: str | tuple | None = None,
         latching: str = "signaling",
         confirmed: bool = True,
+        srtp: SrtpContext | None = None,
     ):
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
@@ -451,6 +458,7 @@ class RTPSession:
             signaling_address=signaling_address,
             latching=latching,
             confirmed=confirmed,
+            srtp=srtp,
         )
         self.codec = codec
         self.payload_type = session.payload_type
@@ -583,6 +591,20 @@ class RTPSession:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """The SRTP context (None: plain RTP)."""
+        return self._session.srtp
+
+    @property
+    def srtp_stats(self) -> SrtpStats | None:
+        """SRTP counters beside :attr:`stats`: protected, authenticated, dropped; None if plain."""
+        return self._session.srtp_stats
+
+    def set_srtp(self, srtp: SrtpContext | None) -> None:
+        """Protect with another SRTP context from now on (a re-offer changed our key)."""
+        self._session.set_srtp(srtp)
 
     @property
     def backlog_bytes(self) -> int:

@@ -29,11 +29,14 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--codecs` | `SIP_CODECS` | G722,PCMU,PCMA (add `opus` with the `opus` extra) |
 | `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
 | `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
 | `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 | `--stun-server` | `SIP_STUN_SERVER` | none (host[:port]: the RTP public address for SDP) |
+| `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
+| `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
 | `--drain-timeout` | `SIP_DRAIN_TIMEOUT` | 0 (seconds live calls may take to end after SIGTERM) |
 | `--api-port` | `SIP_API_PORT` | none: no operations API (a TCP port: `pipecat_sip.api` on it) |
 | `--api-host` | `SIP_API_HOST` | 127.0.0.1 (any other address needs `SIP_API_TOKEN`) |
@@ -78,6 +81,7 @@ from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.routes import Accept, Redirect, Reject
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.server import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -138,8 +142,12 @@ class SIPRunnerConfig:
         hold_timeout_s: Seconds a call may stay held (0: no limit).
         max_call_duration_s: Seconds a call may last (0: no limit).
         max_unconfirmed_per_source: Calls one source may have waiting for an ACK.
+        codecs: Codec names to offer and accept, in order (SIP_CODECS), or None
+            for the default (G722, PCMU, PCMA).
         stun_server: STUN server (host, port) for the RTP port's public
             mapping, or None.
+        srtp: SRTP policy: "off", "optional" or "required".
+        srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
         drain_timeout_s: Seconds live calls may take to end after SIGTERM
             before they are hung up (0: at once).
         api_port: TCP port of the operations API, or None for none.
@@ -165,7 +173,10 @@ class SIPRunnerConfig:
     hold_timeout_s: float = 600.0
     max_call_duration_s: float = 14400.0
     max_unconfirmed_per_source: int = 5
+    codecs: tuple[str, ...] | None = None
     stun_server: tuple[str, int] | None = None
+    srtp: str = "off"
+    srtp_insecure_signaling: bool = False
     drain_timeout_s: float = 0.0
     api_port: int | None = None
     api_host: str = "127.0.0.1"
@@ -188,6 +199,19 @@ def _port(value: str, name: str, allow_zero: bool = False) -> int:
     return int(text)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not yes or no (1/0, true/false, on/off)")
+
+
 def _address(value: str, name: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip()))
@@ -206,6 +230,40 @@ def _seconds(value: str | None, name: str, *, default: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
     return seconds
+
+
+def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any]:
+    """The `SIPServer` keyword arguments the runner's settings stand for.
+
+    Args:
+        config: The validated settings.
+        **overrides: Arguments that differ for this server (``port``,
+            ``registration``, ``user``).
+    """
+    arguments: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "public_address": config.public_address,
+        "public_address_v6": config.public_address_v6,
+        "rtp_port_range": config.rtp_port_range,
+        "max_calls": config.max_calls,
+        "rtp_timeout_s": config.rtp_timeout_s,
+        "allowed_networks": config.allowed_networks,
+        "rate_limit": config.rate_limit,
+        "rate_burst": config.rate_burst,
+        "server_name": config.server_name,
+        "registration": config.registration,
+        "rtp_latching": config.rtp_latching,
+        "hold_timeout_s": config.hold_timeout_s,
+        "max_call_duration_s": config.max_call_duration_s,
+        "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+        "srtp": config.srtp,
+        "srtp_insecure_signaling": config.srtp_insecure_signaling,
+    }
+    if config.codecs:
+        arguments["codecs"] = config.codecs
+    arguments.update(overrides)
+    return arguments
 
 
 def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
@@ -340,6 +398,21 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             stun_server = parse_stun_server(value)
         except ValueError as exc:
             raise ConfigError(str(exc).replace("SIP_STUN_SERVER", name, 1)) from None
+    value, name = pick("codecs", "SIP_CODECS")
+    codecs = None
+    if value:
+        from pipecat_sip.codecs import parse_codec_list
+
+        try:
+            codecs = parse_codec_list(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("srtp", "SIP_SRTP")
+    srtp = (value or "off").strip().lower()
+    if srtp not in SRTP_MODES:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
+    value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
+    srtp_insecure = _flag(value, name) if value is not None else False
     value, name = pick("drain_timeout", "SIP_DRAIN_TIMEOUT")
     drain_timeout = 0.0
     if value:
@@ -384,6 +457,9 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         max_call_duration_s=max_duration,
         max_unconfirmed_per_source=max_unconfirmed,
         stun_server=stun_server,
+        codecs=codecs,
+        srtp=srtp,
+        srtp_insecure_signaling=srtp_insecure,
         drain_timeout_s=drain_timeout,
         api_port=api_port,
         api_host=api_host,
@@ -433,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
     )
     parser.add_argument(
+        "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
+    )
+    parser.add_argument(
         "--drain-timeout",
         help="seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
     )
@@ -462,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
+    )
+    parser.add_argument(
+        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
+    )
+    parser.add_argument(
+        "--srtp-insecure-signaling",
+        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -772,6 +858,8 @@ async def start_sip_session(
                 await call.reject(486)
             return
         holder["taken"] = True
+        # A call can come in before the registration poll noticed: ready comes first.
+        await transport.dialin_ready(_aor(server))
         try:
             await call.answer()
         except CallFailed as exc:
@@ -787,18 +875,7 @@ async def start_sip_session(
     user = (registration.username if registration else None) or "pipecat"
     server = SIPServer(
         on_call if request.kind == "register" else refuse,
-        host=config.host,
-        port=port,
-        public_address=config.public_address,
-        rtp_port_range=config.rtp_port_range,
-        max_calls=config.max_calls,
-        rtp_timeout_s=config.rtp_timeout_s,
-        allowed_networks=config.allowed_networks,
-        rate_limit=config.rate_limit,
-        rate_burst=config.rate_burst,
-        server_name=config.server_name,
-        registration=registration,
-        user=user,
+        **server_arguments(config, port=port, registration=registration, user=user),
     )
     await _learn_public_address(server, config)
     await server.start()
@@ -821,6 +898,14 @@ async def start_sip_session(
     return transport
 
 
+def _aor(server: SIPServer) -> str:
+    """The address-of-record a registration session is registered as."""
+    registration = server.registration
+    assert registration is not None
+    uri = SIPURI.parse(registration.registrar)
+    return str(SIPURI(uri.host, user=registration.username or server.user, port=uri.port))
+
+
 async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequest) -> None:
     """Registration session: on_dialin_ready once registered; give up after the wait."""
     loop = asyncio.get_running_loop()
@@ -830,9 +915,7 @@ async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequ
     while not server.registered and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if server.registered:
-        uri = SIPURI.parse(registration.registrar)
-        aor = SIPURI(uri.host, user=registration.username or server.user, port=uri.port)
-        await transport.dialin_ready(str(aor))
+        await transport.dialin_ready(_aor(server))
     while transport.call is None and loop.time() < deadline:
         await asyncio.sleep(0.1)
     if transport.call is None:
@@ -936,26 +1019,7 @@ async def serve(
 
     # Registered as an extension, the Contact carries the extension's number.
     registration_user = config.registration.username if config.registration else None
-    server = SIPServer(
-        on_call,
-        host=config.host,
-        port=config.port,
-        public_address=config.public_address,
-        rtp_port_range=config.rtp_port_range,
-        max_calls=config.max_calls,
-        rtp_timeout_s=config.rtp_timeout_s,
-        allowed_networks=config.allowed_networks,
-        rate_limit=config.rate_limit,
-        rate_burst=config.rate_burst,
-        server_name=config.server_name,
-        registration=config.registration,
-        public_address_v6=config.public_address_v6,
-        rtp_latching=config.rtp_latching,
-        hold_timeout_s=config.hold_timeout_s,
-        max_call_duration_s=config.max_call_duration_s,
-        max_unconfirmed_per_source=config.max_unconfirmed_per_source,
-        user=registration_user or "pipecat",
-    )
+    server = SIPServer(on_call, **server_arguments(config, user=registration_user or "pipecat"))
     if stop_event is None:
         stop_event = asyncio.Event()
         event = stop_event
@@ -990,6 +1054,10 @@ async def serve(
                 f"cannot serve the operations API on tcp {config.api_host}:{config.api_port}: {exc}"
             ) from None
     logger.info(f"Ready: call {server.uri}")
+    from pipecat_sip.codecs import unavailable_codecs
+
+    for codec, why in unavailable_codecs().items():
+        logger.info(f"codec {codec} unavailable: {why}")
     if started is not None:
         started(server)
     try:

@@ -47,6 +47,7 @@ from pipecat_sip.host import default_public_address, ensure_fd_limit
 from pipecat_sip.metrics import classify_sip
 from pipecat_sip.ports import PortPool
 from pipecat_sip.resolver import ServerLocator
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -184,9 +185,20 @@ class SIPServer:
         hold_timeout_s: Seconds a call may stay held by the far end (0: no limit).
         max_call_duration_s: Seconds a call may last from its answer (0: no limit).
         locator: DNS (RFC 3263, host names in SDP); one made on first use when None.
+        srtp: SRTP with SDES keys (RFC 3711, RFC 4568): "off" (default),
+            "optional" (answer ``RTP/SAVP`` offers with SRTP, plain ones with
+            RTP; offer SRTP and call again with a plain offer after 488/606)
+            or "required" (plain offers get 488). See :mod:`pipecat_sip.calls`.
+        srtp_insecure_signaling: SDES keys travel in the SDP, so by default
+            they are only sent and taken over TLS signalling (over UDP/TCP
+            "optional" acts as "off" and "required" refuses the call). True
+            sends them over any transport: for labs and tests only.
+        srtp_rng: ``random.Random``-like source of the SRTP master keys;
+            default ``secrets.SystemRandom()`` (a seeded one only in tests).
 
     Raises:
-        ValueError: A bad argument (port, range, max_calls, network, limit).
+        ValueError: A bad argument (port, range, max_calls, network, limit,
+            srtp policy).
 
     Example:
         ```python
@@ -229,6 +241,9 @@ class SIPServer:
         hold_timeout_s: float = 600.0,
         max_call_duration_s: float = 14400.0,
         locator: ServerLocator | None = None,
+        srtp: str = "off",
+        srtp_insecure_signaling: bool = False,
+        srtp_rng: Any = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -283,6 +298,11 @@ class SIPServer:
         if rtp_latching not in ("signaling", "any", "off"):
             raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
         self.rtp_latching = rtp_latching
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
+        self.srtp = srtp
+        self.srtp_insecure_signaling = bool(srtp_insecure_signaling)
+        self.srtp_rng = srtp_rng
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
@@ -353,11 +373,25 @@ class SIPServer:
             hold_timeout_s=self.hold_timeout_s,
             max_call_duration_s=self.max_call_duration_s,
             locator=self.locator,
+            srtp=self.srtp,
+            srtp_insecure_signaling=self.srtp_insecure_signaling,
+            srtp_rng=self.srtp_rng,
         )
         self.manager.on_call_started = lambda call: self._notify("started", call)
         self.manager.on_call_ended = lambda call: self._notify("ended", call)
         self._accepting = True
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
+        if self.srtp != "off":
+            if self.srtp_insecure_signaling:
+                logger.warning(
+                    f"SRTP {self.srtp} with SDES keys over unencrypted signalling too: "
+                    "anyone who sees the SIP messages can decrypt the media (labs only)"
+                )
+            else:
+                logger.info(
+                    f"SRTP {self.srtp}: SDES keys only over TLS signalling; over UDP/TCP "
+                    + ("calls are refused" if self.srtp == "required" else "media is plain RTP")
+                )
         if self.registration is not None:
             await self._register()
 

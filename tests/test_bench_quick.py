@@ -103,3 +103,21 @@ def test_pipeline_cpu_quick():
     assert {r["mode"] for r in rows} == {"null", "sip", "media"}
     for row in rows:
         assert row["per_call_pct"] > 0 and row["echo_pct"] > 0, row
+
+
+def test_bench_media_srtp_quick():
+    rows = run_script(
+        str(BENCH / "bench_media.py"),
+        "--srtp", "--iterations", "200", "--sessions", "10", "--seconds", "0.5", "--rounds", "1",
+    )  # fmt: skip
+    (ratio,) = [r for r in rows if r["bench"] == "srtp_ratio"]
+    for key in ("session_receive", "session_send", "loaded_us_per_packet"):
+        assert ratio[key] > 0, ratio
+    loaded = [r for r in rows if r["bench"] == "sessions"]
+    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+SRTP"}
+    assert all(r["srtp_drops"] == 0 and r["packets_received"] > 0 for r in loaded), loaded
+
+
+def test_bench_srtp_quick():
+    rows = run_script(str(BENCH / "srtp.py"), "--quick")
+    assert any(r["figure"] == "loopback_ratio" for r in rows)
