@@ -331,3 +331,25 @@ async def test_bearer_token_required_when_set_and_off_localhost():
     finally:
         await api.stop()
         await server.stop()
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+async def test_runner_api_dials_out_and_runs_the_bot_with_the_settings():
+    from tests.helpers.instance import Instance
+
+    async with (
+        Instance(api=True) as inst,
+        await start_sipp("uas_answer", "", calls=1, timeout=20) as uas,
+        httpx.AsyncClient(base_url=inst.api, timeout=5) as http,
+    ):
+        # instance_bot.py's bot hangs up after body["hangup_after"] seconds.
+        body = {"target": f"sip:alice@{uas.target}", "settings": {"hangup_after": 1.0}}
+        r = await http.post("/calls", json=body)
+        assert r.status_code == 202, r.text
+        call_id = r.json()["call_id"]
+        result = await uas.wait(timeout=10)
+        assert result.ok, result.summary()  # the bot's BYE after 1 s ended the call
+        assert await wait_for(lambda: "ended (local_bye)" in inst.log, 5), inst.log[-2000:]
+        view = (await http.get(f"/calls/{call_id}")).json()
+        assert view["end_reason"] == "local_bye" and 0.8 < view["duration_s"] < 3
