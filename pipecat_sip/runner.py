@@ -35,6 +35,13 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
 | `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 | `--stun-server` | `SIP_STUN_SERVER` | none (host[:port]: the RTP public address for SDP) |
+| `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
+| `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
+| `--drain-timeout` | `SIP_DRAIN_TIMEOUT` | 0 (seconds live calls may take to end after SIGTERM) |
+| `--api-port` | `SIP_API_PORT` | none: no operations API (a TCP port: `pipecat_sip.api` on it) |
+| `--api-host` | `SIP_API_HOST` | 127.0.0.1 (any other address needs `SIP_API_TOKEN`) |
+| | `SIP_API_TOKEN` | the API's bearer token (environment or .env only, never a flag) |
+| `--log-format` | `SIP_LOG_FORMAT` | text (`json`: one JSON object per line, with the Call-ID) |
 | `--sip-transports` | `SIP_TRANSPORTS` | udp (comma-separated: udp, tcp, tls) |
 | `--sip-tcp-port` | `SIP_TCP_PORT` | the SIP port |
 | `--sip-tls-port` | `SIP_TLS_PORT` | the SIP port + 1 |
@@ -56,6 +63,11 @@ Routing: before answering, `serve()` asks a routing hook (the bot module's
 Pipecat Cloud: `create_transport` recognises a SIP request in a session's
 body (`RunnerArguments.body`, as Pipecat Cloud passes it) and returns a
 `SIPTransport` for it; see `sip_session_request` for the body formats.
+
+Shutdown: SIGTERM (or SIGINT) stops taking calls at once (INVITE and OPTIONS
+get 503, so a load balancer sends no more), lets live calls finish for up to
+the drain timeout, hangs up the rest and exits 0; a second signal hangs up at
+once.
 """
 
 from __future__ import annotations
@@ -79,6 +91,7 @@ from pipecat.runner.types import RunnerArguments
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.resolver import parse_nameservers
 from pipecat_sip.routes import Accept, Redirect, Reject
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.server import (
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_RATE_BURST,
@@ -98,6 +111,10 @@ BotFunction = Callable[[Any], Awaitable[Any]]
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable or flag."""
+
+
+class APIStartError(OSError):
+    """The operations API's TCP port cannot be bound."""
 
 
 @dataclass
@@ -142,6 +159,14 @@ class SIPRunnerConfig:
             for the default (G722, PCMU, PCMA).
         stun_server: STUN server (host, port) for the RTP port's public
             mapping, or None.
+        srtp: SRTP policy: "off", "optional" or "required".
+        srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
+        drain_timeout_s: Seconds live calls may take to end after SIGTERM
+            before they are hung up (0: at once).
+        api_port: TCP port of the operations API, or None for none.
+        api_host: Address the operations API binds.
+        api_token: The operations API's bearer token, or None.
+        log_format: "text" or "json".
         transports: Transports to listen on ("udp", "tcp", "tls").
         tcp_port: TCP port, or None for the SIP port.
         tls_port: TLS port, or None for the SIP port + 1.
@@ -169,6 +194,13 @@ class SIPRunnerConfig:
     max_unconfirmed_per_source: int = 5
     codecs: tuple[str, ...] | None = None
     stun_server: tuple[str, int] | None = None
+    srtp: str = "off"
+    srtp_insecure_signaling: bool = False
+    drain_timeout_s: float = 0.0
+    api_port: int | None = None
+    api_host: str = "127.0.0.1"
+    api_token: str | None = None
+    log_format: str = "text"
     transports: tuple[str, ...] = ("udp",)
     tcp_port: int | None = None
     tls_port: int | None = None
@@ -190,6 +222,19 @@ def _port(value: str, name: str, allow_zero: bool = False) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ConfigError(f"{name}: {value!r} is not a port number (1-65535)")
     return int(text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not yes or no (1/0, true/false, on/off)")
 
 
 def _address(value: str, name: str) -> str:
@@ -237,6 +282,8 @@ def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any
         "hold_timeout_s": config.hold_timeout_s,
         "max_call_duration_s": config.max_call_duration_s,
         "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+        "srtp": config.srtp,
+        "srtp_insecure_signaling": config.srtp_insecure_signaling,
         "transports": config.transports,
         "tcp_port": config.tcp_port,
         "tls_port": config.tls_port,
@@ -391,6 +438,37 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             codecs = parse_codec_list(value)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("srtp", "SIP_SRTP")
+    srtp = (value or "off").strip().lower()
+    if srtp not in SRTP_MODES:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
+    value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
+    srtp_insecure = _flag(value, name) if value is not None else False
+    value, name = pick("drain_timeout", "SIP_DRAIN_TIMEOUT")
+    drain_timeout = 0.0
+    if value:
+        try:
+            drain_timeout = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if not 0 <= drain_timeout <= 86400:
+            raise ConfigError(f"{name}: {value!r} must be 0-86400 seconds")
+    value, name = pick("api_port", "SIP_API_PORT")
+    api_port = _port(value, name, allow_zero=True) if value else None
+    value, name = pick("api_host", "SIP_API_HOST")
+    api_host = _address(value, name) if value else "127.0.0.1"
+    api_token = (env.get("SIP_API_TOKEN") or "").strip() or None
+    if api_port is not None:
+        from pipecat_sip.api import is_loopback
+
+        if not is_loopback(api_host) and not api_token:
+            raise ConfigError(
+                f"{name}: the operations API on {api_host} (not loopback) needs SIP_API_TOKEN"
+            )
+    value, name = pick("log_format", "SIP_LOG_FORMAT")
+    log_format = (value or "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{name}: {value!r} is not one of text, json")
     transports_config = _parse_transport_config(pick, env)
     return SIPRunnerConfig(
         host,
@@ -412,6 +490,13 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         max_unconfirmed_per_source=max_unconfirmed,
         stun_server=stun_server,
         codecs=codecs,
+        srtp=srtp,
+        srtp_insecure_signaling=srtp_insecure,
+        drain_timeout_s=drain_timeout,
+        api_port=api_port,
+        api_host=api_host,
+        api_token=api_token,
+        log_format=log_format,
         **transports_config,
     )
 
@@ -543,6 +628,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
     )
     parser.add_argument(
+        "--drain-timeout",
+        help="seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
+    )
+    parser.add_argument(
+        "--api-port", help="serve the operations API on this TCP port (SIP_API_PORT)"
+    )
+    parser.add_argument(
+        "--api-host",
+        help="operations API address (SIP_API_HOST, default 127.0.0.1; others need SIP_API_TOKEN)",
+    )
+    parser.add_argument("--log-format", help="text or json (SIP_LOG_FORMAT, default text)")
+    parser.add_argument(
         "--rtp-latching",
         help="RTP from elsewhere than the SDP address: signaling (default), any, off "
         "(SIP_RTP_LATCHING)",
@@ -560,6 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
+    )
+    parser.add_argument(
+        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
+    )
+    parser.add_argument(
+        "--srtp-insecure-signaling",
+        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
     )
     parser.add_argument(
         "--sip-transports",
@@ -895,6 +999,8 @@ async def start_sip_session(
                 await call.reject(486)
             return
         holder["taken"] = True
+        # A call can come in before the registration poll noticed: ready comes first.
+        await transport.dialin_ready(_aor(server))
         try:
             await call.answer()
         except CallFailed as exc:
@@ -933,6 +1039,14 @@ async def start_sip_session(
     return transport
 
 
+def _aor(server: SIPServer) -> str:
+    """The address-of-record a registration session is registered as."""
+    registration = server.registration
+    assert registration is not None
+    uri = SIPURI.parse(registration.registrar)
+    return str(SIPURI(uri.host, user=registration.username or server.user, port=uri.port))
+
+
 async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequest) -> None:
     """Registration session: on_dialin_ready once registered; give up after the wait."""
     loop = asyncio.get_running_loop()
@@ -942,9 +1056,7 @@ async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequ
     while not server.registered and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if server.registered:
-        uri = SIPURI.parse(registration.registrar)
-        aor = SIPURI(uri.host, user=registration.username or server.user, port=uri.port)
-        await transport.dialin_ready(str(aor))
+        await transport.dialin_ready(_aor(server))
     while transport.call is None and loop.time() < deadline:
         await asyncio.sleep(0.1)
     if transport.call is None:
@@ -1008,11 +1120,28 @@ async def serve(
     :func:`decide_route`: rejected and redirected calls end there), then
     answered, and `bot(SIPRunnerArguments(call=call, settings=...))` runs
     for it; when the bot returns, the call is hung up if still up. On
-    stop: BYE to every live call, up to `shutdown_timeout_s` for the bots to
-    finish, then they are cancelled.
+    stop: no new calls (503), up to `config.drain_timeout_s` for live calls to
+    end (a second signal, or `server.hangup_now()`, cuts it short), BYE to
+    the rest, up to `shutdown_timeout_s` for the bots to finish, then they
+    are cancelled. With `config.api_port` the operations API runs beside
+    the server; a call dialled through it runs `bot` too, with the request's
+    settings as `runner_args.settings` and `runner_args.body`.
+
+    Raises:
+        OSError: The SIP port, or the API's, cannot be bound.
     """
     loop = asyncio.get_running_loop()
     bot_tasks: set[asyncio.Task] = set()
+
+    async def on_dialed(call: SIPCall, settings: dict[str, Any]) -> None:
+        runner_args = SIPRunnerArguments(call=call, settings=dict(settings), body=settings)
+        task = asyncio.current_task()
+        if task is not None:
+            bot_tasks.add(task)
+        try:
+            await bot(runner_args)
+        finally:
+            bot_tasks.discard(task)  # type: ignore[arg-type]
 
     async def on_call(call: SIPCall) -> None:
         settings = await apply_route(route, call)
@@ -1034,10 +1163,37 @@ async def serve(
     server = SIPServer(on_call, **server_arguments(config, user=registration_user or "pipecat"))
     if stop_event is None:
         stop_event = asyncio.Event()
+        event = stop_event
+
+        def on_signal() -> None:
+            if event.is_set():
+                logger.info("Second stop signal: hanging up every call now")
+                server.hangup_now()
+            else:
+                event.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_event.set)
+            loop.add_signal_handler(sig, on_signal)
     await _learn_public_address(server, config)
     await server.start()
+    api = None
+    if config.api_port is not None:
+        from pipecat_sip.api import OperationsAPI
+
+        api = OperationsAPI(
+            server,
+            host=config.api_host,
+            port=config.api_port,
+            token=config.api_token,
+            dial_handler=on_dialed,
+        )
+        try:
+            await api.start()
+        except OSError as exc:
+            await server.stop(timeout=0.5)
+            raise APIStartError(
+                f"cannot serve the operations API on tcp {config.api_host}:{config.api_port}: {exc}"
+            ) from None
     logger.info(f"Ready: call {server.uri}")
     from pipecat_sip.codecs import unavailable_codecs
 
@@ -1049,14 +1205,22 @@ async def serve(
         await stop_event.wait()
     finally:
         live = len(server.calls)
-        logger.info(f"Shutting down: hanging up {live} call(s)")
-        await server.stop(timeout=1.0)
+        if config.drain_timeout_s > 0 and live:
+            logger.info(
+                f"Shutting down: taking no new calls, {live} live call(s) may take up to "
+                f"{config.drain_timeout_s:g} s (a second signal hangs up at once)"
+            )
+        else:
+            logger.info(f"Shutting down: hanging up {live} call(s)")
+        await server.drain(config.drain_timeout_s, stop_timeout=1.0)
         if bot_tasks:
             _, pending = await asyncio.wait(set(bot_tasks), timeout=shutdown_timeout_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if api is not None:
+            await api.stop()
         logger.info("SIP server stopped")
 
 
@@ -1094,8 +1258,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
+    from pipecat_sip.logs import configure_logging
+
+    configure_logging(config.log_format, "DEBUG" if args.verbose else "INFO")
     bot = _find_bot()
     route = _find_hook("route_call")
     logger.debug(f"event loop: {config.event_loop}")
@@ -1108,6 +1273,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             uvloop.run(serve(bot, config, route=route))
         else:
             asyncio.run(serve(bot, config, route=route))
+    except APIStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:
         where = "/".join(config.transports)
         print(

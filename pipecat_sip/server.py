@@ -25,13 +25,25 @@ Registration is the user agent's (refreshes, retries and failover across the
 located destinations run on its timer); the server looks the registrar up,
 keeps the registration's flow alive (RFC 5626 CRLF keep-alives) and
 registers again over a new flow when it fails, and logs the outcome.
+
+Shutdown (issue 11 #14): from the first moment of :meth:`SIPServer.stop`
+or :meth:`SIPServer.drain`, new INVITEs get 503 with Retry-After and
+OPTIONS get 503, so a load balancer (Kamailio's dispatcher) sends no new
+calls; :meth:`~SIPServer.drain` lets live calls finish for a while first.
+
+Log lines about a call carry its Call-ID as ``extra["call_id"]`` (for JSON
+logs, :mod:`pipecat_sip.logs`): the call manager's work on a call's events
+runs in a log context with it, and so do the tasks it starts for the call
+(the call handler, hence the bot's pipeline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +54,10 @@ from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint, StreamSettings
 from pipecat_sip.host import default_public_address, ensure_fd_limit
+from pipecat_sip.metrics import classify_sip
 from pipecat_sip.ports import PortPool
 from pipecat_sip.resolver import LocationError, ServerLocator
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -65,6 +79,7 @@ from pipecat_sip.tls import TLSConfig, TLSConfigError
 
 __all__ = [
     "DEFAULT_KEEPALIVE_INTERVAL",
+    "CallObserver",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RATE_BURST",
@@ -100,6 +115,11 @@ _REGISTER_RETRY_S = 30.0
 # the event loop's own descriptors, log files...
 _FDS_PER_CALL = 3
 _FDS_SPARE = 64
+
+#: ``observer(what, call)`` with what = "started" (admitted or placed) or "ended" (released).
+CallObserver = Callable[[str, SIPCall], None]
+
+_DRAIN_POLL_S = 0.1
 
 _LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
 
@@ -235,10 +255,20 @@ class SIPServer:
             their ACK; more INVITEs from it get 503.
         hold_timeout_s: Seconds a call may stay held by the far end (0: no limit).
         max_call_duration_s: Seconds a call may last from its answer (0: no limit).
+        srtp: SRTP with SDES keys (RFC 3711, RFC 4568): "off" (default),
+            "optional" (answer ``RTP/SAVP`` offers with SRTP, plain ones with
+            RTP; offer SRTP and call again with a plain offer after 488/606)
+            or "required" (plain offers get 488). See :mod:`pipecat_sip.calls`.
+        srtp_insecure_signaling: SDES keys travel in the SDP, so by default
+            they are only sent and taken over TLS signalling (over UDP/TCP
+            "optional" acts as "off" and "required" refuses the call). True
+            sends them over any transport: for labs and tests only.
+        srtp_rng: ``random.Random``-like source of the SRTP master keys;
+            default ``secrets.SystemRandom()`` (a seeded one only in tests).
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit,
-            transport).
+            transport, srtp policy).
         TLSConfigError: TLS asked for with a certificate or key that is
             missing, unreadable or does not match (a ValueError; one line).
 
@@ -290,6 +320,9 @@ class SIPServer:
         max_unconfirmed_per_source: int = 5,
         hold_timeout_s: float = 600.0,
         max_call_duration_s: float = 14400.0,
+        srtp: str = "off",
+        srtp_insecure_signaling: bool = False,
+        srtp_rng: Any = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -360,10 +393,20 @@ class SIPServer:
         if rtp_latching not in ("signaling", "any", "off"):
             raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
         self.rtp_latching = rtp_latching
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
+        self.srtp = srtp
+        self.srtp_insecure_signaling = bool(srtp_insecure_signaling)
+        self.srtp_rng = srtp_rng
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
         self.dropped_rate_limited = 0
+        self.sip_messages: Counter[tuple[str, str, str, str]] = Counter()
+        """SIP messages by (direction "in"/"out", "request"/"response", method,
+        status): method names outside a fixed set are "other", statuses
+        outside the standard codes their class ("5xx"); keep-alives and
+        rate-limited datagrams are not counted."""
         self.ua: UserAgent | None = None
         self.manager: CallManager | None = None
         self.endpoint: SIPEndpoint | None = None
@@ -391,6 +434,12 @@ class SIPServer:
             from pipecat_sip.resolver import parse_nameservers
 
             parse_nameservers(dns_servers)  # a bad server fails here, not at the first lookup
+        self._observers: list[CallObserver] = []
+        self._accepting = True
+        self._hangup_now: asyncio.Event | None = None
+        # The UA's one timer serves every call: armed in a context of its own, it
+        # never carries the log context of the call whose event armed it.
+        self._timer_context = contextvars.Context()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -463,11 +512,28 @@ class SIPServer:
             hold_timeout_s=self.hold_timeout_s,
             max_call_duration_s=self.max_call_duration_s,
             locator=self.locator,
+            srtp=self.srtp,
+            srtp_insecure_signaling=self.srtp_insecure_signaling,
+            srtp_rng=self.srtp_rng,
         )
+        self.manager.on_call_started = lambda call: self._notify("started", call)
+        self.manager.on_call_ended = lambda call: self._notify("ended", call)
+        self._accepting = True
         where = ", ".join(f"{t} {self.host}:{self.port_for(t)}" for t in self.transports)
         logger.info(f"SIP server listening on {where} ({self.uri})")
         if self.tls is not None and not self.tls.verify:
             logger.warning("SIP TLS: peer certificates are NOT verified (SIP_TLS_VERIFY=false)")
+        if self.srtp != "off":
+            if self.srtp_insecure_signaling:
+                logger.warning(
+                    f"SRTP {self.srtp} with SDES keys over unencrypted signalling too: "
+                    "anyone who sees the SIP messages can decrypt the media (labs only)"
+                )
+            else:
+                logger.info(
+                    f"SRTP {self.srtp}: SDES keys only over TLS signalling; over UDP/TCP "
+                    + ("calls are refused" if self.srtp == "required" else "media is plain RTP")
+                )
         if self.registration is not None:
             await self._register()
 
@@ -531,8 +597,79 @@ class SIPServer:
         suffix = ";transport=tcp" if name == "tcp" else ""
         return f"sip:{self.user}@{host}:{port}{suffix}"
 
+    def stop_accepting(self) -> None:
+        """Take no new calls from now on: INVITEs and OPTIONS get 503 with Retry-After.
+
+        Live calls go on. A load balancer probing with OPTIONS (Kamailio's
+        dispatcher) takes the server out of rotation, and one that sent an
+        INVITE regardless fails it over to another instance on the 503.
+        """
+        self._accepting = False
+        if self.manager is not None:
+            self.manager.accepting = False
+        if self.ua is not None:
+            self.ua.unavailable_retry_after = self.retry_after_s
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new calls are taken (started, and neither draining nor stopping)."""
+        return self._accepting and self.endpoint is not None
+
+    def hangup_now(self) -> None:
+        """End a :meth:`drain` at once: its remaining calls are hung up (a second SIGTERM)."""
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        self._hangup_now.set()
+
+    async def drain(self, timeout: float, *, stop_timeout: float = 2.0) -> int:
+        """Stop taking calls, let live calls finish for up to `timeout` s, then stop.
+
+        New INVITEs and OPTIONS get 503 from the start (see
+        :meth:`stop_accepting`); in-dialog requests of live calls (BYE,
+        re-INVITE) are served as usual. When every call has ended, or
+        `timeout` seconds passed, or :meth:`hangup_now` was called, the
+        server stops as :meth:`stop` does, hanging up the calls still up.
+
+        Args:
+            timeout: Seconds live calls may take to end; 0 hangs up at once.
+            stop_timeout: Seconds :meth:`stop` then waits for BYEs and the
+                unregistration to be answered.
+
+        Returns:
+            How many calls were still up and were hung up.
+        """
+        self.stop_accepting()
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        hangup_now = self._hangup_now
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if self.calls:
+            logger.info(
+                f"draining: taking no new calls; {len(self.calls)} live call(s) may take "
+                f"up to {timeout:g} s"
+            )
+        while self.calls and not hangup_now.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(hangup_now.wait(), min(_DRAIN_POLL_S, remaining))
+            except TimeoutError:
+                pass
+        left = len(self.calls)
+        if left:
+            why = "at once" if hangup_now.is_set() else f"after {timeout:g} s"
+            logger.info(f"draining: hanging up {left} call(s) still up {why}")
+        await self.stop(timeout=stop_timeout)
+        return left
+
     async def stop(self, timeout: float = 2.0) -> None:
-        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
+        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close.
+
+        From the start new INVITEs and OPTIONS get 503 (:meth:`stop_accepting`).
+        """
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
         ua = self.ua
         if ua is not None and self._registration_id is not None:
@@ -571,6 +708,27 @@ class SIPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Tell ``observer`` of every call: admitted or placed, and released.
+
+        ``observer("started", call)`` for each call admitted (inbound) or
+        placed (outbound), ``observer("ended", call)`` once it is released;
+        used by the metrics and the operations API.
+        """
+        self._observers.append(observer)
+
+    def remove_call_observer(self, observer: CallObserver) -> None:
+        """Stop calling ``observer`` (no error if it was not added)."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, what: str, call: SIPCall) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(what, call)
+            except Exception:
+                logger.exception(f"{call}: error in a call observer")
 
     @property
     def calls(self) -> dict[str, SIPCall]:
@@ -697,6 +855,7 @@ class SIPServer:
             endpoint = self.endpoint
             for data, flow in ua.datagrams_to_send():
                 if endpoint is not None:
+                    self.sip_messages[("out", *classify_sip(data))] += 1
                     endpoint.send(data, flow)
             event = ua.next_event()
             if event is None:
@@ -712,7 +871,9 @@ class SIPServer:
             self._timer = None
             self._timer_at = deadline
             if deadline is not None and self._loop is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._timer = self._loop.call_at(
+                    deadline, self._on_timer, context=self._timer_context
+                )
 
     # --- incoming messages and the timer ---------------------------------------------
     def _on_refused(self, head: bytes, status: int, reason: str, flow: Flow) -> None:
@@ -752,6 +913,7 @@ class SIPServer:
         if limiter is not None and not limiter.allow(flow.host, now):
             self._note_rate_limited(flow, now)
             return
+        self.sip_messages[("in", *classify_sip(data))] += 1
         ua.receive(data, flow, now)
         self.flush()
 
@@ -783,7 +945,12 @@ class SIPServer:
         elif isinstance(event, Registered | RegistrationFailed):
             self._on_registration(event)
         elif self.manager is not None:
-            self.manager.dispatch(event)
+            call_id = getattr(event, "call_id", None)
+            if call_id is None:
+                self.manager.dispatch(event)
+            else:  # the call's log lines, and the tasks started for it, carry its Call-ID
+                with logger.contextualize(call_id=call_id):
+                    self.manager.dispatch(event)
 
     def _log_notice(self, notice: Notice) -> None:
         """Log what the user agent reported: peer text escaped, repeats counted."""
@@ -797,10 +964,11 @@ class SIPServer:
         where = f"SIP {escape(notice.call_id, 80)}: " if notice.call_id else "SIP: "
         more = f" ({suppressed} more like it not logged)" if suppressed else ""
         text = f"{where}{escape(notice.message)}{more}"
+        log = logger.bind(call_id=notice.call_id) if notice.call_id else logger
         if notice.error is not None:
-            logger.opt(exception=notice.error).log(level, text)
+            log.opt(exception=notice.error).log(level, text)
         else:
-            logger.log(level, text)
+            log.log(level, text)
 
     # --- registration ------------------------------------------------------------
     async def _register(self) -> None:

@@ -199,6 +199,11 @@ class UserAgent:
         """Our public address per transport, from received/rport of responses (RFC 3581)."""
         self.contact = self.contact_for(Flow.udp((host, port)))
         """Our Contact for UDP."""
+        self.unavailable_retry_after: int | None = None
+        """While set (seconds), OPTIONS outside a dialog get 503 Service Unavailable
+        with this Retry-After instead of 200 (RFC 3261 s.11.2, s.21.5.4): a
+        draining server tells load balancers' probes to send no new calls. None
+        (default): available."""
 
     # --- I/O side -------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, Flow]]:
@@ -649,6 +654,8 @@ class UserAgent:
         if req.method == "INVITE":
             assert isinstance(txn, ServerInviteTransaction)
             self.invites.on_invite(req, txn, flow, now)
+        elif req.method == "OPTIONS" and self.unavailable_retry_after is not None:
+            self.respond(txn, 503, now, headers=[("Retry-After", self.unavailable_retry_after)])
         elif req.method == "OPTIONS":
             self.respond(txn, 200, now, headers=self.capabilities())
         elif req.method == "BYE":
