@@ -398,3 +398,21 @@ async def test_tls_connections_hold_a_small_read_buffer_and_still_take_big_messa
             assert len(protocol._ssl_buffer) == 16 * 1024 and protocol.max_size == 16 * 1024
     finally:
         writer.close()
+
+
+async def test_srtp_required_works_over_tls_signalling_without_the_lab_override(
+    pki, servers
+) -> None:
+    """SDES keys go only over TLS (pipecat_sip.calls): with our TLS, SRTP needs no override."""
+    recorder = Recorder(hangup_after=1.0)
+    callee = await servers(
+        recorder, transports=("tls",), tls=TLSConfig(pki["chain"]), srtp="required"
+    )
+    caller = await servers(None, tls=TLSConfig(ca_file=pki["ca"]), srtp="required")
+    call = await caller.call(f"sips:bot@127.0.0.1:{callee.tls_port}", timeout=5)
+    await asyncio.wait_for(call.wait_ended(), 5)
+    incoming = recorder.calls[0]
+    assert incoming.info.transport == "TLS"
+    stats = incoming.media.srtp_stats
+    assert stats.rtp_unprotected > 20 and stats.auth_failures == 0 and stats.replays == 0
+    assert len(recorder.audio[incoming.call_id]) > 20
