@@ -28,12 +28,14 @@ from loguru import logger
 
 from pipecat_sip.codecs import Codec
 from pipecat_sip.rtp.dtmf import event_for_key
+from pipecat_sip.rtp.quality import CallQualityStats
 from pipecat_sip.rtp.session import (
     AudioReceived,
     DtmfReceived,
     JitterBuffer,
     MediaSession,
     Notice,
+    QualityReport,
     RtpStats,
     RtpTimeout,
 )
@@ -314,6 +316,11 @@ class RTPSession:
     - ``on_dtmf(key: str)``: ``"0"``-``"9"``, ``"*"`` or ``"#"``, once per press.
     - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
       (held or not).
+    - ``on_quality(stats: CallQualityStats)``: the call's quality figures
+      (:mod:`pipecat_sip.rtp.quality`: the peer's reports, RTT, our
+      reception, the jitter buffer, an E-model MOS) every
+      ``quality_interval_s`` and once at :meth:`close` (``stats.final``);
+      :attr:`quality` keeps the latest.
 
     Args:
         sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.ports.PortPool`);
@@ -356,6 +363,8 @@ class RTPSession:
         confirmed: False: send nothing until :meth:`confirm` (the call's
             ACK) or accepted RTP from the peer; the RTP timeout counts from
             then. True (default): from :meth:`start`.
+        quality_interval_s: Seconds between ``on_quality`` calls while the
+            call runs; 0 (default): only the one at :meth:`close`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -377,6 +386,7 @@ class RTPSession:
     on_audio: Callable[[bytes], None] | None
     on_dtmf: Callable[[str], None] | None
     on_timeout: Callable[[], None] | None
+    on_quality: Callable[[CallQualityStats], None] | None
 
     def __init__(
         self,
@@ -401,6 +411,7 @@ class RTPSession:
         signaling_address: str | tuple | None = None,
         latching: str = "signaling",
         confirmed: bool = True,
+        quality_interval_s: float = 0.0,
     ):
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
@@ -422,6 +433,7 @@ class RTPSession:
             signaling_address=signaling_address,
             latching=latching,
             confirmed=confirmed,
+            quality_interval_s=quality_interval_s,
         )
         self.codec = codec
         self.payload_type = session.payload_type
@@ -452,6 +464,7 @@ class RTPSession:
         self.on_audio = None
         self.on_dtmf = None
         self.on_timeout = None
+        self.on_quality = None
 
     # --- public API -------------------------------------------------------------------
 
@@ -602,6 +615,7 @@ class RTPSession:
             if rtcp is not None and not rtcp.is_closing():
                 for data, addr, _ in bye:
                     self._send_rtcp(data, addr)
+            self._dispatch()  # the final quality report
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)
@@ -709,6 +723,24 @@ class RTPSession:
             )
         )
 
+    @property
+    def quality(self) -> CallQualityStats | None:
+        """The latest quality figures (periodic, or the final one once closed), or None."""
+        return self._session.quality
+
+    def quality_snapshot(self) -> CallQualityStats:
+        """The quality figures now, without disturbing the periodic reports' intervals."""
+        return self._session.quality_snapshot(self._time())
+
+    @property
+    def quality_interval_s(self) -> float:
+        """Seconds between ``on_quality`` calls (0: only at close)."""
+        return self._session.quality_interval_s
+
+    @quality_interval_s.setter
+    def quality_interval_s(self, value: float) -> None:
+        self._session.set_quality_interval(value, self._time())
+
     def confirm(self) -> None:
         """The peer owns its address (the call's ACK): start sending; the RTP timeout counts.
 
@@ -795,6 +827,8 @@ class RTPSession:
                 callback, arg, what = self.on_audio, event.pcm, "on_audio"
             elif kind is DtmfReceived:
                 callback, arg, what = self.on_dtmf, event.key, "on_dtmf"
+            elif kind is QualityReport:
+                callback, arg, what = self.on_quality, event.stats, "on_quality"
             elif kind is RtpTimeout:
                 logger.warning(f"{self._log}no RTP received for {event.timeout_s:g} s")
                 on_timeout = self.on_timeout
@@ -830,6 +864,7 @@ class RTPSession:
         if not self._closed:  # the socket went away under us
             self._closed = True
             self._session.close(self._time())
+            self._dispatch()
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)

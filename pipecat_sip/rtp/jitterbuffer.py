@@ -460,6 +460,29 @@ class JitterBuffer:
             self._play_ts += self._step
         return out
 
+    def peek(self) -> RtpPacket | None:
+        """The audio packet due at the next tick, if it is held already; nothing is removed.
+
+        Meant for the moment after :meth:`pop` returned ``None``: when the
+        packet that follows the lost one is here, a codec with in-band FEC
+        (Opus, RFC 6716 s.2.1.7) can rebuild the lost frame from it (decode
+        that packet's FEC first, then the packet itself at the next tick).
+
+        Returns:
+            The held audio packet (not comfort noise, not a telephone-event)
+            whose timestamp is the next tick's slot, else None (also before
+            play-out starts).
+        """
+        if not self._synced:
+            return None
+        seq = self._head()
+        if seq is None:
+            return None
+        entry = self._queue[seq]
+        if entry.kind != _AUDIO or abs(entry.ts - self._play_ts) >= self._half:
+            return None
+        return entry.packet
+
     def reset(self) -> None:
         """Forget the stream (held packets, sequence and timing state); keep the counters."""
         self._ssrc = None
