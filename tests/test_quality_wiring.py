@@ -316,6 +316,15 @@ def test_opus_fec_needs_the_next_packet_in_the_buffer():
     assert session.fec_recovered == 0 and sum(e.concealed for e in audio) == 2
 
 
+def test_a_stream_codec_keeps_the_peers_fmtp_in_the_session():
+    opus = opus_codec()
+    session = make(codec=opus.for_stream("useinbandfec=1;maxaveragebitrate=20000"))
+    assert session._stream_codec is not session.codec
+    assert session._stream_codec.inband_fec  # our encoder adds the FEC the peer asked for
+    plain = make(codec=opus.for_stream())
+    assert not plain._stream_codec.inband_fec
+
+
 def test_opus_has_fec_reads_the_lbrr_flag():
     opus_codec()
     from pipecat_sip.codecs.opus import OpusCodec

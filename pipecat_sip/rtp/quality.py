@@ -336,6 +336,7 @@ class QualityMonitor:
         *,
         recovered: int = 0,
         final: bool = False,
+        advance: bool = True,
     ) -> CallQualityStats:
         """The call's figures now; starts the next interval for ``fraction_lost`` and ``mos``.
 
@@ -347,9 +348,12 @@ class QualityMonitor:
             recovered: Lost packets rebuilt from in-band FEC since the start
                 (they count as played, not as lost, in the rating).
             final: Mark the snapshot as the last of the call.
+            advance: Start the next interval (False: a look at the figures
+                that leaves the intervals of the regular snapshots alone).
         """
         interval = 0.0 if self._snapshot_at is None else max(0.0, now - self._snapshot_at)
-        self._snapshot_at = now
+        if advance:
+            self._snapshot_at = now
         age = None if self._report_at is None else max(0.0, now - self._report_at)
         expected = reception.expected if reception is not None else 0
         received = reception.received if reception is not None else 0
@@ -377,7 +381,8 @@ class QualityMonitor:
         prior_expected, prior_received, prior_late, prior_recovered = self._prior
         if expected < prior_expected or received < prior_received:  # the source restarted
             prior_expected = prior_received = 0
-        self._prior = (expected, received, late, recovered)
+        if advance:
+            self._prior = (expected, received, late, recovered)
         expected_interval = expected - prior_expected
         lost_interval = expected_interval - (received - prior_received)
         late_interval = max(0, late - prior_late)
@@ -392,8 +397,11 @@ class QualityMonitor:
         one_way = (rtt_ms or 0.0) / 2.0 + delay + self.ptime_ms + self.codec.delay_ms
         r = self._rating(one_way, loss_pct)
         mos = mos_from_r(r)
-        if expected_interval > 0 and (self._mos_min is None or mos < self._mos_min):
-            self._mos_min = mos
+        mos_min = self._mos_min
+        if expected_interval > 0 and (mos_min is None or mos < mos_min):
+            mos_min = mos
+            if advance:
+                self._mos_min = mos
         call_loss = 0.0
         if expected > 0:
             call_unplayed = max(0, max(0, cumulative) + late - recovered)
@@ -421,7 +429,7 @@ class QualityMonitor:
             buffer_delay_ms=buffer_delay,
             buffer_target_ms=buffer_target,
             call_mos=mos_from_r(self._rating(one_way, call_loss)),
-            mos_min=self._mos_min,
+            mos_min=mos_min,
             codec=self.codec_name,
             final=final,
         )

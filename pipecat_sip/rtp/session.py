@@ -994,14 +994,9 @@ class MediaSession:
         ``fraction_lost`` and ``mos`` cover the time since the last
         :class:`QualityReport`; :attr:`quality` is not changed.
         """
-        monitor = self._monitor
-        saved = (monitor._prior, monitor._snapshot_at, monitor._mos_min)
-        try:
-            return self._snapshot(now)
-        finally:
-            monitor._prior, monitor._snapshot_at, monitor._mos_min = saved
+        return self._snapshot(now, advance=False)
 
-    def _snapshot(self, now: float, final: bool = False) -> CallQualityStats:
+    def _snapshot(self, now: float, final: bool = False, advance: bool = True) -> CallQualityStats:
         reporter = self._reporter
         jitter = self._jitter
         return self._monitor.snapshot(
@@ -1010,6 +1005,7 @@ class MediaSession:
             buffer=jitter if isinstance(jitter, AdaptiveJitterBuffer) else None,
             recovered=self.fec_recovered,
             final=final,
+            advance=advance,
         )
 
     def _report_quality(self, now: float, final: bool = False) -> None:
