@@ -8,11 +8,17 @@ loopback (real sockets, real RTCP both ways).
 
 import asyncio
 import random
+import re
 import socket
 import struct
 
 import numpy as np
 import pytest
+from pipecat.frames.frames import EndFrame, MetricsFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
 
 from pipecat_sip.codecs import PCMU, get_codec
 from pipecat_sip.media import RTPSession
@@ -21,6 +27,8 @@ from pipecat_sip.rtp.jitterbuffer import JitterBuffer
 from pipecat_sip.rtp.quality import CODEC_IMPAIRMENTS, G711_WITHOUT_PLC, CallQualityStats
 from pipecat_sip.rtp.rtcp import compound, ntp_middle, parse_compound
 from pipecat_sip.rtp.session import AudioReceived, QualityReport
+from pipecat_sip.transport import CallQualityMetricsData, SIPParams, SIPTransport
+from tests.fakes import FakeCall
 
 SDP = ("192.0.2.10", 4000)
 PEER_SSRC = 0xCAFE
@@ -425,3 +433,121 @@ async def test_rtp_sessions_on_loopback_report_rtt_and_final_stats():
         await b.close()
         await a.close()
     assert got[-1].final and a.quality is got[-1] and got[-1].packets_lost == 0
+
+
+# --- SIPTransport: on_call_quality_stats and Pipecat metrics ----------------------------------
+
+
+class MetricsCapture(FrameProcessor):
+    def __init__(self):
+        super().__init__()
+        self.metrics: list[CallQualityMetricsData] = []
+
+    async def process_frame(self, frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, MetricsFrame):
+            self.metrics += [d for d in frame.data if isinstance(d, CallQualityMetricsData)]
+        await self.push_frame(frame, direction)
+
+
+async def test_transport_fires_quality_events_and_pushes_metrics_frames():
+    a_rtp, a_rtcp = udp_pair()
+    b_rtp, b_rtcp = udp_pair()
+    media = RTPSession(
+        sock=a_rtp,
+        rtcp_sock=a_rtcp,
+        remote_addr=b_rtp.getsockname(),
+        codec=PCMU,
+        rtcp_interval_s=0.2,
+        rtp_timeout_s=0,
+    )
+    peer = RTPSession(
+        sock=b_rtp,
+        rtcp_sock=b_rtcp,
+        remote_addr=a_rtp.getsockname(),
+        codec=PCMU,
+        rtcp_interval_s=0.2,
+    )
+    await media.start()
+    await peer.start()
+    call = FakeCall(media=media)
+    transport = SIPTransport(
+        call, SIPParams(audio_out_end_silence_secs=0, quality_stats_interval_s=0.3)
+    )
+    assert media.quality_interval_s == 0.3 and media.jitter_buffer is not None
+    capture = MetricsCapture()
+    worker = PipelineWorker(
+        Pipeline([transport.input(), capture, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=8000, enable_metrics=True),
+        cancel_on_idle_timeout=False,
+    )
+    seen: list[CallQualityStats] = []
+
+    @transport.event_handler("on_call_quality_stats")
+    async def on_stats(transport, stats):
+        seen.append(stats)
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(capture.metrics) >= 2 and any(s.rtt_ms is not None for s in seen):
+                break
+        assert len(seen) >= 2 and len(capture.metrics) >= 2
+        data = capture.metrics[-1]
+        assert data.call_id == call.call_id and data.codec == "PCMU" and not data.final
+        assert data.processor == transport.input().name and 4.0 < data.mos <= 4.5
+        assert transport.quality is media.quality and transport.quality is not None
+        await worker.queue_frames([EndFrame()])
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done
+    finally:
+        if not task.done():
+            task.cancel()
+        await peer.close()
+    await media.close()  # the call's teardown closes the media: the final figures
+    for _ in range(50):
+        if seen and seen[-1].final:
+            break
+        await asyncio.sleep(0.01)
+    assert seen[-1].final and seen[-1].packets_received > 10
+    assert not any(m.final for m in capture.metrics)  # the final one is an event only
+
+
+# --- the call-ended log line -----------------------------------------------------------------
+
+
+async def test_call_ended_log_line_summarises_the_quality():
+    from loguru import logger
+
+    from tests.helpers.server import Recorder, start_server, wait_for
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    recorder = Recorder()
+    answering = await start_server(recorder)
+    calling = await start_server(Recorder(answer=False))
+    try:
+        call = await calling.call(f"sip:bot@127.0.0.1:{answering.port}", timeout=5)
+        assert await wait_for(lambda: recorder.calls and recorder.calls[0].established)
+        await asyncio.sleep(0.6)
+        ours = recorder.calls[0]
+        polled = ours.quality  # None until the first report, or the latest figures
+        assert polled is None or polled.codec
+        await call.hangup()
+        assert await wait_for(lambda: ours.call_id in recorder.ended)
+        assert ours.quality is not None and ours.quality.final
+        assert ours.quality.packets_received >= 20 and ours.quality.packets_lost == 0
+    finally:
+        await calling.stop()
+        await answering.stop()
+        logger.remove(sink)
+    # (both ends run in this process under one Call-ID: ours is the one the BYE ended)
+    ended = [line for line in lines if f"SIPCall#{ours.call_id}: ended (remote_bye)" in line]
+    assert len(ended) == 1, lines[-20:]
+    assert re.search(
+        r"; MOS \d\.\d\d \(min \d\.\d\d\), lost 0 \(0\.0%\), late 0, concealed \d+, jitter",
+        ended[0],
+    ), ended[0]
