@@ -229,9 +229,11 @@ class CallManager:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         info = call.info
+        quality = getattr(call.media, "quality", None)  # the final figures: media closed first
         logger.info(
             f"{call}: ended ({call.end_reason}) from {escape(info.from_uri, 120)} to "
             f"{escape(info.to_uri, 120)}, {call.duration:.1f} s, {info.codec or 'no codec'}"
+            + (f"; {quality.summary()}" if quality is not None else "")
         )
 
     # --- outbound ---------------------------------------------------------------------
