@@ -10,6 +10,9 @@
 Without DEEPGRAM_API_KEY, OPENAI_API_KEY or CARTESIA_API_KEY the bot runs as
 a keyless echo bot: a short spoken greeting, then the caller hears themselves;
 key presses are logged.
+
+With SIP_RECORD_DIR set, each SIP call is recorded there as a stereo WAV
+(caller left, bot right), named by time and Call-ID (pipecat_sip.recording).
 """
 
 import os
@@ -113,8 +116,8 @@ def _ai_pipeline(transport: BaseTransport):
     return pipeline, greet
 
 
-def _echo_pipeline(transport: BaseTransport):
-    echo = EchoProcessor()
+def _echo_pipeline(transport: BaseTransport, record: bool = False):
+    echo = EchoProcessor(pass_input=record)  # a recorder at the end needs the caller's audio
     pipeline = Pipeline([transport.input(), echo, transport.output()])
     greeting, greeting_rate = load_greeting()
 
@@ -127,10 +130,22 @@ def _echo_pipeline(transport: BaseTransport):
     return pipeline, greet
 
 
+def _call_recorder(runner_args, sample_rate: int | None):
+    """A CallRecorder for this SIP call when SIP_RECORD_DIR is set, else None."""
+    directory = os.getenv("SIP_RECORD_DIR")
+    call = getattr(runner_args, "call", None)
+    if not directory or call is None:
+        return None
+    from pipecat_sip.recording import CallRecorder
+
+    return CallRecorder(directory, call.call_id, sample_rate=sample_rate)
+
+
 async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None = None):
     """Run the bot on `transport` until the call or session ends."""
+    recorder = _call_recorder(runner_args, sample_rate)
     if missing_ai_keys():
-        pipeline, greet = _echo_pipeline(transport)
+        pipeline, greet = _echo_pipeline(transport, record=recorder is not None)
         # No LLM, no turns to track, nothing to measure: the echo bot runs lean
         # (about half the CPU per call of the full set of observers).
         options = {"enable_rtvi": False, "enable_turn_tracking": False}
@@ -138,6 +153,8 @@ async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None
     else:
         pipeline, greet = _ai_pipeline(transport)
         options, metrics = {}, True
+    if recorder is not None:  # after transport.output(): hears both sides as played
+        pipeline = Pipeline([pipeline, recorder.processor])
     rates = {}
     if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
         rates = {"audio_in_sample_rate": sample_rate, "audio_out_sample_rate": sample_rate}
@@ -160,7 +177,11 @@ async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None
 
     runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
     await runner.add_workers(worker)
-    await runner.run()
+    try:
+        await runner.run()
+    finally:
+        if recorder is not None:
+            await recorder.close()
 
 
 async def bot(runner_args):
