@@ -64,8 +64,9 @@ rare 100 ms spikes instead of waiting for them.
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_left as _bisect_left
+from bisect import insort as _insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -434,13 +435,20 @@ class JitterBuffer:
             self._follow_clock(now)
             # The common case, inline: the next packet is due now, nothing to adapt.
             entry = self._queue.get(seq)
+            low = self._low
             if (
                 entry is not None
                 and entry.kind == _AUDIO
                 and entry.ts == self._play_ts
                 and not self._quiet
                 and not self._caught_up
-                and self._want() == 0
+                and (  # self._want() == 0, inline
+                    low is None
+                    or (
+                        self._h >= low - _EPS
+                        and not (self._settled and self._h - self._period >= low + _EPS)
+                    )
+                )
             ):
                 del self._queue[seq]
                 self._seen = ((self._seen << 1) | 1) & _DUP_MASK
@@ -603,26 +611,30 @@ class JitterBuffer:
         while mins and mins[-1][1] >= r:
             mins.pop()
         mins.append((index, r))
-        if mins[0][0] <= index - self._base_window:
+        first = mins[0]
+        if first[0] <= index - self._base_window:
             mins.popleft()
-        lateness = r - mins[0][1]
+            first = mins[0]
+        base = first[1]
+        lateness = r - base
         fifo = self._fifo
         srt = self._sorted
         fifo.append(lateness)
-        bisect.insort(srt, lateness)
+        _insort(srt, lateness)
         n = len(fifo)
-        if n > self._window:
-            del srt[bisect.bisect_left(srt, fifo.popleft())]
-            n -= 1
+        window = self._window
+        if n > window:
+            del srt[_bisect_left(srt, fifo.popleft())]
+            n = window
         # The wait the statistics call for, and the least head offset H giving it.
-        q = self._q_full if n == self._window else min(n - 1, math.ceil(self._keep * n) - 1)
+        q = self._q_full if n == window else min(n - 1, math.ceil(self._keep * n) - 1)
         wait = srt[q] + self._margin
         if wait < self._min_delay:
             wait = self._min_delay
         elif wait > self._max_delay:
             wait = self._max_delay
         self._wait = wait
-        self._low = mins[0][1] + wait
+        self._low = base + wait
         self._settled = n >= _MIN_SAMPLES
         if self._synced and self._since_real is not None:
             self._maybe_rewind(ext, ext_ts)
