@@ -64,6 +64,7 @@ rare 100 ms spikes instead of waiting for them.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_left as _bisect_left
 from bisect import insort as _insort
@@ -283,6 +284,12 @@ class JitterBuffer:
         self._base_window = base_window
         self._q_full = min(window - 1, math.ceil((1.0 - late_fraction) * window) - 1)
         self._keep = 1.0 - late_fraction
+        # The quantile is the k-th largest lateness of the window, k = n - q (n filled):
+        # at most `_tail_k` (6 of 250 at 2%), so only those are kept in order.
+        self._tail_k = max(
+            window - self._q_full,
+            *(n - min(n - 1, math.ceil(self._keep * n) - 1) for n in range(1, window)),
+        )
         self._conceal_limit = int(max_conceal_ms // ptime_ms)
         self._resync_ticks = max(1, math.ceil(resync_ms / ptime_ms))
         self._stuck_ticks = max(1, math.ceil(stuck_ms / ptime_ms))
@@ -301,7 +308,10 @@ class JitterBuffer:
         self._allowance = self._min_delay  # wait for the first packet after (re)sync, s
         self._queue: dict[int, _Entry] = {}
         self._fifo: deque[float] = deque()  # lateness r - m of the last `window` packets, s
-        self._sorted: list[float] = []  # the same, sorted
+        # The `_tail_k` largest of them (a multiset), ascending, and how many more of the
+        # window are equal to the least of those (ties left outside).
+        self._tail: list[float] = []
+        self._ties = 0
         self._mins: deque[tuple[int, float]] = deque()  # (index, r): sliding minimum of r
         self._count = 0  # audio packets stored (index for the sliding minimum)
         self._jitter = 0.0
@@ -433,32 +443,41 @@ class JitterBuffer:
             return out
         if self._synced:
             self._follow_clock(now)
-            # The common case, inline: the next packet is due now, nothing to adapt.
+            # The common cases, inline: the next packet is due now and is played as is,
+            # either with nothing to adapt or (speech, not stuck) with a wish to shrink
+            # that must wait for a silence. What _play would do, without its search.
             entry = self._queue.get(seq)
-            low = self._low
             if (
                 entry is not None
                 and entry.kind == _AUDIO
                 and entry.ts == self._play_ts
                 and not self._quiet
                 and not self._caught_up
-                and (  # self._want() == 0, inline
-                    low is None
-                    or (
-                        self._h >= low - _EPS
-                        and not (self._settled and self._h - self._period >= low + _EPS)
-                    )
-                )
             ):
-                del self._queue[seq]
-                self._seen = ((self._seen << 1) | 1) & _DUP_MASK
-                self._next_seq = seq + 1
-                self._excess = 0
-                self._in_cn = False
-                self.stats.played += 1
-                self._play_ts += self._step
-                out.append(entry.packet)
-                return out
+                low = self._low
+                h = self._h
+                excess = 0
+                fast = True
+                if low is not None:
+                    if h < low - _EPS:  # _want() == 1: grow, in _play
+                        fast = False
+                    elif self._settled and h - self._period >= low + _EPS:  # _want() == -1
+                        excess = self._excess + 1
+                        fast = not (
+                            excess >= self._stuck_ticks
+                            or h - self._mins[0][1] > self._max_delay + self._period + _EPS
+                            or self._is_silence(entry.packet)
+                        )
+                if fast:
+                    del self._queue[seq]
+                    self._seen = ((self._seen << 1) | 1) & _DUP_MASK
+                    self._next_seq = seq + 1
+                    self._excess = excess
+                    self._in_cn = False
+                    self.stats.played += 1
+                    self._play_ts += self._step
+                    out.append(entry.packet)
+                    return out
         elif not self._sync(now, out):
             self.stats.quiet_ticks += 1
             return out
@@ -522,10 +541,11 @@ class JitterBuffer:
     @property
     def delay_ms(self) -> float:
         """Current buffering delay of a median packet, ms (0 before play-out starts)."""
-        srt = self._sorted
-        if not self._synced or not srt:
+        fifo = self._fifo
+        if not self._synced or not fifo:
             return 0.0
-        return max(0.0, (self._h - self._mins[0][1] - srt[len(srt) // 2]) * 1000.0)
+        median = sorted(fifo)[len(fifo) // 2]  # on demand: not kept sorted per packet
+        return max(0.0, (self._h - self._mins[0][1] - median) * 1000.0)
 
     @property
     def target_delay_ms(self) -> float:
@@ -563,7 +583,8 @@ class JitterBuffer:
 
     def _clear_window(self) -> None:
         self._fifo.clear()
-        self._sorted.clear()
+        self._tail.clear()
+        self._ties = 0
         self._mins.clear()
         self._last_r = None
         self._low: float | None = None  # least H the statistics call for (None: no data)
@@ -618,17 +639,25 @@ class JitterBuffer:
         base = first[1]
         lateness = r - base
         fifo = self._fifo
-        srt = self._sorted
+        tail = self._tail
         fifo.append(lateness)
-        _insort(srt, lateness)
+        if len(tail) < self._tail_k:  # filling: every value is in the tail
+            _insort(tail, lateness)
+        elif lateness > tail[0]:
+            self._tail_push(lateness)
+        elif lateness == tail[0]:
+            self._ties += 1
         n = len(fifo)
         window = self._window
         if n > window:
-            del srt[_bisect_left(srt, fifo.popleft())]
+            old = fifo.popleft()
             n = window
-        # The wait the statistics call for, and the least head offset H giving it.
+            if old >= tail[0]:
+                self._tail_remove(old)
+        # The wait the statistics call for (the q-th smallest lateness), and the least
+        # head offset H giving it.
         q = self._q_full if n == window else min(n - 1, math.ceil(self._keep * n) - 1)
-        wait = srt[q] + self._margin
+        wait = tail[q - n] + self._margin
         if wait < self._min_delay:
             wait = self._min_delay
         elif wait > self._max_delay:
@@ -638,6 +667,35 @@ class JitterBuffer:
         self._settled = n >= _MIN_SAMPLES
         if self._synced and self._since_real is not None:
             self._maybe_rewind(ext, ext_ts)
+
+    def _tail_push(self, value: float) -> None:
+        """A lateness above the least of the full tail: it takes that one's place."""
+        tail = self._tail
+        least = tail[0]
+        del tail[0]
+        _insort(tail, value)
+        # The one pushed out is a tie left outside when the tail still ends with its value;
+        # otherwise nothing outside equals the new least (it would have been inside).
+        self._ties = self._ties + 1 if tail[0] == least else 0
+
+    def _tail_remove(self, value: float) -> None:
+        """A lateness leaving the window, at least the tail's least: take it out of the tail."""
+        tail = self._tail
+        least = tail[0]
+        if value == least and self._ties:
+            self._ties -= 1  # one of the equal values outside left
+            return
+        del tail[_bisect_left(tail, value)]
+        if self._ties:  # value > least: an equal of the least moves in
+            tail.insert(0, least)
+            self._ties -= 1
+            return
+        # The next largest is unknown: take the tail afresh from the window (rare: when
+        # one of the few largest leaves).
+        fifo = self._fifo
+        tail[:] = heapq.nlargest(self._tail_k, fifo)
+        tail.reverse()
+        self._ties = fifo.count(tail[0]) - tail.count(tail[0]) if tail else 0
 
     def _maybe_rewind(self, ext: int, ext_ts: int) -> None:
         """Play a late packet whose slot (and every slot since) was concealed: stretch."""
