@@ -286,7 +286,14 @@ async def run_step(
         profiler = None
         if args.profile:
             profiler = asyncio.ensure_future(
-                profile(pid, ramp_s + args.settle + 0.5, args.steady, args.profile, mode, n)
+                profile(
+                    pid,
+                    ramp_s + args.settle + 0.5,
+                    args.steady,
+                    args.profile,
+                    mode if jitter_buffer == "default" else f"{mode}-jb-{jitter_buffer}",
+                    n,
+                )
             )
         sipp = await run_sipp(
             SCENARIO,
