@@ -285,11 +285,13 @@ class JitterBuffer:
         self._q_full = min(window - 1, math.ceil((1.0 - late_fraction) * window) - 1)
         self._keep = 1.0 - late_fraction
         # The quantile is the k-th largest lateness of the window, k = n - q (n filled):
-        # at most `_tail_k` (6 of 250 at 2%), so only those are kept in order.
-        self._tail_k = max(
+        # at most 6 of 250 at 2%, so only the largest few are kept in order, up to
+        # `_tail_max` of them, taken afresh from the window when fewer than k are left.
+        need = max(
             window - self._q_full,
             *(n - min(n - 1, math.ceil(self._keep * n) - 1) for n in range(1, window)),
         )
+        self._tail_max = min(window, need + 16)
         self._conceal_limit = int(max_conceal_ms // ptime_ms)
         self._resync_ticks = max(1, math.ceil(resync_ms / ptime_ms))
         self._stuck_ticks = max(1, math.ceil(stuck_ms / ptime_ms))
@@ -308,8 +310,8 @@ class JitterBuffer:
         self._allowance = self._min_delay  # wait for the first packet after (re)sync, s
         self._queue: dict[int, _Entry] = {}
         self._fifo: deque[float] = deque()  # lateness r - m of the last `window` packets, s
-        # The `_tail_k` largest of them (a multiset), ascending, and how many more of the
-        # window are equal to the least of those (ties left outside).
+        # The L largest of them (a multiset, L <= `_tail_max`), ascending, and how many
+        # more of the window equal the least of those (ties left outside).
         self._tail: list[float] = []
         self._ties = 0
         self._mins: deque[tuple[int, float]] = deque()  # (index, r): sliding minimum of r
@@ -640,23 +642,28 @@ class JitterBuffer:
         lateness = r - base
         fifo = self._fifo
         tail = self._tail
+        n = len(fifo)
         fifo.append(lateness)
-        if len(tail) < self._tail_k:  # filling: every value is in the tail
-            _insort(tail, lateness)
-        elif lateness > tail[0]:
+        if not tail or lateness > tail[0] or (len(tail) == n and n < self._tail_max):
+            # Above the tail's least, or the tail holds the whole window: it goes in.
             self._tail_push(lateness)
         elif lateness == tail[0]:
             self._ties += 1
-        n = len(fifo)
+        n += 1
         window = self._window
         if n > window:
             old = fifo.popleft()
             n = window
-            if old >= tail[0]:
-                self._tail_remove(old)
+            least = tail[0]
+            if old > least or (old == least and not self._ties):
+                del tail[_bisect_left(tail, old)]  # the rest are still the largest
+            elif old == least:
+                self._ties -= 1
         # The wait the statistics call for (the q-th smallest lateness), and the least
         # head offset H giving it.
         q = self._q_full if n == window else min(n - 1, math.ceil(self._keep * n) - 1)
+        if len(tail) < n - q:
+            self._tail_refill()
         wait = tail[q - n] + self._margin
         if wait < self._min_delay:
             wait = self._min_delay
@@ -669,31 +676,20 @@ class JitterBuffer:
             self._maybe_rewind(ext, ext_ts)
 
     def _tail_push(self, value: float) -> None:
-        """A lateness above the least of the full tail: it takes that one's place."""
+        """Put a lateness in the tail; past `_tail_max` its least leaves (as a tie or not)."""
         tail = self._tail
-        least = tail[0]
-        del tail[0]
         _insort(tail, value)
-        # The one pushed out is a tie left outside when the tail still ends with its value;
-        # otherwise nothing outside equals the new least (it would have been inside).
-        self._ties = self._ties + 1 if tail[0] == least else 0
+        if len(tail) > self._tail_max:
+            least = tail.pop(0)
+            # The one pushed out is a tie left outside when the tail still ends with its
+            # value; otherwise nothing outside equals the new least (it would be inside).
+            self._ties = self._ties + 1 if tail[0] == least else 0
 
-    def _tail_remove(self, value: float) -> None:
-        """A lateness leaving the window, at least the tail's least: take it out of the tail."""
-        tail = self._tail
-        least = tail[0]
-        if value == least and self._ties:
-            self._ties -= 1  # one of the equal values outside left
-            return
-        del tail[_bisect_left(tail, value)]
-        if self._ties:  # value > least: an equal of the least moves in
-            tail.insert(0, least)
-            self._ties -= 1
-            return
-        # The next largest is unknown: take the tail afresh from the window (rare: when
-        # one of the few largest leaves).
+    def _tail_refill(self) -> None:
+        """Take the tail afresh from the window (when fewer than k of the largest are left)."""
         fifo = self._fifo
-        tail[:] = heapq.nlargest(self._tail_k, fifo)
+        tail = self._tail
+        tail[:] = heapq.nlargest(self._tail_max, fifo)
         tail.reverse()
         self._ties = fifo.count(tail[0]) - tail.count(tail[0]) if tail else 0
 
