@@ -64,7 +64,6 @@ rare 100 ms spikes instead of waiting for them.
 
 from __future__ import annotations
 
-import heapq
 import math
 from bisect import bisect_left as _bisect_left
 from bisect import insort as _insort
@@ -284,14 +283,6 @@ class JitterBuffer:
         self._base_window = base_window
         self._q_full = min(window - 1, math.ceil((1.0 - late_fraction) * window) - 1)
         self._keep = 1.0 - late_fraction
-        # The quantile is the k-th largest lateness of the window, k = n - q (n filled):
-        # at most 6 of 250 at 2%, so only the largest few are kept in order, up to
-        # `_tail_max` of them, taken afresh from the window when fewer than k are left.
-        need = max(
-            window - self._q_full,
-            *(n - min(n - 1, math.ceil(self._keep * n) - 1) for n in range(1, window)),
-        )
-        self._tail_max = min(window, need + 16)
         self._conceal_limit = int(max_conceal_ms // ptime_ms)
         self._resync_ticks = max(1, math.ceil(resync_ms / ptime_ms))
         self._stuck_ticks = max(1, math.ceil(stuck_ms / ptime_ms))
@@ -310,10 +301,7 @@ class JitterBuffer:
         self._allowance = self._min_delay  # wait for the first packet after (re)sync, s
         self._queue: dict[int, _Entry] = {}
         self._fifo: deque[float] = deque()  # lateness r - m of the last `window` packets, s
-        # The L largest of them (a multiset, L <= `_tail_max`), ascending, and how many
-        # more of the window equal the least of those (ties left outside).
-        self._tail: list[float] = []
-        self._ties = 0
+        self._sorted: list[float] = []  # the same, sorted
         self._mins: deque[tuple[int, float]] = deque()  # (index, r): sliding minimum of r
         self._count = 0  # audio packets stored (index for the sliding minimum)
         self._jitter = 0.0
@@ -543,11 +531,10 @@ class JitterBuffer:
     @property
     def delay_ms(self) -> float:
         """Current buffering delay of a median packet, ms (0 before play-out starts)."""
-        fifo = self._fifo
-        if not self._synced or not fifo:
+        srt = self._sorted
+        if not self._synced or not srt:
             return 0.0
-        median = sorted(fifo)[len(fifo) // 2]  # on demand: not kept sorted per packet
-        return max(0.0, (self._h - self._mins[0][1] - median) * 1000.0)
+        return max(0.0, (self._h - self._mins[0][1] - srt[len(srt) // 2]) * 1000.0)
 
     @property
     def target_delay_ms(self) -> float:
@@ -585,8 +572,7 @@ class JitterBuffer:
 
     def _clear_window(self) -> None:
         self._fifo.clear()
-        self._tail.clear()
-        self._ties = 0
+        self._sorted.clear()
         self._mins.clear()
         self._last_r = None
         self._low: float | None = None  # least H the statistics call for (None: no data)
@@ -641,30 +627,17 @@ class JitterBuffer:
         base = first[1]
         lateness = r - base
         fifo = self._fifo
-        tail = self._tail
-        n = len(fifo)
+        srt = self._sorted
         fifo.append(lateness)
-        if not tail or lateness > tail[0] or (len(tail) == n and n < self._tail_max):
-            # Above the tail's least, or the tail holds the whole window: it goes in.
-            self._tail_push(lateness)
-        elif lateness == tail[0]:
-            self._ties += 1
-        n += 1
+        _insort(srt, lateness)
+        n = len(fifo)
         window = self._window
         if n > window:
-            old = fifo.popleft()
+            del srt[_bisect_left(srt, fifo.popleft())]
             n = window
-            least = tail[0]
-            if old > least or (old == least and not self._ties):
-                del tail[_bisect_left(tail, old)]  # the rest are still the largest
-            elif old == least:
-                self._ties -= 1
-        # The wait the statistics call for (the q-th smallest lateness), and the least
-        # head offset H giving it.
+        # The wait the statistics call for, and the least head offset H giving it.
         q = self._q_full if n == window else min(n - 1, math.ceil(self._keep * n) - 1)
-        if len(tail) < n - q:
-            self._tail_refill()
-        wait = tail[q - n] + self._margin
+        wait = srt[q] + self._margin
         if wait < self._min_delay:
             wait = self._min_delay
         elif wait > self._max_delay:
@@ -674,24 +647,6 @@ class JitterBuffer:
         self._settled = n >= _MIN_SAMPLES
         if self._synced and self._since_real is not None:
             self._maybe_rewind(ext, ext_ts)
-
-    def _tail_push(self, value: float) -> None:
-        """Put a lateness in the tail; past `_tail_max` its least leaves (as a tie or not)."""
-        tail = self._tail
-        _insort(tail, value)
-        if len(tail) > self._tail_max:
-            least = tail.pop(0)
-            # The one pushed out is a tie left outside when the tail still ends with its
-            # value; otherwise nothing outside equals the new least (it would be inside).
-            self._ties = self._ties + 1 if tail[0] == least else 0
-
-    def _tail_refill(self) -> None:
-        """Take the tail afresh from the window (when fewer than k of the largest are left)."""
-        fifo = self._fifo
-        tail = self._tail
-        tail[:] = heapq.nlargest(self._tail_max, fifo)
-        tail.reverse()
-        self._ties = fifo.count(tail[0]) - tail.count(tail[0]) if tail else 0
 
     def _maybe_rewind(self, ext: int, ext_ts: int) -> None:
         """Play a late packet whose slot (and every slot since) was concealed: stretch."""
