@@ -17,6 +17,8 @@ is routed by the number or user it dialled before it is answered: its own
 system prompt, Cartesia voice and greeting, a reject code, or a redirect.
 On Pipecat Cloud, a session body asking for SIP (a dial-out, or a
 registration) runs this same bot on a SIPTransport (see README, "Pipecat Cloud").
+With SIP_RECORD_DIR set, each SIP call is recorded there as a stereo WAV
+(caller left, bot right), named by time and Call-ID (pipecat_sip.recording).
 """
 
 import os
@@ -158,8 +160,8 @@ def _ai_pipeline(transport: BaseTransport, settings: dict | None = None):
     return pipeline, greet
 
 
-def _echo_pipeline(transport: BaseTransport):
-    echo = EchoProcessor()
+def _echo_pipeline(transport: BaseTransport, record: bool = False):
+    echo = EchoProcessor(pass_input=record)  # a recorder at the end needs the caller's audio
     pipeline = Pipeline([transport.input(), echo, transport.output()])
     greeting, greeting_rate = load_greeting()
 
@@ -170,6 +172,17 @@ def _echo_pipeline(transport: BaseTransport):
         )
 
     return pipeline, greet
+
+
+def _call_recorder(runner_args, sample_rate: int | None):
+    """A CallRecorder for this SIP call when SIP_RECORD_DIR is set, else None."""
+    directory = os.getenv("SIP_RECORD_DIR")
+    call = getattr(runner_args, "call", None)
+    if not directory or call is None:
+        return None
+    from pipecat_sip.recording import CallRecorder
+
+    return CallRecorder(directory, call.call_id, sample_rate=sample_rate)
 
 
 async def run_bot(
@@ -187,8 +200,9 @@ async def run_bot(
         settings: Per-call settings from SIP_ROUTES (system_prompt, voice, greeting).
     """
     settings = settings or {}
+    recorder = _call_recorder(runner_args, sample_rate)
     if missing_ai_keys():
-        pipeline, greet = _echo_pipeline(transport)
+        pipeline, greet = _echo_pipeline(transport, record=recorder is not None)
         # No LLM, no turns to track, nothing to measure: the echo bot runs lean
         # (about half the CPU per call of the full set of observers).
         options = {"enable_rtvi": False, "enable_turn_tracking": False}
@@ -196,6 +210,8 @@ async def run_bot(
     else:
         pipeline, greet = _ai_pipeline(transport, settings)
         options, metrics = {}, True
+    if recorder is not None:  # after transport.output(): hears both sides as played
+        pipeline = Pipeline([pipeline, recorder.processor])
     rates = {}
     if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
         rates = {"audio_in_sample_rate": sample_rate, "audio_out_sample_rate": sample_rate}
@@ -218,7 +234,11 @@ async def run_bot(
 
     runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
     await runner.add_workers(worker)
-    await runner.run()
+    try:
+        await runner.run()
+    finally:
+        if recorder is not None:
+            await recorder.close()
 
 
 async def bot(runner_args):

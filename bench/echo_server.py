@@ -4,7 +4,8 @@ Answers every call on 127.0.0.1 and echoes the caller, in one of two modes:
 
 - ``pipeline``: a real Pipecat pipeline per call, like bot.py's keyless echo
   bot without the greeting: ``Pipeline([transport.input(), EchoProcessor(),
-  transport.output()])`` at 8 kHz (the codec rate, nothing resampled).
+  transport.output()])`` at the codec rate (8 kHz, 16 kHz for G.722:
+  nothing resampled).
 - ``media``: no pipeline; the RTP session echoes at the codec level
   (``media.on_audio = media.send_audio``: decode, queue, encode, paced send).
 
@@ -37,7 +38,7 @@ from pipecat_sip.server import SIPServer  # noqa: E402
 SIP_SERVER_ARGS = inspect.signature(SIPServer).parameters
 
 
-def build_handler(mode: str, counters: dict, lean: bool = False):
+def build_handler(mode: str, counters: dict, lean: bool = False, jitter_buffer: str = "default"):
     if mode == "pipeline":
         from pipecat.pipeline.pipeline import Pipeline
         from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -50,7 +51,11 @@ def build_handler(mode: str, counters: dict, lean: bool = False):
             await call.answer()
             counters["answered"] += 1
             try:
-                transport = SIPTransport(call, SIPParams())
+                params = SIPParams()
+                if jitter_buffer != "default":
+                    params = SIPParams(jitter_buffer=jitter_buffer == "on")
+                transport = SIPTransport(call, params)
+                rate = call.info.sample_rate  # the codec rate: nothing resampled
                 pipeline = Pipeline([transport.input(), EchoProcessor(), transport.output()])
                 # As bot.py runs a phone call at the codec rate; --lean is its keyless
                 # echo bot (no metrics, RTVI or turn tracking), the default is the AI bot's set.
@@ -58,8 +63,8 @@ def build_handler(mode: str, counters: dict, lean: bool = False):
                 worker = PipelineWorker(
                     pipeline,
                     params=PipelineParams(
-                        audio_in_sample_rate=8000,
-                        audio_out_sample_rate=8000,
+                        audio_in_sample_rate=rate,
+                        audio_out_sample_rate=rate,
                         enable_metrics=not lean,
                     ),
                     idle_timeout_secs=None,
@@ -81,6 +86,8 @@ def build_handler(mode: str, counters: dict, lean: bool = False):
         counters["answered"] += 1
         media = call.media
         assert media is not None
+        if jitter_buffer == "on":
+            media.enable_jitter_buffer()
         media.on_audio = media.send_audio
         await call.wait_ended()
 
@@ -94,7 +101,7 @@ async def serve(args: argparse.Namespace) -> None:
     if "max_unconfirmed_per_source" in SIP_SERVER_ARGS:
         limits["max_unconfirmed_per_source"] = args.max_calls
     server = SIPServer(
-        build_handler(args.mode, counters, args.lean),
+        build_handler(args.mode, counters, args.lean, args.jitter_buffer),
         host="127.0.0.1",
         port=args.port,
         public_address="127.0.0.1",
@@ -102,6 +109,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_calls=args.max_calls,
         rtp_timeout_s=args.rtp_timeout,
         **limits,
+        **({"codecs": tuple(args.codecs.split(","))} if args.codecs else {}),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,6 +154,13 @@ def main() -> None:
         "--rate-limit", type=float, default=0, help="SIP requests/s per source (0: off)"
     )
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--jitter-buffer",
+        choices=("default", "on", "off"),
+        default="default",
+        help="default: SIPParams' (on) in pipeline mode, none in media mode",
+    )
+    parser.add_argument("--codecs", help="codecs accepted, preferred first (default: the server's)")
     parser.add_argument(
         "--lean", action="store_true", help="pipeline without metrics, RTVI and turn tracking"
     )

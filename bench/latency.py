@@ -23,14 +23,30 @@ A peer (two threads with their own UDP socket) plays the caller.
    came, nothing was sent after it); ``bargein_quiet_ms``: the first quiet
    packet after it, i.e. when the caller's ear gets silence.
 
-Prints one JSON line per pipeline rate, then a table.
+3. Jitter-buffer phase (8 kHz pipeline, the echo phase alone), for each of
+   ``--jitter-ms`` (default 0 and 30) with the jitter buffer on and off:
+   the peer delays each packet by a uniform 0..J ms before it goes on the
+   wire (a simulated arrival pattern: above 20 ms packets overtake each
+   other), the real RTPSession and SIPTransport receive it.
+   - ``jb_wait_ms``: per audio packet, the jitter buffer's own delay: from
+     ``put`` (the datagram's arrival in the session) to the ``pop`` that
+     plays it, on the session's clock (includes the wait for the next 20 ms
+     tick, which the direct path does not have);
+   - ``input_ms``: the packet's nominal send time (before the added jitter)
+     -> its InputAudioRawFrame at the Probe (network jitter included);
+   - ``order``: frames the pipeline received out of sequence or twice, and
+     the jitter buffer's late/lost/concealed counts.
+
+Prints one JSON line per pipeline rate and per jitter-buffer case, then tables.
 
 Usage: .venv/bin/python bench/latency.py [--rates 8000,16000] [--seconds 6] [--bargeins 10]
+                                         [--jitter-ms 0,30] [--jb-seconds 6]
        .venv/bin/python bench/latency.py --quick
 """
 
 import argparse
 import asyncio
+import heapq
 import json
 import random
 import socket
@@ -86,7 +102,9 @@ def peak(pcm: bytes) -> tuple[int, int]:
 class Peer:
     """The caller: a sending thread and a receiving thread on one UDP socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, jitter_s: float = 0.0, seed: int = 7) -> None:
+        self.jitter_s = jitter_s
+        self._rng = random.Random(seed)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -120,11 +138,18 @@ class Peer:
         start = time.monotonic()
         k = 0
         index = 0
+        due: list[tuple[float, int, bytes]] = []  # (send at, k, packet): the jittered path
         while not self._stop.is_set():
-            k += 1
-            delay = start + k * SEND_PERIOD_S - time.monotonic()
+            produce_at = start + (k + 1) * SEND_PERIOD_S
+            wake = min(produce_at, due[0][0]) if due else produce_at
+            delay = wake - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            while due and due[0][0] <= time.monotonic():
+                self.sock.sendto(heapq.heappop(due)[2], self.dest)
+            if time.monotonic() < produce_at:
+                continue
+            k += 1
             if self.mode == "pulses":
                 pulse = index % PULSE_EVERY == 0
                 payload = PCMU.encode(pulse_packet_pcm(pulse, rng))
@@ -133,7 +158,11 @@ class Peer:
                 pulse, payload = False, silence
             packet = sender.packet(payload, 160)
             now = time.time_ns()
-            self.sock.sendto(packet, self.dest)
+            if self.jitter_s:
+                extra = self._rng.uniform(0.0, self.jitter_s)
+                heapq.heappush(due, (time.monotonic() + extra, k, packet))
+            else:
+                self.sock.sendto(packet, self.dest)
             if pulse:
                 self.sent.append((now, True))
 
@@ -158,6 +187,7 @@ class Probe(FrameProcessor):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.frames = 0
         self.echo = True
         self.inputs: list[tuple[int, int, int]] = []  # (time ns, sample rate, pulse index)
         self.outputs: list[tuple[int, int, int]] = []  # (time ns before push, rate, index)
@@ -165,6 +195,7 @@ class Probe(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
+            self.frames += 1
             now = time.time_ns()
             level, index = peak(frame.audio)
             if level >= PULSE_LEVEL:
@@ -286,6 +317,170 @@ async def run_rate(rate: int, seconds: float, bargeins: int) -> dict:
     return result
 
 
+class Order:
+    """Sequence numbers in the order the pipeline gets them: reordered and repeated ones."""
+
+    def __init__(self) -> None:
+        self.top: int | None = None
+        self.seen: set[int] = set()
+        self.reordered = 0
+        self.repeated = 0
+
+    def deliver(self, seq: int) -> None:
+        if seq in self.seen:
+            self.repeated += 1
+            return
+        self.seen.add(seq)
+        if self.top is not None and (seq - self.top) % 65536 > 32768:
+            self.reordered += 1
+        else:
+            self.top = seq
+
+
+def watch_direct_path(media: RTPSession, order: Order) -> None:
+    """Without a jitter buffer, log the order in which audio packets are delivered."""
+    receive = media._receive_rtp  # the adapter's bound call into the pure session
+
+    def watched(data, addr, now):
+        pcm = receive(data, addr, now)
+        if pcm is not None and len(data) > 12 and data[1] & 0x7F == 0:
+            order.deliver(struct.unpack_from("!H", data, 2)[0])
+        return pcm
+
+    media._receive_rtp = watched
+
+
+def time_jitter_buffer(media: RTPSession, order: Order) -> list[float]:
+    """Wrap the session's jitter buffer to log each audio packet's wait in it (s) and order."""
+    jb = media.jitter_buffer
+    put_at: dict[int, float] = {}
+    waits: list[float] = []
+    put, pop = jb.put, jb.pop
+
+    def timed_put(packet, now):
+        if packet.payload_type == 0:
+            put_at[packet.sequence_number] = now
+        put(packet, now)
+
+    def timed_pop(now):
+        out = pop(now)
+        for packet in out:
+            if packet is not None and packet.payload_type == 0:
+                order.deliver(packet.sequence_number)
+                at = put_at.pop(packet.sequence_number, None)
+                if at is not None:
+                    waits.append(now - at)
+        return out
+
+    jb.put, jb.pop = timed_put, timed_pop
+    return waits
+
+
+async def run_jitter(seconds: float, jitter_ms: float, jitter_buffer: bool) -> dict:
+    """The echo phase at 8 kHz over a jittered path, jitter buffer on or off."""
+    peer = Peer(jitter_s=jitter_ms / 1000.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    media = RTPSession(sock=sock, remote_addr=peer.addr, codec=PCMU, rtp_timeout_s=0)
+    await media.start()
+    call = FakeCall(media=media)
+    transport = SIPTransport(call, SIPParams(jitter_buffer=jitter_buffer))
+    order = Order()
+    waits: list[float] = []
+    if jitter_buffer:
+        waits = time_jitter_buffer(media, order)
+    else:
+        watch_direct_path(media, order)
+    probe = Probe()
+    probe.echo = False
+    worker = PipelineWorker(
+        Pipeline([transport.input(), probe, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+        idle_timeout_secs=None,
+    )
+    connected = asyncio.Event()
+
+    @transport.event_handler("on_client_connected")
+    async def on_connected(transport, client):
+        connected.set()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    task = asyncio.create_task(runner.run())
+    result: dict = {
+        "bench": "latency_jitter",
+        "jitter_ms": jitter_ms,
+        "jitter_buffer": jitter_buffer,
+        "seconds": seconds,
+    }
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        peer.mode = "pulses"
+        peer.start(media.local_addr)
+        await asyncio.sleep(seconds)
+        peer.mode = "silence"
+        await asyncio.sleep(0.3)
+        sent = list(peer.sent)
+        inputs = list(probe.inputs)
+        n_in = min(len(sent), len(inputs))
+        in_ms = [
+            (inputs[k][0] - sent[k][0]) / 1e6
+            + (inputs[k][2] / inputs[k][1] - PULSE_AT / 8000) * 1e3
+            for k in range(n_in)
+        ]
+        result["pulses_sent"] = len(sent)
+        result["pulses_in"] = len(inputs)
+        result["input_ms"] = stats(in_ms)
+        if jitter_buffer:
+            result["jb_wait_ms"] = stats([w * 1000 for w in waits])
+            jb = media.jitter_buffer
+            s = jb.stats
+            result["jb"] = {
+                "received": s.received,
+                "played": s.played,
+                "late": s.late,
+                "lost": s.lost,
+                "duplicates": s.duplicates,
+                "concealed": s.concealed,
+                "target_delay_ms": round(jb.target_delay_ms, 1),
+                "jitter_ms": round(jb.jitter_ms, 2),
+            }
+        result["frames_in"] = probe.frames
+        result["frames_per_s"] = round(probe.frames / (seconds + 0.3), 2)
+        result["reordered"] = order.reordered
+        result["repeated"] = order.repeated
+    finally:
+        await worker.cancel()
+        await asyncio.wait({task}, timeout=5)
+        peer.stop()
+        await media.close()
+    return result
+
+
+def jitter_table(rows: list[dict]) -> str:
+    head = (
+        f"{'jitter ms':>9} {'buffer':>6} {'what':>10} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'max ms':>8}  notes"
+    )
+    lines = [head]
+    for row in rows:
+        jb = "on" if row["jitter_buffer"] else "off"
+        notes = f"frames/s {row['frames_per_s']}, out of order {row['reordered']}"
+        if "jb" in row:
+            b = row["jb"]
+            notes += f", late {b['late']}, lost {b['lost']}, concealed {b['concealed']}"
+        for key in ("jb_wait_ms", "input_ms"):
+            s = row.get(key)
+            if not s:
+                continue
+            lines.append(
+                f"{row['jitter_ms']:>9g} {jb:>6} {key[:-3]:>10} {s.get('n', 0):>5} "
+                f"{s.get('p50', '-'):>8} {s.get('p95', '-'):>8} {s.get('max', '-'):>8}  {notes}"
+            )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = f"{'rate Hz':>8} {'direction':>10} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
     lines = [head]
@@ -306,11 +501,20 @@ def table(rows: list[dict]) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     rows = []
-    for rate in [int(r) for r in args.rates.split(",")]:
+    for rate in [int(r) for r in args.rates.split(",") if r]:
         row = await run_rate(rate, args.seconds, args.bargeins)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(table(rows))
+    jitter_rows = []
+    for jitter_ms in [float(j) for j in args.jitter_ms.split(",") if j]:
+        for on in (False, True):
+            row = await run_jitter(args.jb_seconds, jitter_ms, on)
+            jitter_rows.append(row)
+            print(json.dumps(row), flush=True)
+    if rows:
+        print(table(rows))
+    if jitter_rows:
+        print(jitter_table(jitter_rows))
 
 
 def main() -> None:
@@ -318,11 +522,15 @@ def main() -> None:
     parser.add_argument("--rates", default="8000,16000", help="pipeline sample rates, Hz")
     parser.add_argument("--seconds", type=float, default=6.0, help="echo phase length")
     parser.add_argument("--bargeins", type=int, default=10)
+    parser.add_argument(
+        "--jitter-ms", default="0,30", help="jitter-buffer phase: uniform jitter added, ms"
+    )
+    parser.add_argument("--jb-seconds", type=float, default=6.0, help="per jitter-buffer case")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.bargeins = 1.5, 2
+        args.seconds, args.bargeins, args.jb_seconds = 1.5, 2, 1.5
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
     asyncio.run(main_async(args))

@@ -26,6 +26,13 @@ first N that misses the bound (``--full`` runs every N).
 Prints one JSON line per (mode, N) and a headline line per mode, then a
 table. ``--out FILE`` also appends the JSON lines to FILE (for bench/plot.py).
 
+``--codec G722`` makes it a G.722 load (SIPp offers PT 9, the peer streams
+G.722, the pipeline runs at 16 kHz). ``--jitter-buffer off,on`` runs every N
+once per setting, one right after the other (same machine state), and prints
+a ``load_jb_ratio`` line per N: server CPU with the jitter buffer over CPU
+without, and each run's p99 (media mode has no jitter buffer unless ``on``;
+pipeline mode's default is SIPParams', on).
+
 Usage:
     .venv/bin/python bench/load.py --calls 10,50,100,200,300,400 --out bench/results/load.jsonl
     .venv/bin/python bench/load.py --quick
@@ -213,10 +220,13 @@ def cpu_and_rss(samples: list, start: float, end: float, baseline_rss: int, n: i
     }
 
 
-def echo_server_argv(mode: str, max_seconds: float, args: argparse.Namespace) -> list[str]:
-    """The echo_server.py command line for `mode`, with the run's --uvloop / --lean."""
+def echo_server_argv(
+    mode: str, max_seconds: float, args: argparse.Namespace, jitter_buffer: str = "default"
+) -> list[str]:
+    """The echo_server.py command line for `mode`, with the run's --uvloop / --lean / codec."""
     argv = [PYTHON, str(BENCH / "echo_server.py"), "--mode", mode]
-    argv += ["--max-seconds", str(max_seconds)]
+    argv += ["--max-seconds", str(max_seconds), "--jitter-buffer", jitter_buffer]
+    argv += ["--codecs", getattr(args, "codec", "PCMU")]
     if args.uvloop:
         argv.append("--uvloop")
     if args.lean:
@@ -239,7 +249,15 @@ async def profile(pid: int, delay: float, seconds: float, folder: str, mode: str
     await asyncio.wait_for(proc.wait(), seconds + 20)
 
 
-async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
+CODEC_KEYS = {
+    "PCMU": {"audio_pt": "0", "audio_rtpmap": "PCMU/8000"},
+    "G722": {"audio_pt": "9", "audio_rtpmap": "G722/8000"},
+}
+
+
+async def run_step(
+    mode: str, n: int, args: argparse.Namespace, jitter_buffer: str = "default"
+) -> dict:
     ramp_s = n / args.rate
     hold_s = ramp_s + args.settle + args.steady + 1.0
     budget = ramp_s * 2 + hold_s + 30
@@ -251,9 +269,11 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         str(budget),
         "--settle",
         str(args.settle),
+        "--codec",
+        args.codec,
         cpu=args.load_cpu,
     )
-    server_argv = echo_server_argv(mode, budget, args)
+    server_argv = echo_server_argv(mode, budget, args, jitter_buffer)
     server = await Child.start("echo_server", *server_argv, cpu=args.server_cpu, nice=args.nice)
     drain = None
     try:
@@ -266,7 +286,14 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         profiler = None
         if args.profile:
             profiler = asyncio.ensure_future(
-                profile(pid, ramp_s + args.settle + 0.5, args.steady, args.profile, mode, n)
+                profile(
+                    pid,
+                    ramp_s + args.settle + 0.5,
+                    args.steady,
+                    args.profile,
+                    mode if jitter_buffer == "default" else f"{mode}-jb-{jitter_buffer}",
+                    n,
+                )
             )
         sipp = await run_sipp(
             SCENARIO,
@@ -274,7 +301,8 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
             calls=n,
             rate=args.rate,
             concurrent=n,
-            keys={"hold_ms": str(int(hold_s * 1000)), "peer_port": str(peer_port)},
+            keys={"hold_ms": str(int(hold_s * 1000)), "peer_port": str(peer_port)}
+            | CODEC_KEYS[args.codec],
             timeout=budget,
             trace_msg=False,
             extra_args=["-max_socket", "4096"],
@@ -297,6 +325,8 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
         "calls": n,
         "uvloop": args.uvloop,
         "lean": args.lean,
+        "codec": args.codec,
+        "jitter_buffer": jitter_buffer,
         "calls_ok": sipp.successful_calls,
         "calls_failed": failed,
         "sipp_rc": sipp.returncode,
@@ -346,6 +376,8 @@ async def run_step(mode: str, n: int, args: argparse.Namespace) -> dict:
 def table(rows: list[dict]) -> str:
     cols = [
         ("mode", "mode", "{}"),
+        ("codec", "codec", "{}"),
+        ("jitter_buffer", "jb", "{}"),
         ("calls", "N", "{}"),
         ("calls_failed", "fail", "{}"),
         ("cpu_pct", "cpu%", "{}"),
@@ -383,6 +415,7 @@ def start_run(args: argparse.Namespace) -> tuple[dict, Any]:
         "steady_s": args.steady,
         "nice": args.nice,
         "uvloop": args.uvloop,
+        "codec": getattr(args, "codec", "PCMU"),
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -398,31 +431,74 @@ async def main_async(args: argparse.Namespace) -> None:
         out.write(json.dumps(header) + "\n")
     rows = []
     headlines = []
-    for mode in args.modes.split(","):
-        best = 0
-        for n in [int(x) for x in args.calls.split(",")]:
-            row = await run_step(mode, n, args)
-            row["date"] = info["date"]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if out:
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-            if row["within_bound"]:
-                best = max(best, n)
-            elif not args.full:
-                break
-        headline = {"bench": "load_headline", "mode": mode, "calls_per_core": best} | info
-        headlines.append(headline)
-        print(json.dumps(headline), flush=True)
+    ratios = []
+    settings = args.jitter_buffer.split(",")
+
+    def emit(line: dict) -> None:
+        print(json.dumps(line), flush=True)
         if out:
-            out.write(json.dumps(headline) + "\n")
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+
+    for mode in args.modes.split(","):
+        best = dict.fromkeys(settings, 0)
+        going = set(settings)
+        for n in [int(x) for x in args.calls.split(",")]:
+            by_setting = {}
+            for setting in settings:
+                if setting not in going:
+                    continue
+                row = await run_step(mode, n, args, setting)
+                row["date"] = info["date"]
+                rows.append(row)
+                by_setting[setting] = row
+                emit(row)
+                if row["within_bound"]:
+                    best[setting] = max(best[setting], n)
+                elif not args.full:
+                    going.discard(setting)
+            on, off = by_setting.get("on"), by_setting.get("off")
+            if on and off and on.get("cpu_pct") and off.get("cpu_pct"):
+                ratio = {
+                    "bench": "load_jb_ratio",
+                    "mode": mode,
+                    "codec": args.codec,
+                    "calls": n,
+                    "cpu_on": on["cpu_pct"],
+                    "cpu_off": off["cpu_pct"],
+                    "cpu_ratio": round(on["cpu_pct"] / off["cpu_pct"], 3),
+                    "p99_on_ms": on.get("dev_p99_ms"),
+                    "p99_off_ms": off.get("dev_p99_ms"),
+                    "within_bound": [on["within_bound"], off["within_bound"]],
+                    "date": info["date"],
+                }
+                ratios.append(ratio)
+                emit(ratio)
+            if not going:
+                break
+        for setting in settings:
+            headline = {
+                "bench": "load_headline",
+                "mode": mode,
+                "codec": args.codec,
+                "jitter_buffer": setting,
+                "calls_per_core": best[setting],
+            } | info
+            headlines.append(headline)
+            emit(headline)
     if out:
         out.close()
     print(table(rows))
+    for r in ratios:
+        print(
+            f"jitter buffer on/off ({r['mode']}, {r['codec']}, N={r['calls']}): CPU "
+            f"{r['cpu_on']}% / {r['cpu_off']}% = {r['cpu_ratio']:.3f}, "
+            f"p99 {r['p99_on_ms']} / {r['p99_off_ms']} ms"
+        )
     for h in headlines:
         print(
-            f"calls per core ({h['mode']}): {h['calls_per_core']}  (p99 <= {P99_BOUND_MS} ms, "
+            f"calls per core ({h['mode']}, {h['codec']}, jitter buffer {h['jitter_buffer']}): "
+            f"{h['calls_per_core']}  (p99 <= {P99_BOUND_MS} ms, "
             f"0 gaps, 0 failed; {info['cpu']}, nproc {info['nproc']})"
         )
 
@@ -449,7 +525,15 @@ def main() -> None:
     parser.add_argument("--out", help="append JSON lines to this file")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server's steady window")
     parser.add_argument("--quick", action="store_true", help="a few seconds: N=5, both modes")
+    parser.add_argument("--codec", choices=tuple(CODEC_KEYS), default="PCMU")
+    parser.add_argument(
+        "--jitter-buffer",
+        default="default",
+        help="default, on, off, or a list such as off,on (each N once per setting)",
+    )
     args = parser.parse_args()
+    if not set(args.jitter_buffer.split(",")) <= {"default", "on", "off"}:
+        parser.error(f"--jitter-buffer takes default, on, off: got {args.jitter_buffer!r}")
     if args.quick:
         args.calls, args.steady, args.settle, args.rate, args.full = "5", 1.5, 0.5, 20.0, True
     if (os.cpu_count() or 1) < 2:

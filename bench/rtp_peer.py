@@ -2,7 +2,8 @@
 
 One UDP socket on 127.0.0.1 stands for the media side of every call (the
 SIPp scenario writes its port into the SDP). When a call's server RTP port
-first sends to it, the peer starts streaming 20 ms PCMU speech to that port
+first sends to it, the peer starts streaming 20 ms PCMU (or, ``--codec G722``,
+G.722) speech to that port
 from the same socket (so the server's symmetric-RTP latching keeps it as the
 destination) at its own phase in the 20 ms period, as independent phones
 would. Every packet the server sends is timestamped by the kernel on arrival
@@ -45,8 +46,12 @@ SAMPLES = 160
 IDLE_STOP_S = 1.0  # stop feeding a stream the server stopped sending on
 
 
-def speech_payloads(seconds: float = 6.0) -> list[bytes]:
-    """20 ms PCMU payloads of speech (espeak-ng), or speech-like noise without it."""
+def speech_payloads(seconds: float = 6.0, codec: str = "PCMU") -> list[bytes]:
+    """20 ms payloads of speech (espeak-ng), or speech-like noise without it.
+
+    PCMU, or G.722 (the 8 kHz speech upsampled to 16 kHz, one encoder for the
+    whole loop: every call gets the same valid G.722 stream).
+    """
     pcm = None
     try:
         import tempfile
@@ -68,6 +73,16 @@ def speech_payloads(seconds: float = 6.0) -> list[bytes]:
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * np.arange(n) / 8000)
         pcm = (rng.normal(0, 4000, n) * envelope).clip(-32768, 32767).astype("<i2")
     frames = len(pcm) // SAMPLES
+    if codec == "G722":
+        import soxr
+
+        from pipecat_sip.codecs import get_codec
+
+        wide = soxr.resample(pcm[: frames * SAMPLES].astype(np.float32), 8000, 16000)
+        wide = wide.clip(-32768, 32767).astype("<i2")
+        encoder = get_codec("G722").for_stream()
+        n = 2 * SAMPLES
+        return [encoder.encode(wide[i * n : (i + 1) * n].tobytes()) for i in range(frames)]
     return [PCMU.encode(pcm[i * SAMPLES : (i + 1) * SAMPLES].tobytes()) for i in range(frames)]
 
 
@@ -142,7 +157,8 @@ def run(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    payloads = speech_payloads()
+    payloads = speech_payloads(codec=args.codec)
+    pt = 9 if args.codec == "G722" else 0
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
@@ -166,7 +182,7 @@ def run(args: argparse.Namespace) -> None:
     ssrc_out = 0x5EED0000
     deadline = time.monotonic() + args.max_seconds
     phase_seq = 0
-    silence = PCMU.silence(SAMPLES)
+    silence = PCMU.silence(SAMPLES)  # (G.722 silence varies: echo_pct is then ~100)
     received = echoed = 0  # packets from the server / of them not silence (the echo)
     while not stop:
         now = time.monotonic()
@@ -179,7 +195,9 @@ def run(args: argparse.Namespace) -> None:
                 continue  # the call is over: stop feeding it
             payload = payloads[st.sent % len(payloads)]
             packet = (
-                header.pack(0x80, 0, st.seq_out & 0xFFFF, (st.sent * SAMPLES) & 0xFFFFFFFF, st.ssrc)
+                header.pack(
+                    0x80, pt, st.seq_out & 0xFFFF, (st.sent * SAMPLES) & 0xFFFFFFFF, st.ssrc
+                )
                 + payload
             )
             try:
@@ -239,6 +257,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=1.0, help="s after the last stream starts")
+    parser.add_argument("--codec", choices=("PCMU", "G722"), default="PCMU")
     run(parser.parse_args())
 
 

@@ -24,6 +24,7 @@ from pipecat_sip.sip.invite import CallState
 
 if TYPE_CHECKING:
     from pipecat_sip.media import RTPSession
+    from pipecat_sip.rtp.quality import CallQualityStats
     from pipecat_sip.sdp import NegotiatedMedia, SessionDescription
 
 __all__ = ["CallControl", "CallFailed", "CallInfo", "CallState", "SIPCall", "SignallingState"]
@@ -208,6 +209,16 @@ class SIPCall:
     def established(self) -> bool:
         """Whether the call is up: confirmed and not ended."""
         return self._up and not self._finished
+
+    @property
+    def quality(self) -> CallQualityStats | None:
+        """The call's latest quality figures (MOS, loss, jitter, RTT), or None.
+
+        Refreshed every ``quality_interval_s`` of its media and once when the
+        media closes (then ``final``); None before answer or before the first.
+        """
+        media = self.media
+        return getattr(media, "quality", None) if media is not None else None
 
     @property
     def duration(self) -> float:

@@ -339,9 +339,11 @@ class CallManager:
             del self.calls[call.call_id]
         self._notify(self.on_call_ended, call)
         info = call.info
+        quality = getattr(call.media, "quality", None)  # the final figures: media closed first
         logger.info(
             f"{call}: ended ({call.end_reason}) from {escape(info.from_uri, 120)} to "
             f"{escape(info.to_uri, 120)}, {call.duration:.1f} s, {info.codec or 'no codec'}"
+            + (f"; {quality.summary()}" if quality is not None else "")
         )
 
     # --- outbound ---------------------------------------------------------------------

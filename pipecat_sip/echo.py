@@ -33,15 +33,21 @@ class EchoProcessor(FrameProcessor):
     While a greeting plays (see `mute_for`), the caller's audio is not echoed,
     so the echo does not queue up behind the greeting. `InputDTMFFrame`s are
     logged and passed on.
+
+    Args:
+        pass_input: Also pass each `InputAudioRawFrame` on after its echo, for
+            a processor further down that needs the caller's audio (a
+            recorder after `transport.output()`). Default False.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, pass_input: bool = False, **kwargs) -> None:
         # Echoing is a few attribute reads per frame: run it in the pushing
         # processor's task (Pipecat's direct mode) instead of two queues and
         # tasks of its own.
         kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._muted_until = 0.0
+        self._pass_input = pass_input
         self.digits: list[str] = []
 
     def mute_for(self, seconds: float) -> None:
@@ -60,6 +66,8 @@ class EchoProcessor(FrameProcessor):
                         num_channels=frame.num_channels,
                     )
                 )
+            if self._pass_input:
+                await self.push_frame(frame, direction)
             return
         if isinstance(frame, InputDTMFFrame):
             key = frame.button.value

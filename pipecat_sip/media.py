@@ -29,12 +29,14 @@ from loguru import logger
 
 from pipecat_sip.codecs import Codec
 from pipecat_sip.rtp.dtmf import event_for_key
+from pipecat_sip.rtp.quality import CallQualityStats
 from pipecat_sip.rtp.session import (
     AudioReceived,
     DtmfReceived,
     JitterBuffer,
     MediaSession,
     Notice,
+    QualityReport,
     RtpStats,
     RtpTimeout,
 )
@@ -341,6 +343,11 @@ class RTPSession:
     - ``on_dtmf(key: str)``: ``"0"``-``"9"``, ``"*"`` or ``"#"``, once per press.
     - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
       (held or not).
+    - ``on_quality(stats: CallQualityStats)``: the call's quality figures
+      (:mod:`pipecat_sip.rtp.quality`: the peer's reports, RTT, our
+      reception, the jitter buffer, an E-model MOS) every
+      ``quality_interval_s`` and once at :meth:`close` (``stats.final``);
+      :attr:`quality` keeps the latest.
 
     Observers that must not take ``on_dtmf`` from its owner (the transport)
     append to ``dtmf_listeners`` (``listener(key)``, besides ``on_dtmf``).
@@ -391,6 +398,8 @@ class RTPSession:
             datagram received must authenticate (see
             :class:`~pipecat_sip.rtp.session.MediaSession`); its counters
             are :attr:`srtp_stats`.
+        quality_interval_s: Seconds between ``on_quality`` calls while the
+            call runs; 0 (default): only the one at :meth:`close`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -412,6 +421,7 @@ class RTPSession:
     on_audio: Callable[[bytes], None] | None
     on_dtmf: Callable[[str], None] | None
     on_timeout: Callable[[], None] | None
+    on_quality: Callable[[CallQualityStats], None] | None
 
     def __init__(
         self,
@@ -437,6 +447,7 @@ class RTPSession:
         latching: str = "signaling",
         confirmed: bool = True,
         srtp: SrtpContext | None = None,
+        quality_interval_s: float = 0.0,
     ):
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
@@ -459,6 +470,7 @@ class RTPSession:
             latching=latching,
             confirmed=confirmed,
             srtp=srtp,
+            quality_interval_s=quality_interval_s,
         )
         self.codec = codec
         self.payload_type = session.payload_type
@@ -494,6 +506,7 @@ class RTPSession:
         self.on_timeout = None
         self.dtmf_listeners: list[Callable[[str], None]] = []
         """Also called with each key press received (besides ``on_dtmf``)."""
+        self.on_quality = None
 
     # --- public API -------------------------------------------------------------------
 
@@ -658,6 +671,7 @@ class RTPSession:
             if rtcp is not None and not rtcp.is_closing():
                 for data, addr, _ in bye:
                     self._send_rtcp(data, addr)
+            self._dispatch()  # the final quality report
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)
@@ -765,6 +779,24 @@ class RTPSession:
             )
         )
 
+    @property
+    def quality(self) -> CallQualityStats | None:
+        """The latest quality figures (periodic, or the final one once closed), or None."""
+        return self._session.quality
+
+    def quality_snapshot(self) -> CallQualityStats:
+        """The quality figures now, without disturbing the periodic reports' intervals."""
+        return self._session.quality_snapshot(self._time())
+
+    @property
+    def quality_interval_s(self) -> float:
+        """Seconds between ``on_quality`` calls (0: only at close)."""
+        return self._session.quality_interval_s
+
+    @quality_interval_s.setter
+    def quality_interval_s(self, value: float) -> None:
+        self._session.set_quality_interval(value, self._time())
+
     def confirm(self) -> None:
         """The peer owns its address (the call's ACK): start sending; the RTP timeout counts.
 
@@ -861,6 +893,8 @@ class RTPSession:
                         listener(arg)
                     except Exception:
                         self._log_error("error in a DTMF listener")
+            elif kind is QualityReport:
+                callback, arg, what = self.on_quality, event.stats, "on_quality"
             elif kind is RtpTimeout:
                 logger.warning(f"{self._log}no RTP received for {event.timeout_s:g} s")
                 on_timeout = self.on_timeout
@@ -896,6 +930,7 @@ class RTPSession:
         if not self._closed:  # the socket went away under us
             self._closed = True
             self._session.close(self._time())
+            self._dispatch()
             if self._clock is not None:
                 self._clock.remove(self)
             self._wake_waiters(force=True)

@@ -9,7 +9,10 @@ its :class:`~pipecat_sip.media.RTPSession` as a Pipecat transport:
   which paces it out one packet per ptime; ``OutputDTMFFrame`` and
   ``OutputDTMFUrgentFrame`` as RFC 4733 events (or in-band tones);
 - lifecycle: the bot's ``EndFrame`` or ``CancelFrame`` hangs up (BYE); the
-  caller's BYE or an RTP timeout fires ``on_client_disconnected``.
+  caller's BYE or an RTP timeout fires ``on_client_disconnected``;
+- call quality: ``on_call_quality_stats`` every ``quality_stats_interval_s``
+  and at call end, and a ``MetricsFrame`` of :class:`CallQualityMetricsData`
+  when the pipeline has metrics enabled.
 
 Audio is resampled only when the pipeline rate differs from the codec rate
 (8000 Hz for G.711), with :class:`LowLatencyResampler`, which adds a fixed
@@ -41,11 +44,13 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InputDTMFFrame,
     InterruptionFrame,
+    MetricsFrame,
     OutputAudioRawFrame,
     OutputDTMFFrame,
     OutputDTMFUrgentFrame,
     StartFrame,
 )
+from pipecat.metrics.metrics import MetricsData
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -58,10 +63,12 @@ from pipecat_sip.security import escape
 if TYPE_CHECKING:
     from pipecat_sip.call import CallInfo, SIPCall
     from pipecat_sip.media import RTPSession
+    from pipecat_sip.rtp.quality import CallQualityStats
 
 __all__ = [
     "DAILY_TELEPHONY_EVENTS",
     "DialoutRequest",
+    "CallQualityMetricsData",
     "LowLatencyResampler",
     "SIPInputTransport",
     "SIPOutputTransport",
@@ -261,7 +268,13 @@ class SIPParams(TransportParams):
             direct path: each received packet becomes one frame at once, in
             arrival order. Default True.
         jitter_buffer_min_ms: Least play-out delay the buffer keeps, ms.
+            Opus in-band FEC can rebuild a lost packet only when the next one
+            is already buffered: on a clean path that takes one packet time
+            (20); with jitter the adaptive delay is usually that long anyway.
         jitter_buffer_max_ms: Most play-out delay it adapts up to, ms.
+        quality_stats_interval_s: Seconds between ``on_call_quality_stats``
+            events (and quality ``MetricsFrame``); 0 sends only the one at the
+            end of the call. Default 5 (the RTCP report interval).
     """
 
     audio_in_enabled: bool = True
@@ -279,6 +292,76 @@ class SIPParams(TransportParams):
     jitter_buffer: bool = True
     jitter_buffer_min_ms: float = Field(default=0.0, ge=0, le=1000)
     jitter_buffer_max_ms: float = Field(default=200.0, ge=0, le=2000)
+    quality_stats_interval_s: float = Field(default=5.0, ge=0, le=3600)
+
+
+class CallQualityMetricsData(MetricsData):
+    """Call quality of a SIP call, in a Pipecat ``MetricsFrame``.
+
+    Pipecat has no metrics type for media quality (its types are TTFB,
+    processing time, usage and turn figures), so this subclass of its
+    ``MetricsData`` carries the call's figures; observers that do not know it
+    log it generically (``MetricsLogObserver``) or skip it. See
+    :class:`~pipecat_sip.rtp.quality.CallQualityStats` for the meaning of
+    each field.
+
+    Parameters:
+        call_id: The SIP Call-ID.
+        codec: The SDP encoding name of the codec received.
+        mos: Estimated MOS of the last interval (ITU-T G.107 E-model, 1-4.5).
+        call_mos: Estimated MOS of the whole call so far.
+        r_factor: The E-model rating behind ``mos`` (0-100).
+        jitter_ms: Interarrival jitter of the caller's stream, ms.
+        rtt_ms: Round-trip time from RTCP, ms (None before the peer reported).
+        fraction_lost: Fraction of the caller's packets lost in the interval (0-1).
+        packets_lost: The caller's packets lost since the start.
+        packets_late: Packets that arrived too late to play.
+        packets_concealed: Packet times concealed.
+        remote_fraction_lost: The peer's view of our stream (0-1), or None.
+        final: True for the figures at the end of the call.
+    """
+
+    call_id: str
+    codec: str = ""
+    mos: float
+    call_mos: float
+    r_factor: float
+    jitter_ms: float
+    rtt_ms: float | None = None
+    fraction_lost: float = 0.0
+    packets_lost: int = 0
+    packets_late: int = 0
+    packets_concealed: int = 0
+    remote_fraction_lost: float | None = None
+    final: bool = False
+
+    @classmethod
+    def from_stats(
+        cls, stats: "CallQualityStats", *, processor: str, call_id: str
+    ) -> "CallQualityMetricsData":
+        """Build it from a :class:`~pipecat_sip.rtp.quality.CallQualityStats`.
+
+        Args:
+            stats: The figures.
+            processor: Name of the processor reporting them (the input transport).
+            call_id: The SIP Call-ID.
+        """
+        return cls(
+            processor=processor,
+            call_id=call_id,
+            codec=stats.codec,
+            mos=stats.mos,
+            call_mos=stats.call_mos,
+            r_factor=stats.r_factor,
+            jitter_ms=stats.jitter_ms,
+            rtt_ms=stats.rtt_ms,
+            fraction_lost=stats.fraction_lost,
+            packets_lost=stats.packets_lost,
+            packets_late=stats.packets_late,
+            packets_concealed=stats.packets_concealed,
+            remote_fraction_lost=stats.remote_fraction_lost,
+            final=stats.final,
+        )
 
 
 class SIPInputTransport(BaseInputTransport):
@@ -939,6 +1022,13 @@ class SIPTransport(BaseTransport):
       the call on hold (re-INVITE sendonly, inactive or c=0.0.0.0) or took it
       off. While held nothing reaches the caller: the bot's audio plays out
       to nobody at real time, so a bot may want to pause.
+    - on_call_quality_stats(transport, stats): the call's quality figures
+      (:class:`~pipecat_sip.rtp.quality.CallQualityStats`: MOS, loss, jitter,
+      RTT, jitter-buffer figures, the peer's view of our stream) every
+      ``quality_stats_interval_s`` and once when the call's media closes
+      (``stats.final``). With ``PipelineParams(enable_metrics=True)`` the
+      periodic figures also go downstream as a ``MetricsFrame`` of
+      :class:`CallQualityMetricsData`.
 
     Event handlers, Daily's (``DailyTransport``'s names and shapes; ``data``
     is a dict whose keys follow daily-js: every one carries ``sessionId``
@@ -1052,6 +1142,7 @@ class SIPTransport(BaseTransport):
         self._tasks: set[asyncio.Task] = set()
         self.call_settings: dict[str, Any] = {}
         """Settings the routing hook accepted the call with (registration sessions)."""
+        self._quality_tasks: set[asyncio.Task] = set()
 
         self._input = SIPInputTransport(self, call, self._params, name=self._input_name)
         self._output = SIPOutputTransport(self, call, self._params, name=self._output_name)
@@ -1059,6 +1150,7 @@ class SIPTransport(BaseTransport):
         for event in ("on_client_connected", "on_client_disconnected", "on_dtmf", "on_hold"):
             self._register_event_handler(event)
         self._register_event_handler("on_resume")
+        self._register_event_handler("on_call_quality_stats")
         for event in DAILY_TELEPHONY_EVENTS:
             self._register_event_handler(event)
         if call is not None:
@@ -1226,6 +1318,37 @@ class SIPTransport(BaseTransport):
     async def client_connected(self) -> None:
         """Fire ``on_client_connected`` (called by the input transport on start)."""
         await self._call_event_handler("on_client_connected", self._call)
+
+    @property
+    def quality(self) -> "CallQualityStats | None":
+        """The call's latest quality figures (see ``on_call_quality_stats``), or None."""
+        media = self.media
+        return getattr(media, "quality", None) if media is not None else None
+
+    def _on_quality(self, stats: "CallQualityStats") -> None:
+        """RTP session callback (sync): fire ``on_call_quality_stats`` and push metrics."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._report_quality(stats))
+        self._quality_tasks.add(task)
+        task.add_done_callback(self._quality_tasks.discard)
+
+    async def _report_quality(self, stats: "CallQualityStats") -> None:
+        if stats.final:
+            logger.debug(f"{self} call quality: {stats.summary()}")
+        await self._call_event_handler("on_call_quality_stats", stats)
+        source = self._input
+        if stats.final or self.call_ended or not source.started or not source.metrics_enabled:
+            return
+        data = CallQualityMetricsData.from_stats(
+            stats, processor=source.name, call_id=self._call.call_id
+        )
+        try:
+            await source.push_frame(MetricsFrame(data=[data]))
+        except Exception as error:  # the pipeline is going away
+            logger.debug(f"{self} quality metrics not pushed: {error!r}")
 
     async def dtmf_received(self, key: str) -> None:
         """Fire ``on_dtmf`` and ``on_dtmf_event`` (called by the input transport per key).
@@ -1621,8 +1744,12 @@ class SIPTransport(BaseTransport):
         media = self.media
         if media is None:
             return
-        enable = getattr(media, "enable_jitter_buffer", None)
         params = self._params
+        if hasattr(media, "on_quality"):
+            media.on_quality = self._on_quality
+            if hasattr(media, "quality_interval_s"):
+                media.quality_interval_s = params.quality_stats_interval_s
+        enable = getattr(media, "enable_jitter_buffer", None)
         if params.jitter_buffer and enable is not None and media.jitter_buffer is None:
             enable(
                 params.jitter_buffer_min_ms,

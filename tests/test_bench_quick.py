@@ -74,9 +74,15 @@ def test_dispatch_quick():
 
 def test_latency_quick():
     rows = run_script(str(BENCH / "latency.py"), "--quick", "--rates", "16000")
-    (row,) = rows
+    (row,) = [r for r in rows if r["bench"] == "latency"]
     for key in ("input_ms", "output_ms", "bargein_ms"):
         assert row[key]["n"] > 0, row
+    jitter = [r for r in rows if r["bench"] == "latency_jitter"]
+    assert {(r["jitter_ms"], r["jitter_buffer"]) for r in jitter} == {
+        (0.0, False), (0.0, True), (30.0, False), (30.0, True)
+    }  # fmt: skip
+    for r in jitter:
+        assert r["input_ms"]["n"] > 0 and (not r["jitter_buffer"] or r["jb_wait_ms"]["n"] > 0), r
 
 
 @pytest.mark.interop

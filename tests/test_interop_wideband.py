@@ -15,11 +15,18 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipecat_sip.codecs import unavailable_codecs
-from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio
+from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio, write_wav
+from tests.helpers.audio import tone as make_tone
 from tests.helpers.baresip import Baresip, make_wav_for_baresip, require_module
+from tests.helpers.echo import EchoBot as EchoBotAtCodecRate
+from tests.helpers.linphone import Linphone
+from tests.helpers.netns import NetLab, require_netns
+from tests.helpers.peers import require_binary
+from tests.helpers.pjsua import Pjsua, require_pjsua2
 from tests.helpers.server import start_server, wait_for
 from tests.test_interop_baresip import EchoBot
 
@@ -126,4 +133,118 @@ async def test_opus_call_echoes_a_6khz_tone(tmp_path: Path):
     assert call.media.stats.packets_received > 100 and call.media.codec.invalid_payloads == 0, (
         call.media.stats
     )
+    _assert_heard_the_6khz_tone(heard, rate, log)
+
+
+# --- PJSIP (the pjsua2-python wheel) ---------------------------------------------------------
+
+
+def _tone16k_wav(path: Path, seconds: float, lead_s: float = LEAD_S) -> Path:
+    """16 kHz WAV: ``lead_s`` of silence, then the 6 kHz tone to ``seconds``."""
+    lead = np.zeros(int(lead_s * RATE), dtype=np.int16)
+    body = make_tone(TONE_HZ, seconds - lead_s, rate=RATE, amplitude=0.3)
+    return write_wav(path, np.concatenate([lead, body]), RATE)
+
+
+async def _pjsua_echo_call(tmp_path: Path, pj_codec: str, codecs: tuple[str, ...]):
+    """PJSIP calls the echo bot with one codec; returns (bot, heard, rate, PJSIP's media event)."""
+    bot = EchoBotAtCodecRate()
+    server = await start_server(bot, codecs=codecs)
+    heard = tmp_path / "heard.wav"
+    try:
+        async with Pjsua(tmp_path / "pj", codecs=[pj_codec], clock_rate=RATE) as pj:
+            call = await pj.call(
+                f"sip:bot@127.0.0.1:{server.port}",
+                play=_tone16k_wav(tmp_path / "tone16k.wav", CALL_S + 4),
+                record=heard,
+            )
+            await pj.wait_call_state(call, "CONFIRMED", timeout=5)
+            media = await pj.wait_event("media_state", call=call, status="active")
+            await asyncio.sleep(CALL_S)
+            await pj.hangup(call)
+            await pj.wait_call_state(call, "DISCONNECTED", timeout=5)
+            closed = await pj.wait_event("recording_closed", call=call, timeout=5)
+            assert closed["complete"], closed
+            log = pj.log_tail()
+        assert await wait_for(lambda: bot.finished == 1), "the pipeline did not stop after BYE"
+        assert not bot.errors, bot.errors
+        assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
+    finally:
+        await server.stop()
+    samples, rate = read_wav(heard)
+    return bot, samples, rate, media, log
+
+
+async def test_g722_call_with_pjsua_echoes_a_6khz_tone(tmp_path: Path):
+    require_pjsua2()
+    bot, heard, rate, media, log = await _pjsua_echo_call(
+        tmp_path, "G722/16000", ("G722", "PCMU", "PCMA")
+    )
+    assert media["codec"] == "G722" and media["clock_rate"] == 16000, media
+    (call,) = bot.calls
+    assert (call.info.codec, call.info.sample_rate) == ("G722", 16000)
+    assert call.media.stats.packets_received > 100 and call.media.stats.packets_unknown_pt == 0
+    assert call.quality is not None and call.quality.final and call.quality.packets_lost == 0
+    _assert_heard_the_6khz_tone(heard, rate, log)
+
+
+# The pjsua2-python wheel (PJSIP 2.15) is built without Opus: its codecs are speex,
+# iLBC, GSM, PCMU, PCMA and G722. The Opus interop calls are baresip's (above) and
+# linphonec's (below).
+
+
+# --- linphonec (linphone-cli), in a network namespace with only lo -----------------------
+
+
+async def _linphone_echo_call(tmp_path: Path, lin_codec: str, codecs: tuple[str, ...]):
+    """linphonec calls the echo bot with one codec; returns (bot, heard, rate, its log tail)."""
+    require_binary("linphonec")
+    require_netns()
+    # `record` follows `play` at once: a 1.5 s lead leaves the first 0.8 s heard silent
+    wav = _tone16k_wav(tmp_path / "tone16k.wav", CALL_S + 6, lead_s=1.5)
+    heard = tmp_path / "heard.wav"
+    with NetLab() as lab:
+        ns = lab.namespace("phone")
+        with ns.entered():  # our SIP and RTP sockets on the namespace's lo
+            bot = EchoBotAtCodecRate()
+            server = await start_server(bot, codecs=codecs)
+            try:
+                async with Linphone(tmp_path / "lin", netns=ns.name, codecs=[lin_codec]) as phone:
+                    call = await phone.call(f"sip:bot@127.0.0.1:{server.port}")
+                    await phone.wait_media(call)
+                    await phone.play(wav)
+                    await phone.record(heard)
+                    await asyncio.sleep(CALL_S)
+                    await phone.terminate()
+                    await phone.wait_ended(call)
+                    log = phone.log_tail()
+                assert await wait_for(lambda: bot.finished == 1), "the pipeline did not stop"
+                assert not bot.errors, bot.errors
+                assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
+            finally:
+                await server.stop()
+    samples, rate = read_wav(heard)
+    return bot, samples, rate, log
+
+
+@pytest.mark.slow
+async def test_g722_call_with_linphone_echoes_a_6khz_tone(tmp_path: Path):
+    bot, heard, rate, log = await _linphone_echo_call(tmp_path, "G722", ("G722", "PCMU", "PCMA"))
+    (call,) = bot.calls
+    assert (call.info.codec, call.info.sample_rate) == ("G722", 16000), log
+    assert call.media.stats.packets_received > 100 and call.media.stats.packets_unknown_pt == 0
+    _assert_heard_the_6khz_tone(heard, rate, log)
+
+
+@pytest.mark.slow
+async def test_opus_call_with_linphone_echoes_a_6khz_tone(tmp_path: Path):
+    reason = unavailable_codecs().get("opus")
+    if reason is not None:
+        pytest.skip(f"Opus unavailable: {reason}")
+    bot, heard, rate, log = await _linphone_echo_call(
+        tmp_path, "opus", ("opus", "G722", "PCMU", "PCMA")
+    )
+    (call,) = bot.calls
+    assert (call.info.codec, call.info.sample_rate) == ("opus", 16000), log
+    assert call.media.stats.packets_received > 100 and call.media.codec.invalid_payloads == 0
     _assert_heard_the_6khz_tone(heard, rate, log)

@@ -269,6 +269,45 @@ class OpusCodec(Codec):
         self._check_samples(samples)
         return _opus_decoder.decode(self._dec().decoder_state, None, 0, samples, False, channels=1)
 
+    @staticmethod
+    def has_fec(payload: bytes) -> bool:
+        """Whether an Opus packet carries in-band FEC (SILK LBRR) for the frame before it.
+
+        Read from the packet's first bits, without decoding: the TOC byte
+        (RFC 6716 s.3.1) says SILK or hybrid mode (CELT-only packets carry
+        no FEC), mono, and the frame count; the first SILK frame then starts
+        with one VAD flag per 20 ms SILK frame and the LBRR flag (RFC 6716
+        s.4.2.3, s.4.2.4), each one bit of equal probability, which the
+        range coder (s.4.1) puts as the leading bits of the frame's first
+        byte. Stereo packets (mid and side flags) are not read: False.
+
+        Args:
+            payload: An Opus packet.
+
+        Returns:
+            True when the LBRR flag of the packet's first frame is set.
+        """
+        size = len(payload)
+        if size < 2:
+            return False
+        toc = payload[0]
+        config = toc >> 3
+        if config >= 16 or toc & 0x04:  # CELT-only, or stereo
+            return False
+        code = toc & 0x03
+        offset = 1
+        if code == 2:  # two frames, the first one's length coded (s.3.2.1)
+            offset += 1 if payload[1] < 252 else 2
+        elif code == 3:  # frame count byte, optional padding and lengths (s.3.2.5)
+            return False  # rare in RTP; not worth the parse for a statistics hint
+        if offset >= size:
+            return False
+        if config >= 12:  # hybrid: 10 or 20 ms, one SILK frame
+            vad_flags = 1
+        else:  # SILK: 10, 20, 40, 60 ms -> 1, 1, 2, 3 SILK frames
+            vad_flags = (1, 1, 2, 3)[config & 0x03]
+        return bool(payload[offset] & (0x80 >> vad_flags))
+
     def decode_fec(self, payload: bytes, samples: int) -> bytes:
         """Recover the packet lost just before ``payload`` from its in-band FEC.
 

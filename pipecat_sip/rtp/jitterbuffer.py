@@ -64,8 +64,9 @@ rare 100 ms spikes instead of waiting for them.
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_left as _bisect_left
+from bisect import insort as _insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -432,7 +433,9 @@ class JitterBuffer:
             return out
         if self._synced:
             self._follow_clock(now)
-            # The common case, inline: the next packet is due now, nothing to adapt.
+            # The common cases, inline: the next packet is due now and is played as is,
+            # either with nothing to adapt or (speech, not stuck) with a wish to shrink
+            # that must wait for a silence. What _play would do, without its search.
             entry = self._queue.get(seq)
             if (
                 entry is not None
@@ -440,17 +443,31 @@ class JitterBuffer:
                 and entry.ts == self._play_ts
                 and not self._quiet
                 and not self._caught_up
-                and self._want() == 0
             ):
-                del self._queue[seq]
-                self._seen = ((self._seen << 1) | 1) & _DUP_MASK
-                self._next_seq = seq + 1
-                self._excess = 0
-                self._in_cn = False
-                self.stats.played += 1
-                self._play_ts += self._step
-                out.append(entry.packet)
-                return out
+                low = self._low
+                h = self._h
+                excess = 0
+                fast = True
+                if low is not None:
+                    if h < low - _EPS:  # _want() == 1: grow, in _play
+                        fast = False
+                    elif self._settled and h - self._period >= low + _EPS:  # _want() == -1
+                        excess = self._excess + 1
+                        fast = not (
+                            excess >= self._stuck_ticks
+                            or h - self._mins[0][1] > self._max_delay + self._period + _EPS
+                            or self._is_silence(entry.packet)
+                        )
+                if fast:
+                    del self._queue[seq]
+                    self._seen = ((self._seen << 1) | 1) & _DUP_MASK
+                    self._next_seq = seq + 1
+                    self._excess = excess
+                    self._in_cn = False
+                    self.stats.played += 1
+                    self._play_ts += self._step
+                    out.append(entry.packet)
+                    return out
         elif not self._sync(now, out):
             self.stats.quiet_ticks += 1
             return out
@@ -459,6 +476,29 @@ class JitterBuffer:
         if self._synced:
             self._play_ts += self._step
         return out
+
+    def peek(self) -> RtpPacket | None:
+        """The audio packet due at the next tick, if it is held already; nothing is removed.
+
+        Meant for the moment after :meth:`pop` returned ``None``: when the
+        packet that follows the lost one is here, a codec with in-band FEC
+        (Opus, RFC 6716 s.2.1.7) can rebuild the lost frame from it (decode
+        that packet's FEC first, then the packet itself at the next tick).
+
+        Returns:
+            The held audio packet (not comfort noise, not a telephone-event)
+            whose timestamp is the next tick's slot, else None (also before
+            play-out starts).
+        """
+        if not self._synced:
+            return None
+        seq = self._head()
+        if seq is None:
+            return None
+        entry = self._queue[seq]
+        if entry.kind != _AUDIO or abs(entry.ts - self._play_ts) >= self._half:
+            return None
+        return entry.packet
 
     def reset(self) -> None:
         """Forget the stream (held packets, sequence and timing state); keep the counters."""
@@ -580,26 +620,30 @@ class JitterBuffer:
         while mins and mins[-1][1] >= r:
             mins.pop()
         mins.append((index, r))
-        if mins[0][0] <= index - self._base_window:
+        first = mins[0]
+        if first[0] <= index - self._base_window:
             mins.popleft()
-        lateness = r - mins[0][1]
+            first = mins[0]
+        base = first[1]
+        lateness = r - base
         fifo = self._fifo
         srt = self._sorted
         fifo.append(lateness)
-        bisect.insort(srt, lateness)
+        _insort(srt, lateness)
         n = len(fifo)
-        if n > self._window:
-            del srt[bisect.bisect_left(srt, fifo.popleft())]
-            n -= 1
+        window = self._window
+        if n > window:
+            del srt[_bisect_left(srt, fifo.popleft())]
+            n = window
         # The wait the statistics call for, and the least head offset H giving it.
-        q = self._q_full if n == self._window else min(n - 1, math.ceil(self._keep * n) - 1)
+        q = self._q_full if n == window else min(n - 1, math.ceil(self._keep * n) - 1)
         wait = srt[q] + self._margin
         if wait < self._min_delay:
             wait = self._min_delay
         elif wait > self._max_delay:
             wait = self._max_delay
         self._wait = wait
-        self._low = mins[0][1] + wait
+        self._low = base + wait
         self._settled = n >= _MIN_SAMPLES
         if self._synced and self._since_real is not None:
             self._maybe_rewind(ext, ext_ts)

@@ -48,7 +48,11 @@ class Packetizer:
             nothing, and the timestamp runs on).
         stateless: The codec keeps no state between packets, so one encoded
             silence payload can be sent again and again (G.711); False
-            encodes silence afresh for every packet (G.722).
+            encodes silence afresh for every packet. A codec that says it is
+            ``stateful`` (G.722, Opus) always gets the latter, whatever this
+            says: its encoder and the far decoder adapt together, and one
+            cached silence payload repeated drifts the far G.722 decoder to a
+            DC offset.
 
     Raises:
         ValueError: ``ptime_ms`` is not a whole number of samples at the
@@ -120,7 +124,8 @@ class Packetizer:
         self._clock_rate = codec.clock_rate
         self._sample_rate = codec.sample_rate
         self._silence_pcm = bytes(self.bytes_per_packet)
-        self._silence_payload = codec.silence(samples) if stateless else None
+        cacheable = stateless and not getattr(codec, "stateful", False)
+        self._silence_payload = codec.silence(samples) if cacheable else None
         self._audio = bytearray()
         self._dtmf: deque[DtmfSender] = deque()
         self._idle = True  # nothing was queued at the last packet: next audio starts a talkspurt
@@ -219,7 +224,7 @@ class Packetizer:
         self._idle = True
         if self.send_silence:
             payload = self._silence_payload
-            if payload is None:
+            if payload is None:  # a stateful codec: through the stream's encoder, every time
                 payload = self._encode(self._silence_pcm)
             return self.rtp.packet(payload, self.ts_step)
         self.rtp.advance(self.ts_step)

@@ -17,10 +17,13 @@ Differences from the Appendix I reference: no 3.75 ms output delay (the
 join at the start of a loss is smoothed forward, in the concealed frame,
 instead of by rewriting the end of the last good frame), and any sample
 rate (the lengths scale from 8 kHz). numpy does the signal work; a good
-frame with no loss before it costs one copy into the history.
+frame with no loss before it costs no numpy work at all: the history is
+kept as the last frames' bytes and made an array only when a loss starts.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -78,7 +81,9 @@ class Concealer:
         self._silent = round(_SILENT_MS * ms)
         self._join = max(1, round(_JOIN_MS * ms))
         self._join_max = max(1, round(_JOIN_MAX_MS * ms))
-        self._history = np.zeros(self._history_len, dtype=np.int16)
+        self._history_bytes = 2 * self._history_len
+        self._recent: deque[bytes] = deque()  # the last frames played, enough for the history
+        self._recent_size = 0
         self._erased = 0  # samples concealed in the current loss (0: no loss)
         self._pitch = self._pitch_max
         self._periods = 1
@@ -115,8 +120,8 @@ class Concealer:
         """
         if len(pcm) & 1:
             raise ValueError(f"PCM16 data has an odd length ({len(pcm)} bytes)")
-        frame = np.frombuffer(pcm, dtype="<i2")
         if self._erased:
+            frame = np.frombuffer(pcm, dtype="<i2")
             length = min(
                 len(frame),
                 self._join + self._join * ((self._erased - 1) // self._widen),
@@ -130,7 +135,7 @@ class Concealer:
             self._erased = 0
             frame = np.clip(np.rint(out), -32768, 32767).astype("<i2")
             pcm = frame.tobytes()
-        self._remember(frame)
+        self._remember(pcm if type(pcm) is bytes else bytes(pcm))
         return pcm
 
     def conceal(self) -> bytes:
@@ -140,20 +145,30 @@ class Concealer:
         out = self._synthesize(self.samples_per_frame)
         np.rint(out, out=out)
         np.clip(out, -32768, 32767, out=out)
-        frame = out.astype("<i2")
-        self._remember(frame)
-        return frame.tobytes()
+        pcm = out.astype("<i2").tobytes()
+        self._remember(pcm)
+        return pcm
 
     # --- internals ------------------------------------------------------------------------
 
-    def _remember(self, frame: np.ndarray) -> None:
-        history = self._history
-        n = len(frame)
-        if n >= len(history):
-            history[:] = frame[-len(history) :]
-        elif n:
-            history[:-n] = history[n:]
-            history[-n:] = frame
+    def _remember(self, pcm: bytes) -> None:
+        """Keep ``pcm`` as the newest frame; forget frames older than the history needs."""
+        if not pcm:
+            return
+        recent = self._recent
+        recent.append(pcm)
+        size = self._recent_size + len(pcm)
+        keep = self._history_bytes
+        while size - len(recent[0]) >= keep:
+            size -= len(recent.popleft())
+        self._recent_size = size
+
+    def _history(self) -> np.ndarray:
+        """The last ``_history_len`` samples played (zeros before the first), int16."""
+        data = b"".join(self._recent)
+        keep = self._history_bytes
+        data = data[-keep:] if len(data) >= keep else bytes(keep - len(data)) + data
+        return np.frombuffer(data, dtype="<i2")
 
     def _find_pitch(self, h: np.ndarray) -> int:
         """The lag, in samples, that best predicts the last ``_CORR_MS`` from the past."""
@@ -171,7 +186,7 @@ class Concealer:
 
     def _start(self) -> None:
         """The first lost frame: find the period and set up its repetition."""
-        h = self._history.astype(np.float64)
+        h = self._history().astype(np.float64)
         self._h = h
         self._pitch = pitch = self._find_pitch(h)
         self._periods = 1

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pipecat_sip.rtp.jitterbuffer import JitterBuffer
 from pipecat_sip.rtp.rtcp import (
@@ -172,6 +173,19 @@ class CallQualityStats:
         report_age_s: Seconds since the last report about our stream arrived
             (None: none yet, or its arrival time was not given).
         interval_s: Seconds since the previous snapshot (0 for the first).
+        packets_recovered_fec: Lost packets rebuilt from the next packet's
+            in-band FEC (Opus) instead of concealed, since the start.
+        packets_duplicate: Duplicate packets the jitter buffer dropped.
+        buffer_delay_ms: The jitter buffer's current delay of a median
+            packet, ms (None: no jitter buffer).
+        buffer_target_ms: The wait the jitter buffer aims at for the earliest
+            packets, ms (None: no jitter buffer).
+        call_mos: Estimated MOS of the whole call so far: the E-model on
+            every packet expected since the start and the current delay.
+        mos_min: The lowest interval ``mos`` so far (intervals in which
+            packets were expected), or None before one.
+        codec: The SDP encoding name of the codec received ("" unknown).
+        final: True for the snapshot taken when the media session closed.
     """
 
     rtt_ms: float | None
@@ -190,6 +204,30 @@ class CallQualityStats:
     remote_jitter_ms: float | None = None
     report_age_s: float | None = None
     interval_s: float = 0.0
+    packets_recovered_fec: int = 0
+    packets_duplicate: int = 0
+    buffer_delay_ms: float | None = None
+    buffer_target_ms: float | None = None
+    call_mos: float = 4.5
+    mos_min: float | None = None
+    codec: str = ""
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as a plain dict (JSON-ready: numbers, strings, None, a bool)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        """One short line for a log: MOS, loss, late, jitter, RTT."""
+        expected = self.packets_received + self.packets_lost
+        loss = 100.0 * self.packets_lost / expected if expected > 0 else 0.0
+        rtt = "-" if self.rtt_ms is None else f"{self.rtt_ms:.0f} ms"
+        low = "" if self.mos_min is None else f" (min {self.mos_min:.2f})"
+        return (
+            f"MOS {self.call_mos:.2f}{low}, lost {self.packets_lost} ({loss:.1f}%), "
+            f"late {self.packets_late}, concealed {self.packets_concealed}, "
+            f"jitter {self.jitter_ms:.1f} ms, RTT {rtt}"
+        )
 
 
 class QualityMonitor:
@@ -225,14 +263,11 @@ class QualityMonitor:
         advantage: float = 0.0,
         burst_ratio: float = 1.0,
     ):
-        if isinstance(codec, CodecImpairment):
-            figures = codec
-        else:
-            name = codec.upper()
-            figures = CODEC_IMPAIRMENTS.get(name, CODEC_IMPAIRMENTS["PCMU"])
-            if not plc and name in ("PCMU", "PCMA"):
-                figures = G711_WITHOUT_PLC
-        self.codec = figures
+        self.codec_name = "" if isinstance(codec, CodecImpairment) else codec
+        """The SDP encoding name given ("" when figures were given)."""
+        self._given = codec
+        self.codec = self._figures(plc)
+        """The codec's E-model figures in use."""
         self.clock_rate = clock_rate
         self.ptime_ms = float(ptime_ms)
         self.ssrc = ssrc
@@ -244,9 +279,27 @@ class QualityMonitor:
         """The last report block about our stream, or None."""
         self.reports = 0
         """Report blocks about our stream read so far."""
-        self._prior = (0, 0, 0)  # expected, received, late at the previous snapshot
+        self._prior = (0, 0, 0, 0)  # expected, received, late, recovered at the previous snapshot
         self._report_at: float | None = None
         self._snapshot_at: float | None = None
+        self._mos_min: float | None = None
+
+    def _figures(self, plc: bool) -> CodecImpairment:
+        codec = self._given
+        if isinstance(codec, CodecImpairment):
+            return codec
+        name = codec.upper()
+        if not plc and name in ("PCMU", "PCMA"):
+            return G711_WITHOUT_PLC
+        return CODEC_IMPAIRMENTS.get(name, CODEC_IMPAIRMENTS["PCMU"])
+
+    def set_concealment(self, plc: bool) -> None:
+        """Say whether lost packets are concealed from now on (a jitter buffer came or went).
+
+        Only G.711's figures change (G.113 Appendix I: Bpl 25.1 with PLC, 4.3
+        without); figures given as a :class:`CodecImpairment` stay.
+        """
+        self.codec = self._figures(plc)
 
     def on_rtcp(
         self, packets: Iterable[RtcpPacket], arrival_ntp: int, now: float | None = None
@@ -280,6 +333,10 @@ class QualityMonitor:
         now: float,
         reception: ReceptionStats | None = None,
         buffer: JitterBuffer | None = None,
+        *,
+        recovered: int = 0,
+        final: bool = False,
+        advance: bool = True,
     ) -> CallQualityStats:
         """The call's figures now; starts the next interval for ``fraction_lost`` and ``mos``.
 
@@ -288,20 +345,29 @@ class QualityMonitor:
             reception: Our RFC 3550 reception statistics of the stream (loss,
                 jitter); without them the jitter buffer's figures are used.
             buffer: Our jitter buffer (late, concealed, delay).
+            recovered: Lost packets rebuilt from in-band FEC since the start
+                (they count as played, not as lost, in the rating).
+            final: Mark the snapshot as the last of the call.
+            advance: Start the next interval (False: a look at the figures
+                that leaves the intervals of the regular snapshots alone).
         """
         interval = 0.0 if self._snapshot_at is None else max(0.0, now - self._snapshot_at)
-        self._snapshot_at = now
+        if advance:
+            self._snapshot_at = now
         age = None if self._report_at is None else max(0.0, now - self._report_at)
         expected = reception.expected if reception is not None else 0
         received = reception.received if reception is not None else 0
         cumulative = reception.lost if reception is not None else 0
-        late = concealed = 0
+        late = concealed = duplicates = 0
         delay = 0.0
+        buffer_delay = buffer_target = None
         if buffer is not None:
             stats = buffer.stats
             late = stats.late
-            concealed = stats.concealed - stats.concealed_no_loss
-            delay = buffer.delay_ms
+            duplicates = stats.duplicates
+            concealed = max(0, stats.concealed - stats.concealed_no_loss - recovered)
+            delay = buffer_delay = buffer.delay_ms
+            buffer_target = buffer.target_delay_ms
             if reception is None:
                 received = stats.received - stats.duplicates
                 cumulative = stats.lost
@@ -312,28 +378,34 @@ class QualityMonitor:
             jitter_ms = buffer.jitter_ms
         else:
             jitter_ms = 0.0
-        prior_expected, prior_received, prior_late = self._prior
+        prior_expected, prior_received, prior_late, prior_recovered = self._prior
         if expected < prior_expected or received < prior_received:  # the source restarted
             prior_expected = prior_received = 0
-        self._prior = (expected, received, late)
+        if advance:
+            self._prior = (expected, received, late, recovered)
         expected_interval = expected - prior_expected
         lost_interval = expected_interval - (received - prior_received)
         late_interval = max(0, late - prior_late)
+        recovered_interval = max(0, recovered - prior_recovered)
         fraction = 0.0
         loss_pct = 0.0
         if expected_interval > 0:
             fraction = max(0.0, min(1.0, lost_interval / expected_interval))
-            unplayed = max(0, lost_interval) + late_interval
+            unplayed = max(0, max(0, lost_interval) + late_interval - recovered_interval)
             loss_pct = min(100.0, 100.0 * unplayed / expected_interval)
         rtt_ms = None if self.rtt is None else self.rtt * 1000.0
         one_way = (rtt_ms or 0.0) / 2.0 + delay + self.ptime_ms + self.codec.delay_ms
-        r = r_factor(
-            one_way,
-            loss_pct,
-            self.codec,
-            advantage=self.advantage,
-            burst_ratio=self.burst_ratio,
-        )
+        r = self._rating(one_way, loss_pct)
+        mos = mos_from_r(r)
+        mos_min = self._mos_min
+        if expected_interval > 0 and (mos_min is None or mos < mos_min):
+            mos_min = mos
+            if advance:
+                self._mos_min = mos
+        call_loss = 0.0
+        if expected > 0:
+            call_unplayed = max(0, max(0, cumulative) + late - recovered)
+            call_loss = min(100.0, 100.0 * call_unplayed / expected)
         remote = self.remote
         return CallQualityStats(
             rtt_ms=rtt_ms,
@@ -344,7 +416,7 @@ class QualityMonitor:
             packets_lost=max(0, cumulative),
             packets_late=late,
             packets_concealed=concealed,
-            mos=mos_from_r(r),
+            mos=mos,
             r_factor=max(0.0, min(100.0, r)),
             one_way_delay_ms=one_way,
             remote_fraction_lost=None if remote is None else remote.fraction,
@@ -352,4 +424,21 @@ class QualityMonitor:
             remote_jitter_ms=(None if remote is None else remote.jitter * 1000.0 / self.clock_rate),
             report_age_s=age,
             interval_s=interval,
+            packets_recovered_fec=recovered,
+            packets_duplicate=duplicates,
+            buffer_delay_ms=buffer_delay,
+            buffer_target_ms=buffer_target,
+            call_mos=mos_from_r(self._rating(one_way, call_loss)),
+            mos_min=mos_min,
+            codec=self.codec_name,
+            final=final,
+        )
+
+    def _rating(self, one_way_ms: float, loss_pct: float) -> float:
+        return r_factor(
+            one_way_ms,
+            loss_pct,
+            self.codec,
+            advantage=self.advantage,
+            burst_ratio=self.burst_ratio,
         )

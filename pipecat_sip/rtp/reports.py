@@ -16,6 +16,7 @@ from typing import Any
 from pipecat_sip.rtp.rtcp import (
     RTCP_SR,
     ReceptionStats,
+    RtcpPacket,
     SenderInfo,
     compound,
     ntp_timestamp,
@@ -86,6 +87,7 @@ class RtcpReporter:
         "next_report",
         "reports",
         "truncated",
+        "packets",
         "_rng",
         "_packets_at_report",
     )
@@ -110,6 +112,9 @@ class RtcpReporter:
         self.reports = 0
         self.truncated = 0
         """Compound datagrams of which only the first :data:`MAX_RTCP_PACKETS` were read."""
+        self.packets: list[RtcpPacket] = []
+        """The packets of the last compound datagram :meth:`read` accepted (for
+        :class:`~pipecat_sip.rtp.quality.QualityMonitor`: the peer's report blocks)."""
         self._rng = rng or secrets.SystemRandom()
         self._packets_at_report = 0
 
@@ -144,6 +149,7 @@ class RtcpReporter:
             packets = parse_compound(prefix)
         except ValueError:
             return False
+        self.packets = packets
         for packet in packets:
             if packet.packet_type == RTCP_SR and packet.ntp is not None:
                 self.sender_report(packet.ssrc, packet.ntp, now)

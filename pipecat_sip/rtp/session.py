@@ -21,7 +21,8 @@ test) calls :meth:`MediaSession.receive_rtp` and
 :meth:`MediaSession.on_tick` once per packet time of its pacing clock, and
 sends the datagrams these return. What the owner should act on or log
 comes out as events (:attr:`MediaSession.events`): :class:`AudioReceived`,
-:class:`DtmfReceived`, :class:`RtpTimeout`, :class:`Notice`. The decoded
+:class:`DtmfReceived`, :class:`RtpTimeout`, :class:`QualityReport`,
+:class:`Notice`. The decoded
 PCM of an audio packet without a jitter buffer is the return value of
 :meth:`MediaSession.receive_rtp` instead (no event object per packet).
 
@@ -41,12 +42,15 @@ from typing import Any, Protocol
 from pipecat_sip.codecs import Codec
 from pipecat_sip.rtp.budget import InputBudget
 from pipecat_sip.rtp.dtmf import DtmfReceiver, describe_event, event_for_key
+from pipecat_sip.rtp.jitterbuffer import JitterBuffer as AdaptiveJitterBuffer
 from pipecat_sip.rtp.latching import Latching
 from pipecat_sip.rtp.liveness import Liveness
 from pipecat_sip.rtp.packet import RTP_HEADER, RtpPacket, RtpParseError
 from pipecat_sip.rtp.packetizer import Packetizer
 from pipecat_sip.rtp.plc import Concealer
+from pipecat_sip.rtp.quality import CallQualityStats, QualityMonitor
 from pipecat_sip.rtp.reports import RtcpReporter
+from pipecat_sip.rtp.rtcp import ntp_timestamp
 from pipecat_sip.rtp.sender import RtpSender
 from pipecat_sip.rtp.srtp import SrtpContext, SrtpStats
 
@@ -62,6 +66,7 @@ __all__ = [
     "JitterBuffer",
     "MediaSession",
     "Notice",
+    "QualityReport",
     "RtpStats",
     "RtpTimeout",
     "is_hold_address",
@@ -202,6 +207,18 @@ class RtpTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityReport:
+    """The call's quality figures, every ``quality_interval_s`` and once at close.
+
+    Attributes:
+        stats: The figures (see :class:`~pipecat_sip.rtp.quality.CallQualityStats`;
+            ``stats.final`` is True for the one at close).
+    """
+
+    stats: CallQualityStats
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something the owner may log: the session logs nothing itself.
 
@@ -217,7 +234,7 @@ class Notice:
     level: str = "info"
 
 
-Event = AudioReceived | DtmfReceived | RtpTimeout | Notice
+Event = AudioReceived | DtmfReceived | RtpTimeout | QualityReport | Notice
 """The events a :class:`MediaSession` reports."""
 
 
@@ -270,7 +287,17 @@ class MediaSession:
     its ``put(packet, now)``, and each tick decodes what ``pop(now)``
     returns into :class:`AudioReceived` events (None: one packet time
     concealed with ``codec.conceal(samples)`` when the codec has it, else
-    silence; comfort noise: silence; telephone-events: keys).
+    silence; comfort noise: silence; telephone-events: keys). A codec with
+    in-band FEC (Opus) rebuilds a lost packet from the next one when the
+    buffer already holds it (``peek()``), before concealment is tried.
+
+    Call quality: a :class:`~pipecat_sip.rtp.quality.QualityMonitor` reads
+    the report blocks about our stream in the peer's SR/RR (loss, jitter,
+    RTT from LSR/DLSR, RFC 3550 s.6.4.1) and, with our reception statistics
+    and the jitter buffer's figures, gives
+    :class:`~pipecat_sip.rtp.quality.CallQualityStats` with an E-model MOS:
+    a :class:`QualityReport` event every ``quality_interval_s`` (0: none) and
+    one at :meth:`close`; :attr:`quality` is the latest.
 
     SRTP (``srtp`` given, RFC 3711): every RTP packet and RTCP compound
     (the BYE too) is protected just before it is returned for sending, so
@@ -317,6 +344,8 @@ class MediaSession:
             it owns the address; the RTP timeout counts from then.
         srtp: The call's SRTP context (from SDES, :mod:`pipecat_sip.sdes`),
             or None for plain RTP.
+        quality_interval_s: Seconds between :class:`QualityReport` events
+            while the session runs; 0 (default) sends only the one at close.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not
@@ -353,12 +382,19 @@ class MediaSession:
         latching: str = "signaling",
         confirmed: bool = True,
         srtp: SrtpContext | None = None,
+        quality_interval_s: float = 0.0,
     ):
         rng = rng or secrets.SystemRandom()
         self.codec = codec
         """The negotiated codec, as given."""
         for_stream = getattr(codec, "for_stream", None)
-        stream = for_stream() if callable(for_stream) else codec
+        if callable(for_stream):
+            # A stream object already set up for the peer's fmtp (Opus: its FEC,
+            # bitrate, band) keeps that set-up in the copy made here.
+            peer_fmtp = getattr(codec, "peer_fmtp", None)
+            stream = for_stream(peer_fmtp) if isinstance(peer_fmtp, str) else for_stream()
+        else:
+            stream = codec
         self._stream_codec = stream
         self.payload_type = codec.payload_type if payload_type is None else payload_type
         te_pts = {*extra_telephone_event_pts}
@@ -390,6 +426,13 @@ class MediaSession:
         self._decode = stream.decode
         conceal = getattr(stream, "conceal", None)
         self._conceal = conceal if callable(conceal) else None
+        decode_fec = getattr(stream, "decode_fec", None)
+        own_fec = getattr(type(stream), "decode_fec", None) is not Codec.decode_fec
+        self._decode_fec = decode_fec if callable(decode_fec) and own_fec else None
+        has_fec = getattr(stream, "has_fec", None)
+        self._has_fec = has_fec if callable(has_fec) else None
+        self.fec_recovered = 0
+        """Lost packets rebuilt from the next packet's in-band FEC (Opus)."""
         self._silence_pcm = bytes(2 * self.samples_per_packet)
         try:
             ptime_bytes = len(codec.silence(self.samples_per_packet))
@@ -419,6 +462,16 @@ class MediaSession:
         self._source_heard = 0.0  # when the latched source last sent an accepted packet
         self._liveness = Liveness(rtp_timeout_s)
         self._dtmf_in = DtmfReceiver()
+        self._monitor = QualityMonitor(
+            codec.encoding_name,
+            clock_rate=codec.clock_rate,
+            ptime_ms=ptime_ms,
+            ssrc=self._rtp.ssrc,
+            plc=False,
+        )
+        self._quality: CallQualityStats | None = None
+        self._quality_interval = max(0.0, float(quality_interval_s))
+        self._next_quality = float("inf")
         self._jitter: JitterBuffer | None = None
         self._plc: Concealer | None = None
         self.set_jitter_buffer(jitter_buffer)
@@ -585,9 +638,14 @@ class MediaSession:
         self._liveness.start(now)
         if self._reporter is not None:
             self._reporter.start(now)
+        self._monitor.snapshot(now)  # the first interval starts now
+        if self._quality_interval:
+            self._next_quality = now + self._quality_interval
 
     def close(self, now: float) -> Sequence[Datagram]:
         """End the session (idempotent): drop the queues, return the RTCP BYE to send.
+
+        A session that ran reports its last :class:`QualityReport` (``final``).
 
         Returns:
             The compound RR/SR + SDES + BYE (RFC 3550 s.6.6) when RTCP is on
@@ -595,9 +653,12 @@ class MediaSession:
         """
         if self._closed:
             return _NOTHING
+        was_active = self._active
         self._closed = True
         self._active = False
         self._packetizer.clear()
+        if was_active:
+            self._report_quality(now, final=True)
         if not self._started or not self._confirmed:
             return _NOTHING  # nothing to an address the peer has not shown it owns
         return self._rtcp_report(now, bye=True)
@@ -817,6 +878,8 @@ class MediaSession:
             return
         truncated = reporter.truncated
         if reporter.read(data, now):
+            # The peer's report blocks about our stream: loss, jitter, RTT (LSR/DLSR).
+            self._monitor.on_rtcp(reporter.packets, ntp_timestamp(now + self.wall_offset), now)
             if not muxed:
                 self._rtcp_source = addr
             if self._confirmed:
@@ -939,6 +1002,9 @@ class MediaSession:
             report = self._rtcp_report(now)
             if report:
                 out = [*out, *report]
+        if now >= self._next_quality:
+            self._next_quality = now + self._quality_interval
+            self._report_quality(now)
         live = self._liveness
         if live.timeout_s and now - live.last_heard >= live.timeout_s and live.check(now):
             self.events.append(RtpTimeout(live.timeout_s))
@@ -981,6 +1047,59 @@ class MediaSession:
         self.stats.rtcp_sent += 1
         return [(data, destination, True)]
 
+    # --- call quality ---------------------------------------------------------------------
+
+    @property
+    def quality(self) -> CallQualityStats | None:
+        """The latest quality figures reported (periodic or final), or None before the first."""
+        return self._quality
+
+    @property
+    def quality_monitor(self) -> QualityMonitor:
+        """The monitor that reads the peer's reports (RTT, its view of our stream)."""
+        return self._monitor
+
+    @property
+    def quality_interval_s(self) -> float:
+        """Seconds between :class:`QualityReport` events (0: only the one at close)."""
+        return self._quality_interval
+
+    def set_quality_interval(self, seconds: float, now: float) -> None:
+        """Report quality every ``seconds`` from ``now`` on (0: only at close).
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite.
+        """
+        seconds = float(seconds)
+        if not 0.0 <= seconds < float("inf"):
+            raise ValueError(f"quality interval must be >= 0 s, got {seconds}")
+        self._quality_interval = seconds
+        self._next_quality = now + seconds if seconds and not self._closed else float("inf")
+
+    def quality_snapshot(self, now: float) -> CallQualityStats:
+        """The figures at ``now`` without starting a new interval (for polling, e.g. an API).
+
+        ``fraction_lost`` and ``mos`` cover the time since the last
+        :class:`QualityReport`; :attr:`quality` is not changed.
+        """
+        return self._snapshot(now, advance=False)
+
+    def _snapshot(self, now: float, final: bool = False, advance: bool = True) -> CallQualityStats:
+        reporter = self._reporter
+        jitter = self._jitter
+        return self._monitor.snapshot(
+            now,
+            reception=reporter.reception if reporter is not None else None,
+            buffer=jitter if isinstance(jitter, AdaptiveJitterBuffer) else None,
+            recovered=self.fec_recovered,
+            final=final,
+            advance=advance,
+        )
+
+    def _report_quality(self, now: float, final: bool = False) -> None:
+        stats = self._quality = self._snapshot(now, final)
+        self.events.append(QualityReport(stats))
+
     @property
     def telephone_event_pts(self) -> frozenset[int]:
         """The payload types telephone-events are accepted on."""
@@ -1007,6 +1126,9 @@ class MediaSession:
         self._plc = None
         if jitter_buffer is not None and self._conceal is None:
             self._plc = Concealer(self.sample_rate, self.samples_per_packet)
+        self._monitor.set_concealment(jitter_buffer is not None)
+        peek = getattr(jitter_buffer, "peek", None)
+        self._peek = peek if callable(peek) and self._decode_fec is not None else None
 
     def _play_out(self, now: float) -> None:
         """Decode what the jitter buffer has due now into AudioReceived events."""
@@ -1016,7 +1138,7 @@ class MediaSession:
         plc = self._plc
         for packet in jitter.pop(now):
             if packet is None:
-                events.append(AudioReceived(self._concealment(), True))
+                events.append(AudioReceived(self._recover() or self._concealment(), True))
                 continue
             pt = packet.payload_type
             if pt == self.payload_type:
@@ -1027,6 +1149,26 @@ class MediaSession:
                 events.append(AudioReceived(plc.good(pcm) if plc is not None else pcm))
             elif pt in self._te_pts:
                 self._feed_dtmf(packet)
+
+    def _recover(self) -> bytes | None:
+        """The lost packet rebuilt from the in-band FEC of the next one, if it is here."""
+        peek = self._peek
+        if peek is None:
+            return None
+        following = peek()
+        if following is None or following.payload_type != self.payload_type:
+            return None
+        has_fec = self._has_fec
+        if has_fec is not None and not has_fec(following.payload):
+            return None  # nothing to rebuild from: conceal
+        try:
+            pcm = self._decode_fec(following.payload, self.samples_per_packet)
+        except ValueError:
+            return None
+        if not isinstance(pcm, bytes) or len(pcm) != 2 * self.samples_per_packet:
+            return None
+        self.fec_recovered += 1
+        return pcm
 
     def _concealment(self) -> bytes:
         conceal = self._conceal
