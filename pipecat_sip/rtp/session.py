@@ -53,6 +53,7 @@ from pipecat_sip.rtp.reports import RtcpReporter
 from pipecat_sip.rtp.rtcp import ntp_timestamp
 from pipecat_sip.rtp.sender import RtpSender
 from pipecat_sip.rtp.srtp import SrtpContext, SrtpStats
+from pipecat_sip.sdp import HOLD_ADDRESSES
 
 __all__ = [
     "MAX_AHEAD_S",
@@ -90,7 +91,7 @@ MIN_PACKET_COST_S = 0.01
 """What any accepted packet costs of the input budget at least, seconds (10 ms,
 the shortest usual ptime): many tiny packets are bounded too."""
 
-_HOLD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_HOLD_HOSTS = HOLD_ADDRESSES | {""}  # and no host at all
 _unpack_header = RTP_HEADER.unpack_from
 _NOTHING: tuple = ()
 
