@@ -39,11 +39,14 @@ class IncomingCall:
         call_id: Its Call-ID.
         request: The INVITE.
         flow: Where it came from (transport, address, connection).
+        user: The Digest user name it authenticated as, or None when no
+            authentication was asked (RFC 3261 s.22.4).
     """
 
     call_id: str
     request: SIPRequest
     flow: Flow
+    user: str | None = None
 
     @property
     def source(self) -> tuple[str, int]:

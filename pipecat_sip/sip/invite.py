@@ -25,11 +25,12 @@ and event queue.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from pipecat_sip.sip.auth import Credentials, DigestClient
 from pipecat_sip.sip.dialog import Dialog, DialogId
 from pipecat_sip.sip.errors import LocalProtocolError, RemoteProtocolError
 from pipecat_sip.sip.events import (
@@ -43,6 +44,7 @@ from pipecat_sip.sip.events import (
     ReofferReceived,
 )
 from pipecat_sip.sip.headers import CSeq
+from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import Headers, SIPRequest, SIPResponse, make_response
 from pipecat_sip.sip.timers import Timer
 from pipecat_sip.sip.transaction import (
@@ -69,6 +71,8 @@ __all__ = [
 ]
 
 SDP = "application/sdp"
+#: Option tags we put in Supported (RFC 3262, RFC 4028, RFC 3891).
+SUPPORTED: tuple[str, ...] = ()
 
 
 class Role(StrEnum):
@@ -121,6 +125,10 @@ class InviteEvent(StrEnum):
         BYE_RECEIVED: The peer's BYE.
         BYE_DONE: Our BYE got its final response or timed out.
         TIMEOUT: No final response (UAC Timer B, or 64*T1 after CANCEL).
+        RETRY: UAC: the INVITE is sent again as a new transaction (CSeq + 1,
+            new branch, same Call-ID and From tag) after a 401/407 challenge
+            (RFC 3261 s.22.2), a 422 (RFC 4028 s.7.4) or, to the next
+            destination, a timeout or 503 (RFC 3263 s.4.3).
         ERROR: The call cannot go on (a malformed 2xx, a failure answered 500).
     """
 
@@ -133,6 +141,7 @@ class InviteEvent(StrEnum):
     BYE_RECEIVED = "bye_received"
     BYE_DONE = "bye_done"
     TIMEOUT = "timeout"
+    RETRY = "retry"
     ERROR = "error"
 
 
@@ -164,6 +173,8 @@ TRANSITIONS: dict[tuple[Role, CallState, InviteEvent], CallState] = {
     (UAC, S.CALLING, E.REJECT): S.TERMINATED,
     (UAC, S.EARLY, E.REJECT): S.TERMINATED,
     (UAC, S.CALLING, E.TIMEOUT): S.TERMINATED,
+    (UAC, S.CALLING, E.RETRY): S.CALLING,
+    (UAC, S.EARLY, E.RETRY): S.CALLING,  # a proxy's 100 Trying, then its 407
     (UAC, S.EARLY, E.TIMEOUT): S.TERMINATED,
     (UAC, S.EARLY, E.CANCEL): S.TERMINATING,
     (UAC, S.TERMINATING, E.ACCEPT): S.TERMINATING,  # 2xx crossed our CANCEL: ACK, then BYE
@@ -231,6 +242,14 @@ class InviteSession:
         ok_response: UAS: the 2xx being retransmitted until its ACK.
         ok_timer: UAS: the 2xx retransmission timer.
         ack_timer: UAS: the 64*T1 wait for the ACK.
+        digest: UAC: answers the INVITE's 401/407 challenges (and those of
+            requests inside the dialog), or None without credentials.
+        targets: UAC: the destinations left to try (RFC 3263), or None.
+        provisional_seen: UAC: the current INVITE transaction got a 101-199
+            (then a 503 no longer fails over).
+        early_dialog: An early dialog (UAC: from a tagged 1xx with Contact;
+            UAS: from our first 18x), for PRACK and UPDATE before the answer.
+        peer_allow: The methods the peer says it accepts (its Allow).
     """
 
     call_id: str
@@ -250,6 +269,17 @@ class InviteSession:
     ok_response: SIPResponse | None = None
     ok_timer: Timer | None = None
     ack_timer: Timer | None = None
+    digest: DigestClient | None = None
+    targets: TargetList | None = None
+    provisional_seen: bool = False
+    auth_retries: int = 0
+    early_dialog: Dialog | None = None
+    peer_allow: frozenset[str] = frozenset()
+
+    @property
+    def current_dialog(self) -> Dialog | None:
+        """The confirmed dialog, else the early one, else None."""
+        return self.dialog if self.dialog is not None else self.early_dialog
 
     def apply(self, event: InviteEvent) -> CallState:
         """Move the state as the table says and return the new one.
@@ -263,6 +293,41 @@ class InviteSession:
     def can(self, event: InviteEvent) -> bool:
         """Whether ``event`` is a legal move now."""
         return (self.role, self.state, event) in TRANSITIONS
+
+
+@dataclass(eq=False)
+class InDialogRequest:
+    """A request we sent inside a call's dialog, followed to its final response.
+
+    A 401/407 is answered with the call's credentials and the request sent
+    again (new CSeq and branch) before ``on_final`` hears of anything.
+
+    Attributes:
+        session: The call.
+        method: BYE, INFO, UPDATE, REFER, PRACK, NOTIFY, INVITE (re-INVITE).
+        headers: Its extra headers (sent again on a retry).
+        body: Its body.
+        content_type: The body's Content-Type.
+        on_final: ``on_final(response, now)`` for each final response (a
+            re-INVITE's 2xx retransmissions too), None to ignore.
+        on_timeout: ``on_timeout(now)`` when no final response came (Timer B/F).
+        txn: The transaction now in flight.
+        request: The request now in flight.
+        early: Sent in the early dialog.
+    """
+
+    session: InviteSession
+    method: str
+    headers: list[tuple[str, object]]
+    body: bytes
+    content_type: str | None
+    on_final: Callable[[SIPResponse, float], None] | None
+    on_timeout: Callable[[float], None] | None
+    txn: Transaction | None = None
+    request: SIPRequest | None = None
+    early: bool = False
+    retries: int = 0
+    route_uri: object = None
 
 
 class InviteUsage:
@@ -290,6 +355,7 @@ class InviteUsage:
         self.sessions: dict[str, InviteSession] = {}
         self._by_dialog: dict[DialogId, InviteSession] = {}
         self._by_txn: dict[Transaction, InviteSession] = {}
+        self._requests: dict[Transaction, InDialogRequest] = {}
 
     # --- lookups ----------------------------------------------------------------
     def session(self, call_id: str) -> InviteSession | None:
@@ -307,11 +373,22 @@ class InviteUsage:
     @property
     def tracked(self) -> int:
         """Entries in the lookup tables (for leak checks: 0 when idle)."""
-        return len(self.sessions) + len(self._by_dialog) + len(self._by_txn)
+        return len(self.sessions) + len(self._by_dialog) + len(self._by_txn) + len(self._requests)
 
     # --- UAS --------------------------------------------------------------------
-    def on_invite(self, req: SIPRequest, txn: ServerTransaction, flow: Flow, now: float) -> None:
-        """A new INVITE outside any dialog (its server transaction is made)."""
+    def on_invite(
+        self,
+        req: SIPRequest,
+        txn: ServerTransaction,
+        flow: Flow,
+        now: float,
+        *,
+        user: str | None = None,
+    ) -> None:
+        """A new INVITE outside any dialog (its server transaction is made).
+
+        ``user`` is the Digest user name it was authenticated as, if any.
+        """
         ua = self.ua
         from_tag = req.from_.tag
         for session in self.sessions.values():  # merged request (RFC 3261 s.8.2.2.2)
@@ -340,7 +417,7 @@ class InviteUsage:
         )
         self._track(session, txn)
         self._respond(session, 100, now)
-        ua.emit(IncomingCall(req.call_id, req, flow))
+        ua.emit(IncomingCall(req.call_id, req, flow, user))
 
     def ringing(self, call_id: str, now: float, *, status_code: int = 180) -> None:
         """Send a provisional response (180 Ringing) for an incoming call.
@@ -430,23 +507,49 @@ class InviteUsage:
         *,
         flow: Flow,
         from_user: str | None = None,
+        from_host: str | None = None,
         display_name: str | None = None,
+        to: SIPURI | Address | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        credentials: Credentials | None = None,
+        targets: TargetList | None = None,
     ) -> str:
-        """Place a call: send an INVITE with our SDP offer to ``flow``; returns its Call-ID."""
+        """Place a call: send an INVITE with our SDP offer to ``flow``; returns its Call-ID.
+
+        Args:
+            uri: The Request-URI.
+            sdp: Our offer (empty: a delayed offer is not supported as UAC).
+            now: The current time, seconds.
+            flow: Where to send it (the first of ``targets`` when given).
+            from_user: User part of From (default our user).
+            from_host: Host part of From (default our address).
+            display_name: Display name in From.
+            to: The To address (default the Request-URI without parameters).
+            headers: Further headers (X-, P-Asserted-Identity, ...).
+            credentials: Answer 401/407 challenges with these (RFC 3261 s.22.2).
+            targets: Destinations to fail over to on a timeout or 503 before
+                any provisional response (RFC 3263 s.4.3); ``flow`` is the
+                first.
+        """
         ua = self.ua
         call_id = ua.ids.call_id(ua.host)
         local_tag = ua.ids.tag()
-        from_uri = SIPURI(ua.via_host, user=from_user or ua.user)
+        from_uri = SIPURI(from_host or ua.via_host, user=from_user or ua.user)
+        if to is None:
+            to = Address(SIPURI(uri.host, user=uri.user, port=uri.port, scheme=uri.scheme))
+        elif isinstance(to, SIPURI):
+            to = Address(to)
         h = Headers()
         h.add("Via", ua.new_via(flow))
         h.add("Max-Forwards", "70")
         h.add("From", Address(from_uri, display_name, {"tag": local_tag}))
-        h.add("To", Address(SIPURI(uri.host, user=uri.user, port=uri.port, scheme=uri.scheme)))
+        h.add("To", to)
         h.add("Call-ID", call_id)
         h.add("CSeq", CSeq(ua.ids.cseq(), "INVITE"))
         h.add("Contact", ua.contact_for(flow))
         ua.add_common_headers(h)
+        if SUPPORTED:
+            h.add("Supported", ", ".join(SUPPORTED))
         for name, value in headers:
             h.add(name, value)
         h.add("Content-Type", SDP)
@@ -461,9 +564,114 @@ class InviteUsage:
             flow=flow,
             state=CallState.CALLING,
             local_sdp=sdp,
+            targets=targets,
         )
+        if credentials is not None:
+            session.digest = DigestClient(credentials, ua.ids.token)
         self._track(session, txn)
         return call_id
+
+    def _resend_invite(
+        self,
+        session: InviteSession,
+        now: float,
+        *,
+        flow: Flow | None = None,
+        replace: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        """Send the INVITE again as a new transaction (RFC 3261 s.22.2, RFC 3263 s.4.3).
+
+        Same Call-ID, From tag, To, body and headers; a new branch, CSeq + 1,
+        the Authorization headers of the session's Digest answers, and
+        ``replace``'s headers in place of those of the same names.
+
+        Args:
+            session: The call (UAC, no dialog yet).
+            now: The current time, seconds.
+            flow: Send it there (the next destination) instead of the session's flow.
+            replace: Headers to put in place of the INVITE's (Session-Expires, ...).
+        """
+        ua = self.ua
+        old = session.invite
+        if flow is not None:
+            session.flow = flow
+        flow = session.flow
+        replaced = {name.lower(): (name, value) for name, value in replace}
+        drop = {"via", "cseq", "contact", "authorization", "proxy-authorization"}
+        h = Headers()
+        h.add("Via", ua.new_via(flow))
+        for name, value in old.headers:
+            key = name.lower()
+            if key == "cseq":
+                h.add("CSeq", CSeq(old.cseq.seq + 1, "INVITE"))
+                h.add("Contact", ua.contact_for(flow))
+                if session.digest is not None:
+                    for auth_name, auth_value in session.digest.headers("INVITE", str(old.uri)):
+                        h.add(auth_name, auth_value)
+                continue
+            if key in drop:
+                continue
+            if key in replaced:
+                h.add(*replaced.pop(key))
+                continue
+            h.add(name, value)
+        for name, value in replaced.values():
+            h.add(name, value)
+        request = SIPRequest("INVITE", old.uri, h, old.body)
+        txn = ua.send_request(request, flow, now, self)
+        session.invite = request
+        session.invite_txn = txn
+        session.provisional_seen = False
+        session.early_dialog = None
+        session.apply(InviteEvent.RETRY)
+        self._by_txn[txn] = session
+
+    def _retry_failed_invite(
+        self, session: InviteSession, response: SIPResponse, now: float
+    ) -> bool:
+        """Answer a challenge or fail over after a final error to our INVITE; False if neither."""
+        code = response.status_code
+        if session.state is not CallState.CALLING and session.state is not CallState.EARLY:
+            return False
+        if session.cancel_pending:
+            return False
+        if code in (401, 407) and session.digest is not None:
+            if session.auth_retries < 2 and session.digest.answer(response, session.invite):
+                session.auth_retries += 1
+                self._resend_invite(session, now)
+                return True
+            self.ua.notice(
+                "warning",
+                f"INVITE {code}: {session.digest.refused_reason}",
+                session.call_id,
+                kind="auth_refused",
+            )
+            return False
+        if (
+            session.targets is not None
+            and TargetList.should_fail_over(code)
+            and not session.provisional_seen
+        ):
+            return self._fail_over(session, f"{code}", now)
+        return False
+
+    def _fail_over(self, session: InviteSession, reason: str, now: float) -> bool:
+        """Send the INVITE to the next destination (RFC 3263 s.4.3); False when none is left."""
+        targets = session.targets
+        assert targets is not None
+        failed = targets.current
+        nxt = targets.failed(reason)
+        if nxt is None:
+            return False
+        self.ua.notice(
+            "info",
+            f"INVITE to {failed.ip if failed else '?'}:{failed.port if failed else '?'} "
+            f"failed ({reason}); trying {nxt.ip}:{nxt.port} ({nxt.transport})",
+            session.call_id,
+            kind="failover",
+        )
+        self._resend_invite(session, now, flow=Flow(nxt.transport.upper(), (nxt.ip, nxt.port)))
+        return True
 
     # --- both -------------------------------------------------------------------
     def hangup(self, call_id: str, now: float) -> None:
@@ -592,19 +800,22 @@ class InviteUsage:
 
     # --- transaction reports -------------------------------------------------------
     def on_response(self, txn: Transaction, response: SIPResponse, now: float) -> None:
-        """Responses to our INVITE, BYE and CANCEL."""
+        """Responses to our INVITE, CANCEL and in-dialog requests."""
+        record = self._requests.get(txn)
+        if record is not None:
+            self._on_in_dialog_response(record, response, now)
+            return
         session = self._by_txn.get(txn)
         if session is None:
             return
         code = response.status_code
-        if txn.method == "BYE":
-            if code >= 200 and session.state is CallState.TERMINATING:
-                session.apply(InviteEvent.BYE_DONE)
-                self._end(session, "local_bye", code)
-            return
         if txn.method != "INVITE" or session.role is not Role.UAC:
             return
+        if txn is not session.invite_txn:
+            return  # an INVITE we sent again since (challenge, failover)
         if code < 200:
+            if code > 100:  # 100 Trying is the next hop's, not the far end's (RFC 3261 s.16.7)
+                session.provisional_seen = True
             if session.state in (CallState.CALLING, CallState.EARLY):
                 session.apply(InviteEvent.PROVISIONAL)
             self.ua.emit(CallProgress(session.call_id, response))
@@ -616,29 +827,47 @@ class InviteUsage:
             elif session.ack_bytes is not None:  # 2xx retransmission: ACK again
                 self.ua.layer.send(session.ack_bytes, session.dialog.next_hop())
         elif session.dialog is None and session.state is not CallState.TERMINATED:
+            if self._retry_failed_invite(session, response, now):
+                return
             session.apply(InviteEvent.REJECT)
-            self._end(session, "cancelled" if code == 487 else "rejected", code)
+            if code in (401, 407) and session.digest is not None:
+                reason = "auth_failed"
+            else:
+                reason = "cancelled" if code == 487 else "rejected"
+            self._end(session, reason, code)
 
     def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
-        """Timer B (no final to our INVITE), Timer F (no answer to our BYE)."""
+        """Timer B (no final to our INVITE), Timer F (no answer to an in-dialog request)."""
+        record = self._requests.get(txn)
+        if record is not None:
+            if record.on_timeout is not None:
+                record.on_timeout(now)
+            return
         session = self._by_txn.get(txn)
         if session is None or session.state is CallState.TERMINATED:
             return
         if isinstance(txn, ClientInviteTransaction) and session.dialog is None:
+            if txn is not session.invite_txn:
+                return
+            if (
+                session.targets is not None
+                and not session.provisional_seen
+                and not session.cancel_pending
+                and session.state is CallState.CALLING
+                and self._fail_over(session, "timeout", now)
+            ):
+                return
             if session.state is CallState.TERMINATING:  # no final 64*T1 after CANCEL (s.9.1)
                 session.apply(InviteEvent.TIMEOUT)
                 self._end(session, "cancelled")
             elif session.can(InviteEvent.TIMEOUT):
                 session.apply(InviteEvent.TIMEOUT)
                 self._end(session, "timeout", 408)
-        elif txn.method == "BYE" and session.state is CallState.TERMINATING:
-            self.ua.notice("warning", "BYE got no response", session.call_id, kind="bye_timeout")
-            session.apply(InviteEvent.BYE_DONE)
-            self._end(session, "local_bye", 408)
 
     def on_transaction_terminated(self, txn: Transaction, now: float) -> None:
         """Forget a finished transaction's link to its call."""
         self._by_txn.pop(txn, None)
+        self._requests.pop(txn, None)
 
     # --- internals --------------------------------------------------------------------
     def _from_peer(self, session: InviteSession, flow: Flow) -> bool:
@@ -798,22 +1027,116 @@ class InviteUsage:
             self._by_dialog.pop(session.dialog.id, None)
         self.ua.emit(CallEnded(session.call_id, reason, status_code))
 
-    def _send_bye(self, session: InviteSession, now: float, reason: str = "local_bye") -> None:
+    def send_in_dialog(
+        self,
+        session: InviteSession,
+        method: str,
+        now: float,
+        *,
+        headers: Iterable[tuple[str, object]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        on_final: Callable[[SIPResponse, float], None] | None = None,
+        on_timeout: Callable[[float], None] | None = None,
+    ) -> InDialogRequest:
+        """Send a request inside the call's dialog (confirmed, else early; RFC 3261 s.12.2.1).
+
+        Target-refresh requests (re-INVITE, UPDATE) carry our Contact. A
+        401/407 is answered once per challenge with the call's credentials.
+
+        Raises:
+            LocalProtocolError: The call has no dialog yet.
+        """
+        dialog = session.current_dialog
+        if dialog is None:
+            raise LocalProtocolError(f"call {session.call_id} has no dialog for {method}")
+        record = InDialogRequest(
+            session,
+            method,
+            list(headers),
+            body,
+            content_type,
+            on_final,
+            on_timeout,
+            early=session.dialog is None,
+        )
+        self._transmit(record, now)
+        return record
+
+    def _transmit(self, record: InDialogRequest, now: float) -> None:
         ua = self.ua
+        session = record.session
+        dialog = session.current_dialog
+        assert dialog is not None
+        hop = dialog.next_hop()
+        h = ua.ua_headers()
+        if record.retries and session.digest is not None:
+            target = dialog.remote_target
+            if record.route_uri is not None:
+                target = record.route_uri
+            for name, value in session.digest.headers(record.method, str(target)):
+                h.add(name, value)
+        for name, value in record.headers:
+            h.add(name, value)
+        if record.body and record.content_type:
+            h.add("Content-Type", record.content_type)
+        refresh = record.method in ("INVITE", "UPDATE")
+        request = dialog.create_request(
+            record.method,
+            ua.new_via(hop),
+            contact=ua.contact_for(hop) if refresh else None,
+            headers=h,
+            body=record.body,
+            first_cseq=ua.ids.cseq(),
+        )
+        record.route_uri = request.uri
+        txn = ua.send_request(request, hop, now, self)
+        record.txn, record.request = txn, request
+        self._requests[txn] = record
+
+    def _on_in_dialog_response(
+        self, record: InDialogRequest, response: SIPResponse, now: float
+    ) -> None:
+        code = response.status_code
+        if code < 200:
+            return
+        session = record.session
+        if (
+            code in (401, 407)
+            and session.digest is not None
+            and record.retries < 2
+            and session.current_dialog is not None
+            and session.digest.answer(response, record.request)
+        ):
+            record.retries += 1
+            self._transmit(record, now)
+            return
+        if record.on_final is not None:
+            record.on_final(response, now)
+
+    def _send_bye(self, session: InviteSession, now: float, reason: str = "local_bye") -> None:
         if session.dialog is None:  # pragma: no cover - every caller has a dialog
             session.apply(InviteEvent.ERROR)
             self._end(session, reason)
             return
         self._stop_2xx(session)
-        hop = session.dialog.next_hop()
-        bye = session.dialog.create_request(
+
+        def done(response: SIPResponse | None, at: float) -> None:
+            if session.state is CallState.TERMINATING:
+                if response is None:
+                    self.ua.notice(
+                        "warning", "BYE got no response", session.call_id, kind="bye_timeout"
+                    )
+                session.apply(InviteEvent.BYE_DONE)
+                self._end(session, "local_bye", response.status_code if response else 408)
+
+        self.send_in_dialog(
+            session,
             "BYE",
-            ua.new_via(hop),
-            headers=ua.ua_headers(),
-            first_cseq=ua.ids.cseq(),
+            now,
+            on_final=done,
+            on_timeout=lambda at: done(None, at),
         )
-        txn = ua.send_request(bye, hop, now, self)
-        self._by_txn[txn] = session
         session.apply(InviteEvent.BYE_SENT)
         if reason != "local_bye":
             self._end(session, reason)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from pipecat_sip.sip.auth import AuthDecision, Credentials, DigestServer
 from pipecat_sip.sip.dialog import MAX_CSEQ
 from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
 from pipecat_sip.sip.events import (
@@ -49,6 +50,7 @@ from pipecat_sip.sip.events import (
 from pipecat_sip.sip.headers import Via
 from pipecat_sip.sip.ids import Identifiers
 from pipecat_sip.sip.invite import CallState, InviteSession, InviteUsage
+from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import (
     Headers,
     SIPRequest,
@@ -98,6 +100,8 @@ KNOWN_METHODS = frozenset(
     + ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "UPDATE")
 )
 SUPPORTED_OPTIONS: tuple[str, ...] = ()
+# Requests outside a dialog that are challenged when an authenticator is set.
+AUTH_METHODS = frozenset({"INVITE"})
 # Request-URI schemes we answer (sip and sips always); others get 416.
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 SDP = "application/sdp"
@@ -143,6 +147,10 @@ class UserAgent:
         transport_ports: Our port per transport (``{"TCP": 5060}``), for Via
             and Contact of messages on that transport; ``port`` for UDP and
             any transport not listed.
+        authenticator: Challenge new INVITEs and REGISTERs with Digest
+            (RFC 3261 s.22.4); None accepts them unauthenticated.
+        auth_exempt: ``exempt(flow) -> bool``: sources whose requests are not
+            challenged (a trunk's addresses); None exempts none.
 
     Attributes:
         refused_oversized: Messages refused for their size or header count.
@@ -166,6 +174,8 @@ class UserAgent:
         trust_in_dialog_from: str = "peer",
         registration_retry_s: float = DEFAULT_RETRY_S,
         transport_ports: dict[str, int] | None = None,
+        authenticator: DigestServer | None = None,
+        auth_exempt: Callable[[Flow], bool] | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -178,6 +188,9 @@ class UserAgent:
         self.user = user
         self.server_name = server_name
         self.transport_ports = {"UDP": port, **(transport_ports or {})}
+        self.authenticator = authenticator
+        self.auth_exempt = auth_exempt
+        self.refused_unauthenticated = 0
         self.ids = Identifiers(rng)
         self.timers = TimerQueue()
         self.layer = TransactionLayer(self, timer_values)
@@ -336,8 +349,12 @@ class UserAgent:
         *,
         destination: Addr | Flow | None = None,
         from_user: str | None = None,
+        from_host: str | None = None,
         display_name: str | None = None,
+        to: str | SIPURI | Address | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        credentials: Credentials | None = None,
+        targets: TargetList | None = None,
     ) -> str:
         """Place a call: send an INVITE with our SDP offer.
 
@@ -346,29 +363,50 @@ class UserAgent:
             sdp: Our offer.
             now: The current time, seconds.
             destination: Where to send it, an ``(ip, port)`` (over the URI's
-                transport, UDP by default) or a `Flow`; by default the URI's
-                host and port, which must then be an IP address.
+                transport, UDP by default) or a `Flow`; by default the first
+                of ``targets``, else the URI's host and port, which must then
+                be an IP address.
             from_user: User part of our From URI (defaults to our user).
+            from_host: Host part of our From URI (defaults to our address).
             display_name: Display name in From.
-            headers: Further headers (X- headers, ...).
+            to: The To address (default: the Request-URI without parameters);
+                differs for a call to a registered user's Contact.
+            headers: Further headers (X- headers, P-Asserted-Identity, ...).
+            credentials: Answer 401/407 challenges to the INVITE and to
+                requests inside its dialog with these (RFC 3261 s.22.2).
+            targets: RFC 3263 destinations: the INVITE goes to the first and
+                to the next one after a timeout (Timer B) or a 503 that came
+                before any provisional response (new branch, same Call-ID and
+                From tag, CSeq + 1).
 
         Returns:
             The new call's Call-ID.
 
         Raises:
-            LocalProtocolError: No destination and the URI's host is not an IP address.
-            SIPParseError: `target` is not a SIP URI.
+            LocalProtocolError: No destination and the URI's host is not an
+                IP address, or ``targets`` is empty.
+            SIPParseError: `target` or `to` is not a SIP URI.
         """
         uri = target if isinstance(target, SIPURI) else SIPURI.parse(target)
+        if destination is None and targets is not None:
+            first = targets.current
+            if first is None:
+                raise LocalProtocolError("no destination left to send the INVITE to")
+            destination = Flow(first.transport.upper(), (first.ip, first.port))
         flow = _flow_for(uri, destination)
+        to_address = Address.parse(to) if isinstance(to, str) else to
         return self.invites.invite(
             uri,
             sdp,
             now,
             flow=flow,
             from_user=from_user,
+            from_host=from_host,
             display_name=display_name,
+            to=to_address,
             headers=headers,
+            credentials=credentials,
+            targets=targets,
         )
 
     def hangup(self, call_id: str, now: float) -> None:
@@ -585,15 +623,45 @@ class UserAgent:
         if req.to.tag:
             self.invites.on_in_dialog(req, txn, flow, now)
             return
+        user = None
+        if req.method in AUTH_METHODS and self.authenticator is not None:
+            if self.auth_exempt is None or not self.auth_exempt(flow):
+                decision = self.authenticator.check(req, flow.host, now)
+                if not decision.ok:
+                    self._refuse_unauthenticated(txn, decision, flow, now)
+                    return
+                user = decision.username
         if req.method == "INVITE":
             assert isinstance(txn, ServerInviteTransaction)
-            self.invites.on_invite(req, txn, flow, now)
+            self.invites.on_invite(req, txn, flow, now, user=user)
         elif req.method == "OPTIONS":
             self.respond(txn, 200, now, headers=self.capabilities())
         elif req.method == "BYE":
             self.respond(txn, 481, now)
         else:
             self.refuse_method(txn, now)
+
+    def _refuse_unauthenticated(
+        self, txn: ServerTransaction, decision: AuthDecision, flow: Flow, now: float
+    ) -> None:
+        """401/407 with a challenge, or 403 for a source refused for its failures."""
+        self.refused_unauthenticated += 1
+        method = txn.request.method
+        if decision.status_code == 403:
+            self.notice(
+                "warning",
+                f"{method} from {flow.host} refused: {decision.reason}",
+                kind="auth_refused",
+            )
+            self.respond(txn, 403, now, reason="Forbidden (too many failed authentications)")
+            return
+        if decision.failure:
+            self.notice(
+                "warning",
+                f"{method} from {flow} failed authentication: {decision.reason}",
+                kind="auth_failed",
+            )
+        self.respond(txn, decision.status_code, now, headers=decision.headers)
 
     def _on_cancel(self, req: SIPRequest, reply: Flow, now: float) -> None:
         cancel_txn = self.layer.create_server(req, reply)
