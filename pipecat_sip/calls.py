@@ -35,6 +35,7 @@ from pipecat_sip.sdp import (
     negotiate,
 )
 from pipecat_sip.security import Network, escape, in_networks
+from pipecat_sip.sip.auth import Credentials
 from pipecat_sip.sip.events import (
     CallAnswered,
     CallEnded,
@@ -47,13 +48,16 @@ from pipecat_sip.sip.events import (
     ReofferReceived,
 )
 from pipecat_sip.sip.invite import CallState
+from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import SIPRequest
 from pipecat_sip.sip.transport import Flow
+from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
 
 __all__ = ["CallHandler", "CallManager", "Signalling"]
 
 CallHandler = Callable[[SIPCall], Awaitable[Any]]
+ProgressHandler = Callable[[str, int], Any]
 _RINGING = (CallState.INCOMING, CallState.EARLY)
 
 
@@ -237,18 +241,44 @@ class CallManager:
     # --- outbound ---------------------------------------------------------------------
     async def place_call(
         self,
-        target: str,
+        target: str | SIPURI,
         *,
         destination: tuple[str, int] | Flow | None = None,
         from_user: str | None = None,
+        from_host: str | None = None,
         display_name: str | None = None,
+        to: Address | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        credentials: Credentials | None = None,
+        targets: TargetList | None = None,
         timeout: float | None = 60.0,
+        progress_handler: ProgressHandler | None = None,
+        wait: bool = True,
     ) -> SIPCall:
-        """Send an INVITE with our offer and wait until it is answered and media runs.
+        """Send an INVITE with our offer; wait until it is answered and media runs.
+
+        Args:
+            target: The Request-URI.
+            destination: Where to send it (default: the first of ``targets``,
+                else the URI's host, which must be an IP address).
+            from_user: From user part.
+            from_host: From host part.
+            display_name: From display name.
+            to: The To address (default the Request-URI).
+            headers: Extra headers.
+            credentials: Answer 401/407 with these.
+            targets: RFC 3263 destinations to fail over along.
+            timeout: Seconds to wait for the answer; then CANCEL and
+                ``CallFailed("no answer", 408)``. None waits forever.
+            progress_handler: ``handler(kind, status_code)`` for provisional
+                responses ("ringing", "progress", "early_media"), added before
+                the INVITE goes out.
+            wait: False returns the call at once (``await call.wait_answered()``
+                later); the timeout still applies.
 
         Raises:
-            CallFailed: Rejected, cancelled or not answered in time.
+            CallFailed: Rejected, cancelled, not answered in time, or the
+                credentials were refused (``reason="auth_failed"``, 401/407).
             PortPoolExhausted: No RTP port is free.
         """
         signalling = self.signalling
@@ -264,8 +294,12 @@ class CallManager:
                 signalling.now(),
                 destination=destination,
                 from_user=from_user,
+                from_host=from_host,
                 display_name=display_name,
+                to=to,
                 headers=headers,
+                credentials=credentials,
+                targets=targets,
             )
         except Exception:
             lease.close()
@@ -277,15 +311,34 @@ class CallManager:
         call = SIPCall(self, info, session)
         call.local_sdp = offer
         call.local_rtp_port = lease.port
-        self._records[call_id] = _Record(call, lease, offer=offer)
+        if progress_handler is not None:
+            call.add_progress_handler(progress_handler)
+        record = _Record(call, lease, offer=offer)
+        self._records[call_id] = record
         self.calls[call_id] = call
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
+            record.ring_timer = loop.call_later(timeout, self._no_answer, call, timeout)
         signalling.flush()
-        try:
-            await call.wait_answered(timeout)
-        except TimeoutError:
-            await call.hangup()
-            raise CallFailed("no answer", 408) from None
+        if wait:
+            try:
+                await call.wait_answered()
+            except CallFailed as exc:
+                if exc.reason == "no_answer":
+                    raise CallFailed("no answer", 408) from None
+                raise
         return call
+
+    def _no_answer(self, call: SIPCall, timeout: float) -> None:
+        """The outbound call was not answered in time: CANCEL (RFC 3261 s.9.1)."""
+        record = self._records.get(call.call_id)
+        if record is not None:
+            record.ring_timer = None
+        if call.ended or call.established:
+            return
+        logger.info(f"{call}: not answered in {timeout:g} s, cancelling")
+        call.finish("no_answer", 408)
+        self.hangup(call)
 
     async def hangup_all(self, reason: str) -> None:
         """Hang up every live call (server shutdown)."""
@@ -381,6 +434,8 @@ class CallManager:
         session = ua.session(call_id)
         assert session is not None
         info = call_info(event.request, "inbound", event.flow, negotiated)
+        if event.user is not None:
+            info = replace(info, auth_user=event.user)
         call = SIPCall(self, info, session)
         call.negotiated = negotiated
         call.local_sdp = answer
@@ -459,6 +514,7 @@ class CallManager:
 
     def _on_answered(self, record: _Record, event: CallAnswered) -> None:
         call = record.call
+        self._cancel_ring_timer(record)
         try:
             answer = SessionDescription.parse(event.response.body)
             assert record.offer is not None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint
 from pipecat_sip.host import default_public_address, ensure_fd_limit
 from pipecat_sip.ports import PortPool
+from pipecat_sip.resolver import ServerLocator
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -40,14 +41,26 @@ from pipecat_sip.security import (
     RateLimiter,
     RepeatFilter,
     escape,
+    in_networks,
     parse_networks,
 )
+from pipecat_sip.sip.auth import DigestServer
+from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
+from pipecat_sip.sip.locate import LocationError, TargetList
 from pipecat_sip.sip.message import is_keepalive
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.sip.useragent import UserAgent
+from pipecat_sip.trunk import (
+    Trunk,
+    check_header,
+    host_is_ip,
+    is_phone_number,
+    normalize_number,
+    trunks_by_name,
+)
 
 __all__ = [
     "DEFAULT_MAX_HEADERS",
@@ -151,6 +164,17 @@ class SIPServer:
             (default: the SDP host or the call's signalling source, after a
             short run of consecutive packets), "any", or "off" (the SDP
             address only).
+        trunks: Trunks for outbound calls (:class:`~pipecat_sip.trunk.Trunk`),
+            a list or a mapping by name; the first is the default for numbers.
+        auth_users: Challenge incoming INVITEs (and REGISTERs) with Digest
+            (RFC 3261 s.22.4): user name to password, or a function
+            ``lookup(username) -> password | None``. None (default): no
+            authentication.
+        auth_realm: The realm of our challenges (default ``"pipecat-sip"``).
+        auth_exempt_networks: Sources (CIDRs) whose requests are not
+            challenged, e.g. a trunk's signalling addresses.
+        auth_max_failures: Failed authentications of one source within a
+            minute before its requests are refused (403) for the rest of it.
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit).
@@ -191,6 +215,11 @@ class SIPServer:
         registration: Registration | None = None,
         trust_in_dialog_from: str = "peer",
         rtp_latching: str = "signaling",
+        trunks: Mapping[str, Trunk] | Sequence[Trunk] = (),
+        auth_users: Mapping[str, str] | Callable[[str], str | None] | None = None,
+        auth_realm: str = "pipecat-sip",
+        auth_exempt_networks: Iterable[str | Network] | str = (),
+        auth_max_failures: int = 10,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -228,6 +257,13 @@ class SIPServer:
         if rtp_latching not in ("signaling", "any", "off"):
             raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
         self.rtp_latching = rtp_latching
+        self.trunks = trunks_by_name(trunks)
+        self.auth_users = auth_users
+        self.auth_realm = auth_realm
+        self.auth_exempt_networks = parse_networks(auth_exempt_networks)
+        self.auth_max_failures = auth_max_failures
+        self.authenticator: DigestServer | None = None
+        self.locator: ServerLocator | None = None
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
@@ -265,6 +301,7 @@ class SIPServer:
             max_headers=self.max_headers,
             trust_in_dialog_from=self.trust_in_dialog_from,
             registration_retry_s=_REGISTER_RETRY_S,
+            **self._ua_options(),
         )
         self.manager = CallManager(
             self,
@@ -283,6 +320,19 @@ class SIPServer:
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
         if self.registration is not None:
             await self._register()
+
+    def _ua_options(self) -> dict[str, Any]:
+        """The user agent's call-control options (authentication, registrar, timers)."""
+        options: dict[str, Any] = {}
+        if self.auth_users is not None:
+            self.authenticator = DigestServer(
+                self.auth_realm, self.auth_users, max_failures=self.auth_max_failures
+            )
+            options["authenticator"] = self.authenticator
+            if self.auth_exempt_networks:
+                networks = self.auth_exempt_networks
+                options["auth_exempt"] = lambda flow: in_networks(flow.host, networks)
+        return options
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
@@ -348,40 +398,152 @@ class SIPServer:
         self,
         target: str,
         *,
-        destination: tuple[str, int] | None = None,
-        from_user: str | None = None,
+        trunk: str | Trunk | None = None,
+        caller_id: str | None = None,
         display_name: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         timeout: float | None = 60.0,
+        destination: tuple[str, int] | None = None,
+        from_user: str | None = None,
+        progress_handler: Callable[[str, int], Any] | None = None,
+        wait: bool = True,
     ) -> SIPCall:
         """Place a call and wait until it is answered; media is then running.
 
+        Where the INVITE goes:
+
+        - through a trunk: ``trunk`` given (a name or a :class:`Trunk`), or a
+          bare number (``+4930123``) or ``tel:`` URI (the first trunk), or a
+          SIP URI whose host is a trunk's name or proxy host
+          (``sip:+4930123@carrier``): the Request-URI is the number at the
+          trunk's proxy, 401/407 are answered with the trunk's credentials,
+          and From / P-Asserted-Identity show its caller ID;
+        - else to the URI itself: ``destination``, or the URI's host (an IP
+          address, or a name located with RFC 3263 and failed over).
+
         Args:
-            target: SIP URI to call (`sip:bot@127.0.0.1:6060`).
-            destination: (host, port) to send the INVITE to; defaults to the URI's.
-            from_user: User part of our From URI.
+            target: A SIP URI (``sip:bot@127.0.0.1:6060``), a number or a tel: URI.
+            trunk: The trunk to call through, by name or itself.
+            caller_id: The number to present (instead of the trunk's).
             display_name: Our display name.
             headers: Extra headers for the INVITE.
-            timeout: Seconds to wait for an answer; then the call is cancelled.
+            timeout: Seconds to wait for an answer; then the call is cancelled
+                (``CallFailed("no answer", 408)``).
+            destination: (host, port) to send the INVITE to (no trunk).
+            from_user: User part of our From URI.
+            progress_handler: ``handler(kind, status_code)`` for 180/183:
+                "ringing", "progress", "early_media" (media started).
+            wait: False returns the call as soon as the INVITE is out.
 
         Returns:
-            The established call.
+            The established call (or, with ``wait=False``, the call placed).
 
         Raises:
-            CallFailed: Rejected, cancelled or not answered in time.
+            CallFailed: Rejected, cancelled, not answered in time, or the
+                credentials were refused (``reason="auth_failed"``, 401/407).
             PortPoolExhausted: No RTP port is free.
+            ValueError: An unknown trunk, a number without any trunk, a bad
+                target or header.
+            LocationError: The host name could not be located.
             RuntimeError: The server is not started.
         """
         if self.manager is None:
             raise RuntimeError("SIPServer.call() before start()")
+        chosen = self._trunk_for(target, trunk)
+        if chosen is not None:
+            route = chosen.route(
+                target,
+                caller_id=caller_id,
+                display_name=display_name,
+                from_user=from_user,
+                headers=headers,
+            )
+            flow, targets = await self._locate(route.proxy)
+            return await self.manager.place_call(
+                route.request_uri,
+                destination=flow,
+                from_user=route.from_user,
+                from_host=route.from_host,
+                display_name=route.display_name,
+                to=route.to,
+                headers=route.headers,
+                credentials=route.credentials,
+                targets=targets,
+                timeout=timeout,
+                progress_handler=progress_handler,
+                wait=wait,
+            )
+        for name, value in headers:
+            check_header(name, value)
+        extra = list(headers)
+        uri = SIPURI.parse(target)
+        targets = None
+        dest: tuple[str, int] | Flow | None = destination
+        if dest is None and not host_is_ip(uri.host):
+            dest, targets = await self._locate(uri)
         return await self.manager.place_call(
-            target,
-            destination=destination,
-            from_user=from_user,
+            uri,
+            destination=dest,
+            from_user=from_user or (normalize_number(caller_id) if caller_id else None),
             display_name=display_name,
-            headers=headers,
+            headers=extra,
+            targets=targets,
             timeout=timeout,
+            progress_handler=progress_handler,
+            wait=wait,
         )
+
+    def _trunk_for(self, target: str, trunk: str | Trunk | None) -> Trunk | None:
+        """The trunk a call goes through, or None for a direct call.
+
+        Raises:
+            ValueError: An unknown trunk name, or a number and no trunk.
+        """
+        if isinstance(trunk, Trunk):
+            return trunk
+        if trunk is not None:
+            found = self.trunks.get(trunk)
+            if found is None:
+                known = ", ".join(self.trunks) or "none"
+                raise ValueError(f"no trunk named {trunk!r} (known: {known})")
+            return found
+        text = target.strip()
+        if is_phone_number(text) or text.lower().startswith("tel:"):
+            if not self.trunks:
+                raise ValueError(f"{target!r} is a number: configure a trunk to call numbers")
+            return next(iter(self.trunks.values()))
+        try:
+            uri = SIPURI.parse(text)
+        except SIPParseError:
+            raise ValueError(f"{target!r} is neither a SIP URI nor a number") from None
+        for candidate in self.trunks.values():
+            if candidate.matches(uri.host):
+                return candidate
+        return None
+
+    async def _locate(self, uri: SIPURI) -> tuple[Flow, TargetList | None]:
+        """Where requests for ``uri`` go: its IP, or RFC 3263 destinations for a host name.
+
+        Raises:
+            LocationError: Nothing usable was found.
+        """
+        transport = uri.get_param("transport") or ("tls" if uri.scheme == "sips" else "udp")
+        transport = transport.lower()
+        host, port = uri.host_port
+        if host_is_ip(host):
+            return Flow(transport.upper(), (host, port)), None
+        if self.locator is None:
+            self.locator = ServerLocator(
+                transports=("udp", "tcp", "tls"),
+                families=(6, 4) if ":" in self.public_address else (4,),
+            )
+        wanted = (transport,) if uri.get_param("transport") or uri.scheme == "sips" else None
+        destinations = await self.locator.locate(uri, transports=wanted)
+        targets = TargetList(destinations)
+        first = targets.current
+        if first is None:  # pragma: no cover - locate raises instead
+            raise LocationError(f"no destination for {uri}")
+        return Flow(first.transport.upper(), (first.ip, first.port)), targets
 
     # --- Signalling (what the call manager uses) ------------------------------------
     def now(self) -> float:
