@@ -276,7 +276,7 @@ class SIPCall:
         self._refer_handler: Callable[[TransferRequest], Any] | None = None
         self._transfers: dict[str, asyncio.Future] = {}
         self._dtmf_merge = DtmfMerger()
-        self.progress: list[tuple[str, int]] = []
+        self.progress_events: list[tuple[str, int]] = []
         """The provisional responses reported so far, as ``(kind, status_code)``."""
         self._tasks: set[asyncio.Task] = set()
 
@@ -565,7 +565,7 @@ class SIPCall:
 
     def notify_progress(self, kind: str, status_code: int) -> None:
         """A provisional response arrived (outbound): run the progress handlers."""
-        self.progress.append((kind, status_code))
+        self.progress_events.append((kind, status_code))
         for handler in list(self._progress_handlers):
             self._run_handler2(handler, kind, status_code, "progress handler")
 

@@ -14,6 +14,7 @@ socket.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -176,8 +177,7 @@ class CallManager:
         elif isinstance(event, CallUpdated):
             logger.debug(f"{call}: re-INVITE answered (CSeq {event.request.cseq.seq})")
         elif isinstance(event, CallProgress):
-            response = event.response
-            logger.debug(f"{call}: {response.status_code} {escape(response.reason, 80)}")
+            self._on_progress(record, event)
         elif isinstance(event, InfoReceived):
             logger.debug(f"{call}: INFO {escape(event.request.content_type, 80)}")
 
@@ -196,7 +196,8 @@ class CallManager:
             self._send_answer(record)
             await call.wait_answered()
             return
-        await self._start_media(record, confirmed=False)
+        if call.media is None:  # else started with early media
+            await self._start_media(record, confirmed=False)
         if call.ended or call.state not in _RINGING:  # cancelled while media was starting
             raise CallFailed(f"call ended before answer ({call.end_reason})")
         self._send_answer(record)
@@ -217,6 +218,43 @@ class CallManager:
         """BYE, CANCEL or 480, as the call's state requires."""
         self.signalling.ua.hangup(call.call_id, self.signalling.now())
         self.signalling.flush()
+
+    def ring(self, call: SIPCall) -> None:
+        """Send 180 Ringing (if the call still rings)."""
+        signalling = self.signalling
+        if signalling.ua.call_state(call.call_id) in _RINGING:
+            signalling.ua.ringing(call.call_id, signalling.now())
+        signalling.flush()
+
+    async def progress(self, call: SIPCall, early_media: bool) -> None:
+        """Send 183 Session Progress; with ``early_media`` the SDP answer, media started.
+
+        Early media is sent once the caller is confirmed to own its SDP
+        address: at once when that is the INVITE's source host, else once RTP
+        from it arrives (the RTP session's latching), never to an address
+        only the SDP names.
+
+        Raises:
+            CallFailed: The call ended meanwhile.
+        """
+        record = self._records.get(call.call_id)
+        if record is None or call.ended:
+            raise CallFailed(f"call ended before progress ({call.end_reason})")
+        signalling = self.signalling
+        sdp = b""
+        if early_media and call.negotiated is not None and record.answer is not None:
+            if call.media is None:
+                remote = call.negotiated.remote_address[0]
+                await self._start_media(
+                    record, confirmed=_same_ip(remote, call.info.remote_address[0])
+                )
+            sdp = record.answer.serialize()
+        elif early_media:
+            logger.info(f"{call}: no SDP offer in the INVITE: 183 without early media")
+        if call.ended or signalling.ua.call_state(call.call_id) not in _RINGING:
+            raise CallFailed(f"call ended before progress ({call.end_reason})")
+        signalling.ua.ringing(call.call_id, signalling.now(), status_code=183, sdp=sdp)
+        signalling.flush()
 
     def release(self, call: SIPCall) -> None:
         """Give back the call's RTP port, stop its timers, forget it; log the end."""
@@ -512,6 +550,51 @@ class CallManager:
         logger.info(f"{call}: ACK answered our offer ({negotiated.encoding_name})")
         self._spawn(self._start_and_establish(record))
 
+    def _on_progress(self, record: _Record, event: CallProgress) -> None:
+        """A provisional response to our INVITE: ringing, progress, or early media (RFC 3960).
+
+        A 18x with SDP is the answer to our offer for the early session: the
+        media starts (so the pipeline hears announcements or ringback) and
+        the 2xx's SDP, normally the same answer, updates it if it differs.
+        """
+        call = record.call
+        response = event.response
+        code = response.status_code
+        logger.debug(f"{call}: {code} {escape(response.reason, 80)}")
+        if code <= 100 or call.ended:
+            return
+        if response.body and response.content_type == "application/sdp":
+            try:
+                assert record.offer is not None
+                negotiated = apply_answer(record.offer, SessionDescription.parse(response.body))
+            except (SDPParseError, NoCommonCodec) as exc:
+                logger.warning(f"{call}: unusable SDP in {code} ({exc}): no early media")
+            else:
+                self._start_early_media(record, negotiated, code)
+                return
+        call.notify_progress("progress" if code == 183 else "ringing", code)
+
+    def _start_early_media(self, record: _Record, negotiated: NegotiatedMedia, code: int) -> None:
+        call = record.call
+        if call.media is not None:  # a second 18x with SDP (the same answer, or a new fork's)
+            self._update_remote(call, negotiated)
+            call.notify_progress("early_media", code)
+            return
+        call.negotiated = negotiated
+        call.info = _with_codec(call.info, negotiated, None)
+        logger.info(
+            f"{call}: early media ({code}) from {negotiated.remote_address[0]}:"
+            f"{negotiated.remote_address[1]}, {negotiated.encoding_name}"
+        )
+        media = self._create_media(record)  # now: a 2xx right behind finds it
+
+        async def start() -> None:
+            await media.start()
+            if not call.ended:
+                call.notify_progress("early_media", code)
+
+        self._spawn(start())
+
     def _on_answered(self, record: _Record, event: CallAnswered) -> None:
         call = record.call
         self._cancel_ring_timer(record)
@@ -520,12 +603,25 @@ class CallManager:
             assert record.offer is not None
             negotiated = apply_answer(record.offer, answer)
         except (SDPParseError, NoCommonCodec) as exc:
-            logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
-            self._spawn(call.hangup())
-            return
-        call.negotiated = negotiated
+            if call.media is not None and call.negotiated is not None:
+                negotiated = call.negotiated  # no new answer: the early one stands
+            else:
+                logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
+                self._spawn(call.hangup())
+                return
         call.info = _with_codec(call.info, negotiated, event.response.to.display_name)
         call.mark_answered()
+        if call.media is not None:  # early media ran: keep the session, follow the answer
+            if (
+                call.negotiated is None
+                or negotiated.remote_address != call.negotiated.remote_address
+            ):
+                self._update_remote(call, negotiated)
+            else:
+                call.negotiated = negotiated
+            call.mark_established()
+            return
+        call.negotiated = negotiated
         self._spawn(self._start_and_establish(record))
 
     async def _start_and_establish(self, record: _Record) -> None:
@@ -588,7 +684,15 @@ class CallManager:
 
     # --- media ---------------------------------------------------------------------
     async def _start_media(self, record: _Record, *, confirmed: bool = True) -> None:
-        """Create and start the call's RTP session.
+        """Create and start the call's RTP session (see :meth:`_create_media`)."""
+        media = self._create_media(record, confirmed=confirmed)
+        await media.start()
+
+    def _create_media(self, record: _Record, *, confirmed: bool = True) -> RTPSession:
+        """Create the call's RTP session (``call.media``) now; it starts with ``start()``.
+
+        RFC 4733 key presses go to the call (``receive_dtmf``), which merges
+        them with INFO ones and reports each press once.
 
         Args:
             record: The call.
@@ -619,9 +723,10 @@ class CallManager:
             comfort_noise_pt=neg.cn_pt,
         )
         media.on_timeout = lambda: self._on_rtp_timeout(call)
+        media.on_dtmf = lambda key: call.receive_dtmf(key, "rfc4733")
         call.media = media
         self._apply_direction(call, neg)
-        await media.start()
+        return media
 
     def _on_rtp_timeout(self, call: SIPCall) -> None:
         if call.ended:
@@ -675,6 +780,17 @@ class CallManager:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _same_ip(a: str, b: str) -> bool:
+    """Whether two address texts name the same IP (IPv4-mapped IPv6 equal to IPv4)."""
+    try:
+        ip_a, ip_b = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    ip_a = getattr(ip_a, "ipv4_mapped", None) or ip_a
+    ip_b = getattr(ip_b, "ipv4_mapped", None) or ip_b
+    return ip_a == ip_b
 
 
 def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:

@@ -274,6 +274,7 @@ class SIPInputTransport(BaseInputTransport):
         self._media: RTPSession | None = None
         self._dropped = 0
         self._connect_task: asyncio.Task | None = None
+        self._dtmf_attached = False
         self.started = False
 
     async def setup(self, setup: FrameProcessorSetup):
@@ -347,7 +348,10 @@ class SIPInputTransport(BaseInputTransport):
         await self._transport.cleanup()
 
     def detach(self) -> None:
-        """Stop taking callbacks from the RTP session (idempotent)."""
+        """Stop taking callbacks from the RTP session and the call (idempotent)."""
+        if self._dtmf_attached:
+            self._dtmf_attached = False
+            self._call.remove_dtmf_handler(self._on_media_dtmf)
         media, self._media = self._media, None
         if media is None:
             return
@@ -357,13 +361,30 @@ class SIPInputTransport(BaseInputTransport):
             media.on_dtmf = None
 
     def _attach(self) -> None:
+        # Key presses come from the call: RFC 4733 and SIP INFO, merged (one per press).
+        if hasattr(self._call, "add_dtmf_handler") and not self._dtmf_attached:
+            self._dtmf_attached = True
+            self._call.add_dtmf_handler(self._on_media_dtmf)
         media = self._transport.media
         if media is None:
+            if getattr(self._call, "info", None) is not None and not self._call.ended:
+                if self._call.info.direction == "outbound":
+                    return  # early media or the answer attaches it (attach_media)
             logger.error(f"{self} the call has no RTP session; was it answered?")
             return
+        self.attach_media()
+
+    def attach_media(self) -> None:
+        """Take audio from the call's RTP session once it exists (early media, answer)."""
+        media = self._transport.media
+        if media is None or self._media is media or self._transport.far_end_gone:
+            return
+        if not self._rx_task:
+            return  # not started: set_transport_ready attaches
         self._media = media
         media.on_audio = self._on_media_audio
-        media.on_dtmf = self._on_media_dtmf
+        if not self._dtmf_attached:
+            media.on_dtmf = self._on_media_dtmf
 
     async def _teardown(self) -> None:
         self.detach()
@@ -387,6 +408,7 @@ class SIPInputTransport(BaseInputTransport):
             logger.debug(f"{self} call ended before it was established: {error!r}")
             return
         if not self._transport.call_ended:
+            self.attach_media()  # an outbound call's media starts with its answer
             await self._client_connected()
 
     def _on_media_audio(self, pcm: bytes) -> None:
@@ -644,6 +666,11 @@ class SIPTransport(BaseTransport):
     - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#";
       RFC 4733 A-D and flash are logged and ignored, as Pipecat's keypad has
       no such keys); also pushed downstream as ``InputDTMFFrame``.
+    - on_ringing(transport, call) / on_early_media(transport, call): an
+      outbound call placed with ``server.call(..., wait=False)`` rings
+      (180) or got a 18x with SDP: its media runs before the answer, so the
+      pipeline hears announcements or ringback (``on_client_connected``
+      still waits for the answer).
     - on_hold(transport, call) / on_resume(transport, call): the far end put
       the call on hold (re-INVITE sendonly, inactive or c=0.0.0.0) or took it
       off. While held nothing reaches the caller: the bot's audio plays out
@@ -709,11 +736,16 @@ class SIPTransport(BaseTransport):
         self._register_event_handler("on_dtmf")
         self._register_event_handler("on_hold")
         self._register_event_handler("on_resume")
+        self._register_event_handler("on_ringing")
+        self._register_event_handler("on_early_media")
 
         call.add_ended_handler(self._on_call_ended)
         add_hold_handler = getattr(call, "add_hold_handler", None)
         if add_hold_handler is not None:
             add_hold_handler(self._on_call_hold)
+        add_progress_handler = getattr(call, "add_progress_handler", None)
+        if add_progress_handler is not None:
+            add_progress_handler(self._on_call_progress)
         if call.ended and self._end_reason is None:
             self._end_reason = getattr(call, "end_reason", None) or "ended"
 
@@ -838,6 +870,14 @@ class SIPTransport(BaseTransport):
             if processor.started:
                 self.schedule_far_end_hangup(processor)
                 break
+
+    async def _on_call_progress(self, kind: str, status_code: int) -> None:
+        """SIPCall progress handler (outbound): ``on_ringing``, ``on_early_media``."""
+        if kind == "early_media":
+            self._input.attach_media()  # the pipeline hears announcements or ringback
+            await self._call_event_handler("on_early_media", self._call)
+        elif kind == "ringing":
+            await self._call_event_handler("on_ringing", self._call)
 
     async def _on_call_hold(self, held: bool) -> None:
         """SIPCall hold handler: fire ``on_hold`` / ``on_resume``."""

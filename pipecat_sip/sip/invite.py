@@ -419,15 +419,37 @@ class InviteUsage:
         self._respond(session, 100, now)
         ua.emit(IncomingCall(req.call_id, req, flow, user))
 
-    def ringing(self, call_id: str, now: float, *, status_code: int = 180) -> None:
-        """Send a provisional response (180 Ringing) for an incoming call.
+    def ringing(
+        self, call_id: str, now: float, *, status_code: int = 180, sdp: bytes = b""
+    ) -> None:
+        """Send a provisional response (180 Ringing, 183 Session Progress) for an incoming call.
+
+        The first one makes the early dialog (RFC 3261 s.12.1.1). With
+        ``sdp`` the response carries our answer: early media (RFC 3960).
 
         Raises:
-            LocalProtocolError: Unknown call, or not ringing any more.
+            LocalProtocolError: Unknown call, not ringing any more, or a status
+                outside 101-199.
         """
+        if not 100 < status_code < 200:
+            raise LocalProtocolError(f"a provisional response is 101-199, not {status_code}")
         session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
+        self._early_uas_dialog(session)
         session.apply(InviteEvent.PROVISIONAL)
-        self._respond(session, status_code, now)
+        if sdp:
+            session.local_sdp = sdp
+        self._respond(session, status_code, now, body=sdp)
+
+    def _early_uas_dialog(self, session: InviteSession) -> Dialog:
+        """The UAS's early dialog, made with the first 18x (its id is the confirmed one's)."""
+        if session.early_dialog is None:
+            try:
+                dialog = Dialog.from_uas(session.invite, session.local_tag, session.flow)
+            except RemoteProtocolError as exc:  # checked on arrival: not reached
+                raise LocalProtocolError(str(exc)) from exc
+            session.early_dialog = dialog
+            self._by_dialog[dialog.id] = session
+        return session.early_dialog
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the ACK (RFC 3261 s.13.3.1.4).
@@ -436,13 +458,9 @@ class InviteUsage:
             LocalProtocolError: Unknown call, or not in a state to be answered.
         """
         session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
-        try:
-            dialog = Dialog.from_uas(session.invite, session.local_tag, session.flow)
-        except RemoteProtocolError as exc:  # checked on arrival: not reached
-            raise LocalProtocolError(str(exc)) from exc
+        dialog = self._early_uas_dialog(session)
         session.local_sdp = sdp
         session.dialog = dialog
-        self._by_dialog[dialog.id] = session
         session.apply(InviteEvent.ACCEPT)
         self._send_2xx(session, session.invite_txn, self._response(session, 200, body=sdp), now)
 
@@ -706,7 +724,11 @@ class InviteUsage:
         """A request with a To tag (other than ACK and CANCEL)."""
         ua = self.ua
         session = self._by_dialog.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
-        if session is None or session.dialog is None or session.state is CallState.TERMINATED:
+        if (
+            session is None
+            or session.current_dialog is None
+            or session.state is CallState.TERMINATED
+        ):
             ua.respond(txn, 481, now)
             return
         if not self._from_peer(session, flow):
@@ -718,7 +740,9 @@ class InviteUsage:
             )
             ua.respond(txn, 403, now, reason="Forbidden (not the dialog's peer)")
             return
-        if not session.dialog.accept_remote_cseq(req):
+        dialog = session.current_dialog
+        assert dialog is not None
+        if not dialog.accept_remote_cseq(req):
             ua.respond(txn, 500, now, reason="CSeq out of order")
             return
         method = req.method
@@ -816,6 +840,7 @@ class InviteUsage:
         if code < 200:
             if code > 100:  # 100 Trying is the next hop's, not the far end's (RFC 3261 s.16.7)
                 session.provisional_seen = True
+                self._early_uac_dialog(session, response)
             if session.state in (CallState.CALLING, CallState.EARLY):
                 session.apply(InviteEvent.PROVISIONAL)
             self.ua.emit(CallProgress(session.call_id, response))
@@ -835,6 +860,33 @@ class InviteUsage:
             else:
                 reason = "cancelled" if code == 487 else "rejected"
             self._end(session, reason, code)
+
+    def _early_uac_dialog(self, session: InviteSession, response: SIPResponse) -> None:
+        """A tagged 1xx with Contact makes (or, from another fork, replaces) the early dialog."""
+        tag = response.to.tag
+        if not tag or session.state is CallState.TERMINATING:
+            return
+        early = session.early_dialog
+        if early is not None and early.remote_tag == tag:
+            return
+        try:
+            dialog = Dialog.from_uac(session.invite, response, session.flow)
+        except RemoteProtocolError:
+            return  # no Contact: no early dialog (PRACK and UPDATE impossible)
+        if early is not None:
+            self._by_dialog.pop(early.id, None)
+        session.early_dialog = dialog
+        self._by_dialog[dialog.id] = session
+        self._note_allow(session, response)
+
+    def _note_allow(self, session: InviteSession, message: SIPRequest | SIPResponse) -> None:
+        """Remember the methods the peer accepts (its Allow), for UPDATE or re-INVITE refreshes."""
+        try:
+            allow = message.headers.get_list("Allow")
+        except Exception:
+            return
+        if allow:
+            session.peer_allow = frozenset(m.strip().upper() for m in allow[:32])
 
     def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
         """Timer B (no final to our INVITE), Timer F (no answer to an in-dialog request)."""
@@ -877,7 +929,7 @@ class InviteUsage:
         source = flow.remote[0]
         if _same_host(source, session.flow.remote[0]):
             return True
-        dialog = session.dialog
+        dialog = session.current_dialog
         assert dialog is not None
         hosts = [dialog.remote_target]
         if dialog.route_set:
@@ -893,8 +945,10 @@ class InviteUsage:
         ua = self.ua
         initial = session.invite_txn
         if (
-            isinstance(initial, ServerInviteTransaction) and initial.state == "proceeding"
-        ) or session.modification is not Modification.IDLE:
+            (isinstance(initial, ServerInviteTransaction) and initial.state == "proceeding")
+            or session.modification is not Modification.IDLE
+            or session.dialog is None  # an early dialog: no re-INVITE (RFC 3261 s.14)
+        ):
             ua.respond(txn, 491, now, to_tag=session.local_tag)  # Request Pending (s.14.2)
             return
         if req.contacts:
@@ -991,8 +1045,16 @@ class InviteUsage:
             session.apply(InviteEvent.ERROR)
             self._end(session, "error", response.status_code)
             return
+        early = session.early_dialog
+        if early is not None:
+            if early.id != dialog.id:
+                self._by_dialog.pop(early.id, None)
+            elif early.local_seq is not None and dialog.local_seq is not None:
+                dialog.local_seq = max(dialog.local_seq, early.local_seq)
+                dialog.remote_seq = early.remote_seq
         session.dialog = dialog
         self._by_dialog[dialog.id] = session
+        self._note_allow(session, response)
         hop = dialog.next_hop()
         ack = dialog.create_request(
             "ACK", ua.new_via(hop), cseq=session.invite.cseq.seq, headers=ua.ua_headers()
@@ -1023,8 +1085,9 @@ class InviteUsage:
             return
         self._stop_2xx(session)
         del self.sessions[session.call_id]
-        if session.dialog is not None:
-            self._by_dialog.pop(session.dialog.id, None)
+        for dialog in (session.dialog, session.early_dialog):
+            if dialog is not None and self._by_dialog.get(dialog.id) is session:
+                del self._by_dialog[dialog.id]
         self.ua.emit(CallEnded(session.call_id, reason, status_code))
 
     def send_in_dialog(

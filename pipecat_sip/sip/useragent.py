@@ -278,13 +278,15 @@ class UserAgent:
                 )
 
     # --- calls (InviteUsage) ---------------------------------------------------
-    def ringing(self, call_id: str, now: float) -> None:
-        """Send 180 Ringing for an incoming call.
+    def ringing(
+        self, call_id: str, now: float, *, status_code: int = 180, sdp: bytes = b""
+    ) -> None:
+        """Send 180 Ringing (or another 1xx: 183 with ``sdp`` for early media).
 
         Raises:
-            LocalProtocolError: Unknown call, or not ringing any more.
+            LocalProtocolError: Unknown call, not ringing any more, or not a 1xx.
         """
-        self.invites.ringing(call_id, now)
+        self.invites.ringing(call_id, now, status_code=status_code, sdp=sdp)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the ACK (RFC 3261 s.13.3.1.4).
