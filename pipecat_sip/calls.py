@@ -46,6 +46,7 @@ from pipecat_sip.sip.events import (
     Event,
     IncomingCall,
     InfoReceived,
+    ModificationAnswered,
     ReofferReceived,
 )
 from pipecat_sip.sip.invite import CallState
@@ -178,6 +179,8 @@ class CallManager:
             logger.debug(f"{call}: re-INVITE answered (CSeq {event.request.cseq.seq})")
         elif isinstance(event, CallProgress):
             self._on_progress(record, event)
+        elif isinstance(event, ModificationAnswered):
+            self._on_modification_answered(record, event)
         elif isinstance(event, InfoReceived):
             logger.debug(f"{call}: INFO {escape(event.request.content_type, 80)}")
 
@@ -627,6 +630,24 @@ class CallManager:
     async def _start_and_establish(self, record: _Record) -> None:
         await self._start_media(record)
         record.call.mark_established()
+
+    def _on_modification_answered(self, record: _Record, event: ModificationAnswered) -> None:
+        """Our re-INVITE or UPDATE was answered: follow the answer's media (RFC 3264 s.8)."""
+        call = record.call
+        response = event.response
+        if not 200 <= event.status_code < 300:
+            logger.info(f"{call}: {event.method} answered {event.status_code}")
+            return
+        if response is None or not response.body or call.local_sdp is None:
+            return
+        if response.content_type != "application/sdp":
+            return
+        try:
+            negotiated = apply_answer(call.local_sdp, SessionDescription.parse(response.body))
+        except (SDPParseError, NoCommonCodec) as exc:
+            logger.warning(f"{call}: unusable SDP answer to our {event.method} ({exc})")
+            return
+        self._update_remote(call, negotiated)
 
     def _on_reoffer(self, record: _Record, event: ReofferReceived) -> None:
         """Answer a re-INVITE's offer (RFC 3264 s.8): move, hold or resume the media.

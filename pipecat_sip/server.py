@@ -49,6 +49,11 @@ from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
 from pipecat_sip.sip.locate import LocationError, TargetList
 from pipecat_sip.sip.message import is_keepalive
+from pipecat_sip.sip.session_timer import (
+    DEFAULT_MIN_SE,
+    DEFAULT_SESSION_EXPIRES,
+    SessionTimerPolicy,
+)
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI
@@ -175,6 +180,15 @@ class SIPServer:
             challenged, e.g. a trunk's signalling addresses.
         auth_max_failures: Failed authentications of one source within a
             minute before its requests are refused (403) for the rest of it.
+        session_expires: Session timer (RFC 4028) interval we ask for and
+            grant at most, seconds; the refresher refreshes at half of it (by
+            UPDATE, else re-INVITE) and a call nobody refreshes ends with BYE.
+            0 asks for none (a peer's request is still honoured).
+        min_se: The shortest session interval accepted (>= 90 s); shorter
+            requests get 422 with it.
+        reliable_provisionals: Send 180/183 reliably (RFC 3262 PRACK) to
+            callers that support 100rel; callers that require it always get
+            reliable ones.
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit).
@@ -220,6 +234,9 @@ class SIPServer:
         auth_realm: str = "pipecat-sip",
         auth_exempt_networks: Iterable[str | Network] | str = (),
         auth_max_failures: int = 10,
+        session_expires: int = DEFAULT_SESSION_EXPIRES,
+        min_se: int = DEFAULT_MIN_SE,
+        reliable_provisionals: bool = False,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -262,6 +279,12 @@ class SIPServer:
         self.auth_realm = auth_realm
         self.auth_exempt_networks = parse_networks(auth_exempt_networks)
         self.auth_max_failures = auth_max_failures
+        self.session_timers = SessionTimerPolicy(
+            enabled=session_expires > 0,
+            session_expires=max(session_expires, min_se),
+            min_se=min_se,
+        )
+        self.reliable_provisionals = reliable_provisionals
         self.authenticator: DigestServer | None = None
         self.locator: ServerLocator | None = None
         self.registration = registration
@@ -323,7 +346,10 @@ class SIPServer:
 
     def _ua_options(self) -> dict[str, Any]:
         """The user agent's call-control options (authentication, registrar, timers)."""
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {
+            "session_timers": self.session_timers,
+            "reliable_provisionals": self.reliable_provisionals,
+        }
         if self.auth_users is not None:
             self.authenticator = DigestServer(
                 self.auth_realm, self.auth_users, max_failures=self.auth_max_failures

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "IncomingCall",
     "InfoReceived",
+    "ModificationAnswered",
     "Notice",
     "ReofferReceived",
     "Registered",
@@ -109,6 +110,22 @@ class CallUpdated:
 
 
 @dataclass
+class ModificationAnswered:
+    """Our re-INVITE or UPDATE (RFC 3311) got its final response (or none: 408).
+
+    Attributes:
+        method: "INVITE" or "UPDATE".
+        status_code: The final status; 408 when none came.
+        response: The response, or None.
+    """
+
+    call_id: str
+    method: str
+    status_code: int
+    response: SIPResponse | None = None
+
+
+@dataclass
 class InfoReceived:
     """An INFO request inside a dialog (answered 200)."""
 
@@ -190,6 +207,7 @@ Event = (
     | ReofferReceived
     | CallUpdated
     | InfoReceived
+    | ModificationAnswered
     | CallEnded
     | Registered
     | RegistrationFailed

@@ -41,11 +41,31 @@ from pipecat_sip.sip.events import (
     CallUpdated,
     IncomingCall,
     InfoReceived,
+    ModificationAnswered,
     ReofferReceived,
 )
 from pipecat_sip.sip.headers import CSeq
 from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import Headers, SIPRequest, SIPResponse, make_response
+from pipecat_sip.sip.reliable import (
+    MAX_RSEQ,
+    RAck,
+    ReliableProvisionals,
+    parse_rseq,
+    requires_100rel,
+    supports_100rel,
+)
+from pipecat_sip.sip.session_timer import (
+    SessionExpires,
+    TimerNegotiation,
+    UASAnswer,
+    bye_margin,
+    parse_min_se,
+    uac_offer,
+    uac_offer_refresh,
+    uac_result,
+    uas_answer,
+)
 from pipecat_sip.sip.timers import Timer
 from pipecat_sip.sip.transaction import (
     ClientInviteTransaction,
@@ -65,14 +85,17 @@ __all__ = [
     "InviteEvent",
     "InviteSession",
     "InviteUsage",
+    "MODIFICATION_TRANSITIONS",
     "Modification",
+    "ModificationEvent",
     "Role",
+    "SessionTimer",
     "next_state",
 ]
 
 SDP = "application/sdp"
 #: Option tags we put in Supported (RFC 3262, RFC 4028, RFC 3891).
-SUPPORTED: tuple[str, ...] = ()
+SUPPORTED: tuple[str, ...] = ("100rel", "timer", "replaces")
 
 
 class Role(StrEnum):
@@ -211,12 +234,64 @@ class Modification(StrEnum):
 
     Attributes:
         IDLE: No offer/answer exchange in progress after the initial one.
-        REOFFER_RECEIVED: A re-INVITE's offer waits for our answer
-            (:meth:`InviteUsage.answer_reoffer`).
+        REOFFER_RECEIVED: A re-INVITE's or UPDATE's offer waits for our
+            answer (:meth:`InviteUsage.answer_reoffer`).
+        OFFER_SENT: Our re-INVITE or UPDATE with an offer waits for its answer.
     """
 
     IDLE = "idle"
     REOFFER_RECEIVED = "reoffer_received"
+    OFFER_SENT = "offer_sent"
+
+
+class ModificationEvent(StrEnum):
+    """What moves the session-modification state.
+
+    Attributes:
+        OFFER_RECEIVED: A re-INVITE or UPDATE with an offer arrived.
+        ANSWERED: We answered it (2xx with our answer).
+        REFUSED: We refused it (488, 491, 500), or it was cancelled.
+        OFFER_SENT: We sent a re-INVITE or UPDATE with an offer.
+        ANSWER_RECEIVED: Its 2xx came (with the answer).
+        FAILED: It failed (a 3xx-6xx, a timeout).
+    """
+
+    OFFER_RECEIVED = "offer_received"
+    ANSWERED = "answered"
+    REFUSED = "refused"
+    OFFER_SENT = "offer_sent"
+    ANSWER_RECEIVED = "answer_received"
+    FAILED = "failed"
+
+
+M, ME = Modification, ModificationEvent
+MODIFICATION_TRANSITIONS: dict[tuple[Modification, ModificationEvent], Modification] = {
+    (M.IDLE, ME.OFFER_RECEIVED): M.REOFFER_RECEIVED,
+    (M.REOFFER_RECEIVED, ME.ANSWERED): M.IDLE,
+    (M.REOFFER_RECEIVED, ME.REFUSED): M.IDLE,
+    (M.IDLE, ME.OFFER_SENT): M.OFFER_SENT,
+    (M.OFFER_SENT, ME.ANSWER_RECEIVED): M.IDLE,
+    (M.OFFER_SENT, ME.FAILED): M.IDLE,
+}
+
+
+@dataclass(eq=False)
+class SessionTimer:
+    """A call's running session timer (RFC 4028 s.10).
+
+    Attributes:
+        interval: The session interval, seconds.
+        we_refresh: Whether we send the refreshes (else we wait for them).
+        refreshed_at: When the session was last refreshed, seconds.
+        timer: The refresh (we refresh) or BYE (they refresh) deadline.
+        refreshes: Refreshes sent (we refresh) or received.
+    """
+
+    interval: int
+    we_refresh: bool
+    refreshed_at: float
+    timer: Timer | None = None
+    refreshes: int = 0
 
 
 @dataclass(eq=False)
@@ -250,6 +325,15 @@ class InviteSession:
         early_dialog: An early dialog (UAC: from a tagged 1xx with Contact;
             UAS: from our first 18x), for PRACK and UPDATE before the answer.
         peer_allow: The methods the peer says it accepts (its Allow).
+        reliable: UAS: the reliable provisional responses (RFC 3262) in
+            flight and queued, once one was sent.
+        reliable_timer: UAS: the retransmission of the one in flight.
+        pending_answer: UAS: the 2xx body held until the PRACK of a reliable
+            provisional response with SDP (RFC 3262 s.3).
+        last_rseq: UAC: the RSeq of the last reliable provisional acknowledged.
+        session_timer: The running session timer (RFC 4028), or None.
+        timer_answer: UAS: the session-timer headers for the 2xx being prepared.
+        modification_txn: The re-INVITE or UPDATE we sent, while it waits.
     """
 
     call_id: str
@@ -274,7 +358,16 @@ class InviteSession:
     provisional_seen: bool = False
     auth_retries: int = 0
     early_dialog: Dialog | None = None
+    early_offer_answer: bool = False
     peer_allow: frozenset[str] = frozenset()
+    reliable: ReliableProvisionals | None = None
+    reliable_timer: Timer | None = None
+    pending_answer: bytes | None = None
+    last_rseq: int | None = None
+    session_timer: SessionTimer | None = None
+    timer_answer: UASAnswer | None = None
+    modification_txn: Transaction | None = None
+    timer_retried: bool = False
 
     @property
     def current_dialog(self) -> Dialog | None:
@@ -293,6 +386,21 @@ class InviteSession:
     def can(self, event: InviteEvent) -> bool:
         """Whether ``event`` is a legal move now."""
         return (self.role, self.state, event) in TRANSITIONS
+
+    def modify(self, event: ModificationEvent) -> Modification:
+        """Move the session-modification state as its table says.
+
+        Raises:
+            LocalProtocolError: The table has no such move.
+        """
+        try:
+            self.modification = MODIFICATION_TRANSITIONS[(self.modification, event)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"call {self.call_id}: no session-modification move from "
+                f"{self.modification} on {event}"
+            ) from None
+        return self.modification
 
 
 @dataclass(eq=False)
@@ -343,15 +451,24 @@ class InviteUsage:
             ``"peer"`` (default: the INVITE's source address, the remote
             target's host or the first route's host; anything else gets 403)
             or ``"any"`` (a deployment behind a proxy that rewrites sources).
+        reliable_provisionals: Send 18x reliably (RFC 3262) when the INVITE
+            supports 100rel (when it requires it, always).
     """
 
-    def __init__(self, ua: UserAgent, *, trust_in_dialog_from: str = "peer") -> None:
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        trust_in_dialog_from: str = "peer",
+        reliable_provisionals: bool = False,
+    ) -> None:
         if trust_in_dialog_from not in ("peer", "any"):
             raise ValueError(
                 f"trust_in_dialog_from must be 'peer' or 'any', not {trust_in_dialog_from!r}"
             )
         self.ua = ua
         self.trust_in_dialog_from = trust_in_dialog_from
+        self.reliable_provisionals = reliable_provisionals
         self.sessions: dict[str, InviteSession] = {}
         self._by_dialog: dict[DialogId, InviteSession] = {}
         self._by_txn: dict[Transaction, InviteSession] = {}
@@ -406,6 +523,10 @@ class InviteUsage:
         if req.call_id in self.sessions:
             ua.respond(txn, 482, now)
             return
+        timer = uas_answer(req, ua.session_timers)
+        if timer.min_se is not None:  # Session Interval Too Small (RFC 4028 s.8.1)
+            ua.respond(txn, 422, now, headers=[("Min-SE", timer.min_se)])
+            return
         session = InviteSession(
             call_id=req.call_id,
             role=Role.UAS,
@@ -414,18 +535,32 @@ class InviteUsage:
             invite_txn=txn,
             flow=flow,
             state=CallState.INCOMING,
+            timer_answer=timer,
         )
+        self._note_allow(session, req)
         self._track(session, txn)
         self._respond(session, 100, now)
         ua.emit(IncomingCall(req.call_id, req, flow, user))
 
     def ringing(
-        self, call_id: str, now: float, *, status_code: int = 180, sdp: bytes = b""
+        self,
+        call_id: str,
+        now: float,
+        *,
+        status_code: int = 180,
+        sdp: bytes = b"",
+        reliable: bool | None = None,
     ) -> None:
         """Send a provisional response (180 Ringing, 183 Session Progress) for an incoming call.
 
         The first one makes the early dialog (RFC 3261 s.12.1.1). With
         ``sdp`` the response carries our answer: early media (RFC 3960).
+
+        Reliable (RFC 3262): always when the INVITE requires 100rel; when it
+        only supports it, if ``reliable`` is True (None: the UA's
+        ``reliable_provisionals`` setting). A reliable one is retransmitted
+        (T1, doubling) until its PRACK; after 64*T1 without one the INVITE
+        is rejected 500 (s.3). One at a time: later ones wait their turn.
 
         Raises:
             LocalProtocolError: Unknown call, not ringing any more, or a status
@@ -438,7 +573,109 @@ class InviteUsage:
         session.apply(InviteEvent.PROVISIONAL)
         if sdp:
             session.local_sdp = sdp
-        self._respond(session, status_code, now, body=sdp)
+        response = self._response(session, status_code, body=sdp)
+        invite = session.invite
+        want = self.reliable_provisionals if reliable is None else reliable
+        if requires_100rel(invite) or (want and supports_100rel(invite)):
+            self._send_reliable(session, response, now)
+            return
+        self._respond_with(session, response, now)
+
+    # --- reliable provisional responses (UAS, RFC 3262 s.3) ---------------------------
+    def _send_reliable(self, session: InviteSession, response: SIPResponse, now: float) -> None:
+        rel = session.reliable
+        if rel is None:
+            rel = session.reliable = ReliableProvisionals(
+                next_rseq=self.ua.ids.rng.randrange(1, MAX_RSEQ // 2)
+            )
+        item = rel.prepare(response)
+        if rel.outstanding is None:
+            self._transmit_reliable(session, item, now)
+        else:
+            rel.queue.append(item)
+
+    def _transmit_reliable(self, session: InviteSession, item, now: float) -> None:
+        ua = self.ua
+        rel = session.reliable
+        assert rel is not None
+        rel.outstanding = item
+        t1 = ua.layer.timer_values.t1
+        item.first_sent, item.interval = now, t1
+        self._respond_with(session, item.response, now)
+        give_up = now + 64 * t1
+
+        def retransmit(at: float) -> None:
+            session.reliable_timer = None
+            if rel.outstanding is not item or session.state not in (
+                CallState.INCOMING,
+                CallState.EARLY,
+            ):
+                return
+            if at >= give_up:
+                self._reliable_timeout(session, at)
+                return
+            self._respond_with(session, item.response, at)
+            item.interval *= 2
+            session.reliable_timer = ua.timers.start(
+                "reliable 1xx retransmit", min(at + item.interval, give_up), retransmit
+            )
+
+        session.reliable_timer = ua.timers.start("reliable 1xx retransmit", now + t1, retransmit)
+
+    def _reliable_timeout(self, session: InviteSession, now: float) -> None:
+        """No PRACK in 64*T1: reject the INVITE with a 5xx (RFC 3262 s.3)."""
+        self.ua.notice(
+            "warning", "no PRACK for a reliable provisional response: 500", session.call_id,
+            kind="no_prack",
+        )  # fmt: skip
+        self._stop_reliable(session)
+        session.pending_answer = None
+        self._respond(session, 500, now, reason="Reliable Provisional Response Not Acknowledged")
+        session.apply(InviteEvent.REJECT)
+        self._end(session, "no_prack", 500)
+
+    def _stop_reliable(self, session: InviteSession) -> None:
+        if session.reliable_timer is not None:
+            session.reliable_timer.cancel()
+            session.reliable_timer = None
+        if session.reliable is not None:
+            session.reliable.clear()
+
+    def _on_prack(
+        self, session: InviteSession, req: SIPRequest, txn: ServerTransaction, now: float
+    ) -> None:
+        """A PRACK (RFC 3262 s.3): 200 if it acknowledges the response in flight, else 481."""
+        ua = self.ua
+        try:
+            rack = RAck.parse(req.headers.get("RAck") or "")
+        except ValueError as exc:
+            ua.respond(txn, 400, now, reason=f"Bad Request ({exc})"[:80])
+            return
+        rel = session.reliable
+        if (
+            rel is None
+            or session.role is not Role.UAS
+            or not rel.matches(rack, session.invite.cseq.seq)
+        ):
+            ua.respond(txn, 481, now)
+            return
+        ua.respond(txn, 200, now)
+        item = rel.outstanding
+        assert item is not None
+        rel.outstanding = None
+        rel.acknowledged += 1
+        if session.reliable_timer is not None:
+            session.reliable_timer.cancel()
+            session.reliable_timer = None
+        if item.has_sdp:
+            session.early_offer_answer = True
+        if session.state not in (CallState.INCOMING, CallState.EARLY):
+            return
+        if rel.queue:
+            self._transmit_reliable(session, rel.queue.popleft(), now)
+        if session.pending_answer is not None and not rel.sdp_unacknowledged:
+            sdp, session.pending_answer = session.pending_answer, None
+            self._send_answer(session, sdp, now)
 
     def _early_uas_dialog(self, session: InviteSession) -> Dialog:
         """The UAS's early dialog, made with the first 18x (its id is the confirmed one's)."""
@@ -458,11 +695,26 @@ class InviteUsage:
             LocalProtocolError: Unknown call, or not in a state to be answered.
         """
         session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
+        rel = session.reliable
+        if rel is not None and rel.sdp_unacknowledged:
+            session.pending_answer = sdp  # sent with the PRACK (RFC 3262 s.3)
+            session.local_sdp = sdp
+            return
+        self._send_answer(session, sdp, now)
+
+    def _send_answer(self, session: InviteSession, sdp: bytes, now: float) -> None:
         dialog = self._early_uas_dialog(session)
+        self._stop_reliable(session)
         session.local_sdp = sdp
         session.dialog = dialog
         session.apply(InviteEvent.ACCEPT)
-        self._send_2xx(session, session.invite_txn, self._response(session, 200, body=sdp), now)
+        timer = session.timer_answer
+        session.timer_answer = None
+        headers = list(timer.headers) if timer is not None else []
+        response = self._response(session, 200, body=sdp, headers=headers)
+        self._send_2xx(session, session.invite_txn, response, now)
+        if timer is not None:
+            self._start_session_timer(session, timer.negotiation, now)
 
     def reject(
         self,
@@ -506,7 +758,7 @@ class InviteUsage:
         if status_code < 300:
             raise LocalProtocolError(f"reject_reoffer needs a status >= 300, not {status_code}")
         session, txn = self._pending_reoffer(call_id)
-        session.modification = Modification.IDLE
+        session.modify(ModificationEvent.REFUSED)
         session.reoffer_txn = None
         self.ua.respond(txn, status_code, now, reason=reason, to_tag=session.local_tag)
 
@@ -568,6 +820,9 @@ class InviteUsage:
         ua.add_common_headers(h)
         if SUPPORTED:
             h.add("Supported", ", ".join(SUPPORTED))
+        if ua.session_timers.enabled:
+            for name, value in uac_offer(ua.session_timers):
+                h.add(name, value)
         for name, value in headers:
             h.add(name, value)
         h.add("Content-Type", SDP)
@@ -665,6 +920,18 @@ class InviteUsage:
                 kind="auth_refused",
             )
             return False
+        if code == 422 and not session.timer_retried:  # RFC 4028 s.7.4
+            min_se = parse_min_se(response.headers.get("Min-SE"))
+            asked = SessionExpires.of(session.invite)
+            if min_se is not None and (asked is None or min_se > asked.delta):
+                session.timer_retried = True
+                self._resend_invite(
+                    session,
+                    now,
+                    replace=[("Session-Expires", str(min_se)), ("Min-SE", str(min_se))],
+                )
+                return True
+            return False
         if (
             session.targets is not None
             and TargetList.should_fail_over(code)
@@ -690,6 +957,260 @@ class InviteUsage:
         )
         self._resend_invite(session, now, flow=Flow(nxt.transport.upper(), (nxt.ip, nxt.port)))
         return True
+
+    # --- session modification we start (re-INVITE, UPDATE) ---------------------------
+    def update(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        sdp: bytes | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        """Send UPDATE (RFC 3311) in the early or confirmed dialog, with an offer or without.
+
+        The outcome is a :class:`~pipecat_sip.sip.events.ModificationAnswered`
+        (a 2xx with the answer, or the failure's status).
+
+        Raises:
+            LocalProtocolError: No such call, no dialog, or an offer exchange
+                already in progress (RFC 3311 s.5.1).
+        """
+        session = self._modifiable(call_id, offer=sdp is not None, method="UPDATE")
+        self._send_modification(session, "UPDATE", sdp, list(headers), now)
+
+    def reinvite(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        sdp: bytes | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        """Send a re-INVITE (RFC 3261 s.14.1) with ``sdp`` (default: our current description).
+
+        Raises:
+            LocalProtocolError: No such confirmed call, or an offer exchange
+                already in progress.
+        """
+        session = self._modifiable(call_id, offer=True, method="INVITE")
+        self._send_modification(session, "INVITE", sdp or session.local_sdp, list(headers), now)
+
+    def _modifiable(self, call_id: str, *, offer: bool, method: str) -> InviteSession:
+        session = self.sessions.get(call_id)
+        if session is None or session.state.ended:
+            raise LocalProtocolError(f"no call {call_id}")
+        if method == "INVITE" and session.state is not CallState.CONFIRMED:
+            raise LocalProtocolError(f"call {call_id} is {session.state}: no re-INVITE")
+        if session.current_dialog is None:
+            raise LocalProtocolError(f"call {call_id} has no dialog yet")
+        if session.modification_txn is not None or (
+            offer and session.modification is not Modification.IDLE
+        ):
+            raise LocalProtocolError(f"call {call_id}: an offer/answer exchange is in progress")
+        if offer and method == "UPDATE" and not self._offer_answer_done(session):
+            raise LocalProtocolError(f"call {call_id}: the initial offer/answer is not done")
+        return session
+
+    def _send_modification(
+        self,
+        session: InviteSession,
+        method: str,
+        sdp: bytes | None,
+        headers: list[tuple[str, object]],
+        now: float,
+        *,
+        on_done: Callable[[SIPResponse | None, float], None] | None = None,
+    ) -> None:
+        """Send a re-INVITE or UPDATE; its final response (2xx ACKed) goes to ``on_done``."""
+        ua = self.ua
+        if sdp is not None:
+            session.modify(ModificationEvent.OFFER_SENT)
+            session.local_sdp = sdp
+        extra: list[tuple[str, object]] = [("Supported", ", ".join(SUPPORTED))]
+        if method == "INVITE":
+            extra.append(("Allow", ", ".join(ua.allowed_methods())))
+        extra += headers
+        acked: list[bool] = []
+
+        def final(response: SIPResponse | None, at: float) -> None:
+            record_txn = record.txn
+            if response is not None and 200 <= response.status_code < 300:
+                if method == "INVITE":
+                    self._ack_reinvite(session, record, response)
+                if acked:
+                    return  # a 2xx retransmission: ACKed again, nothing else
+                acked.append(True)
+            if session.modification_txn is record_txn:
+                session.modification_txn = None
+            if sdp is not None and session.modification is Modification.OFFER_SENT:
+                ok = response is not None and 200 <= response.status_code < 300
+                session.modify(
+                    ModificationEvent.ANSWER_RECEIVED if ok else ModificationEvent.FAILED
+                )
+            if response is not None and 200 <= response.status_code < 300:
+                self._note_allow(session, response)
+                if response.contacts and session.current_dialog is not None:
+                    session.current_dialog.remote_target = response.contacts[0].uri
+            code = response.status_code if response is not None else 408
+            ua.emit(ModificationAnswered(session.call_id, method, code, response))
+            if on_done is not None:
+                on_done(response, at)
+
+        record = self.send_in_dialog(
+            session,
+            method,
+            now,
+            headers=extra,
+            body=sdp or b"",
+            content_type=SDP if sdp else None,
+            on_final=final,
+            on_timeout=lambda at: final(None, at),
+        )
+        session.modification_txn = record.txn
+
+    def _ack_reinvite(
+        self, session: InviteSession, record: InDialogRequest, response: SIPResponse
+    ) -> None:
+        """ACK our re-INVITE's 2xx (RFC 3261 s.13.2.2.4), again for each retransmission."""
+        dialog = session.dialog
+        request = record.request
+        if dialog is None or request is None:
+            return
+        hop = dialog.next_hop()
+        ack = dialog.create_request(
+            "ACK", self.ua.new_via(hop), cseq=request.cseq.seq, headers=self.ua.ua_headers()
+        )
+        session.ack_bytes = bytes(ack)
+        self.ua.layer.send(session.ack_bytes, hop)
+
+    # --- session timers (RFC 4028 s.10) ------------------------------------------------
+    def _start_session_timer(
+        self,
+        session: InviteSession,
+        negotiation: TimerNegotiation | None,
+        now: float,
+        *,
+        received: bool = False,
+    ) -> None:
+        """(Re)start the call's session timer after a refresh, or stop it (None)."""
+        self._stop_session_timer(session)
+        if negotiation is None:
+            session.session_timer = None
+            return
+        previous = session.session_timer
+        timer = SessionTimer(negotiation.interval, negotiation.we_refresh, now)
+        if previous is not None:
+            timer.refreshes = previous.refreshes + (1 if received else 0)
+        session.session_timer = timer
+        self._arm_session_timer(session, timer, now)
+
+    def _arm_session_timer(self, session: InviteSession, timer: SessionTimer, now: float) -> None:
+        ua = self.ua
+        if timer.we_refresh:
+            at = timer.refreshed_at + timer.interval / 2
+            timer.timer = ua.timers.start(
+                "session refresh", max(at, now), lambda t: self._refresh(session, t)
+            )
+        else:
+            at = timer.refreshed_at + timer.interval - bye_margin(timer.interval)
+            timer.timer = ua.timers.start(
+                "session expiry", at, lambda t: self._session_expired(session, t)
+            )
+
+    def _stop_session_timer(self, session: InviteSession) -> None:
+        timer = session.session_timer
+        if timer is not None and timer.timer is not None:
+            timer.timer.cancel()
+            timer.timer = None
+
+    def _refresh(self, session: InviteSession, now: float, *, interval: int | None = None) -> None:
+        """Send the session refresh: UPDATE when the peer allows it, else re-INVITE (s.7.4)."""
+        timer = session.session_timer
+        if (
+            timer is None
+            or session.state.ended
+            or self.sessions.get(session.call_id) is not session
+        ):
+            return
+        timer.timer = None
+        ua = self.ua
+        busy = (
+            session.state is not CallState.CONFIRMED
+            or session.modification is not Modification.IDLE
+            or session.modification_txn is not None
+        )
+        if busy:  # try again shortly (RFC 3261 s.14.1's glare wait)
+            delay = 2.1 + 1.9 * ua.ids.rng.random()
+            timer.timer = ua.timers.start(
+                "session refresh", now + delay, lambda t: self._refresh(session, t)
+            )
+            return
+        interval = interval or timer.interval
+        headers = uac_offer_refresh(interval, ua.session_timers)
+        if "UPDATE" in session.peer_allow:
+            method, sdp = "UPDATE", None
+        else:
+            method, sdp = "INVITE", session.local_sdp
+        timer.refreshes += 1
+        self._send_modification(
+            session,
+            method,
+            sdp,
+            headers,  # type: ignore[arg-type]
+            now,
+            on_done=lambda response, at: self._refresh_done(session, interval, response, at),
+        )
+
+    def _refresh_done(
+        self, session: InviteSession, interval: int, response: SIPResponse | None, now: float
+    ) -> None:
+        timer = session.session_timer
+        if timer is None or session.state.ended:
+            return
+        code = response.status_code if response is not None else 408
+        if 200 <= code < 300:
+            assert response is not None
+            self._start_session_timer(session, uac_result(response), now)
+            return
+        if code == 422 and response is not None:  # RFC 4028 s.7.4: ask the larger interval
+            min_se = parse_min_se(response.headers.get("Min-SE"))
+            if min_se is not None and min_se > interval:
+                timer.interval = min_se
+                self._refresh(session, now, interval=min_se)
+                return
+        if code == 491:  # glare: wait and try again (RFC 3261 s.14.1)
+            delay = 2.1 + 1.9 * self.ua.ids.rng.random()
+            timer.timer = self.ua.timers.start(
+                "session refresh", now + delay, lambda t: self._refresh(session, t)
+            )
+            return
+        self.ua.notice(
+            "warning",
+            f"session refresh failed ({code})",
+            session.call_id,
+            kind="refresh_failed",
+        )
+        if code in (408, 481):  # the dialog is gone (RFC 4028 s.10)
+            self._send_bye(session, now, reason="session_expired")
+            return
+        # Another failure: the session ends when it expires, unless refreshed meanwhile.
+        timer.we_refresh = False
+        self._arm_session_timer(session, timer, now)
+
+    def _session_expired(self, session: InviteSession, now: float) -> None:
+        """No refresh came in time: BYE before the session expires (RFC 4028 s.10)."""
+        timer = session.session_timer
+        if timer is None or session.state.ended:
+            return
+        timer.timer = None
+        self.ua.notice(
+            "warning",
+            f"no session refresh within {timer.interval} s: BYE",
+            session.call_id,
+            kind="session_expired",
+        )
+        self._send_bye(session, now, reason="session_expired")
 
     # --- both -------------------------------------------------------------------
     def hangup(self, call_id: str, now: float) -> None:
@@ -753,8 +1274,12 @@ class InviteUsage:
                 self._respond(session, 487, now)
             session.apply(InviteEvent.BYE_RECEIVED)
             self._end(session, "remote_bye")
-        elif method == "INVITE":
-            self._on_reinvite(session, req, txn, now)
+        elif method in ("INVITE", "UPDATE"):
+            self._on_session_request(session, req, txn, now)
+        elif method == "PRACK":
+            self._on_prack(session, req, txn, now)
+        elif method in ("REFER", "NOTIFY") and ua.refers is not None:
+            ua.refers.on_request(session, req, txn, now)
         elif method in ("OPTIONS", "INFO"):
             ua.respond(txn, 200, now, headers=ua.capabilities() if method == "OPTIONS" else ())
             if method == "INFO":
@@ -783,7 +1308,8 @@ class InviteUsage:
             return
         if session.invite_txn is not invite_txn:  # a re-INVITE: RFC 3261 s.15 leaves the call up
             self.ua.respond(invite_txn, 487, now, to_tag=session.local_tag)
-            session.modification = Modification.IDLE
+            if session.modification is Modification.REOFFER_RECEIVED:
+                session.modify(ModificationEvent.REFUSED)
             session.reoffer_txn = None
             return
         self._respond(session, 487, now)
@@ -841,6 +1367,8 @@ class InviteUsage:
             if code > 100:  # 100 Trying is the next hop's, not the far end's (RFC 3261 s.16.7)
                 session.provisional_seen = True
                 self._early_uac_dialog(session, response)
+                if requires_100rel(response) and not self._acknowledge(session, response, now):
+                    return  # a retransmission or out of order: not processed (RFC 3262 s.4)
             if session.state in (CallState.CALLING, CallState.EARLY):
                 session.apply(InviteEvent.PROVISIONAL)
             self.ua.emit(CallProgress(session.call_id, response))
@@ -876,8 +1404,38 @@ class InviteUsage:
         if early is not None:
             self._by_dialog.pop(early.id, None)
         session.early_dialog = dialog
+        session.last_rseq = None
         self._by_dialog[dialog.id] = session
         self._note_allow(session, response)
+
+    def _acknowledge(self, session: InviteSession, response: SIPResponse, now: float) -> bool:
+        """PRACK a reliable provisional response (RFC 3262 s.4); False: do not process it.
+
+        Only the next RSeq of the early dialog is acknowledged; a lower one
+        (a retransmission: its PRACK is already retransmitted by its own
+        transaction) or a gap is dropped.
+        """
+        rseq = parse_rseq(response.headers.get("RSeq"))
+        early = session.early_dialog
+        if rseq is None or early is None or early.remote_tag != response.to.tag:
+            self.ua.notice(
+                "info",
+                f"{response.status_code} requires 100rel without RSeq or early dialog: "
+                "processed as unreliable",
+                session.call_id,
+                kind="bad_100rel",
+            )
+            return True
+        if session.last_rseq is not None and rseq != session.last_rseq + 1:
+            return False
+        if session.state is CallState.TERMINATING:
+            return False
+        session.last_rseq = rseq
+        if response.body:
+            session.early_offer_answer = True
+        rack = RAck(rseq, session.invite.cseq.seq, "INVITE")
+        self.send_in_dialog(session, "PRACK", now, headers=[("RAck", str(rack))])
+        return True
 
     def _note_allow(self, session: InviteSession, message: SIPRequest | SIPResponse) -> None:
         """Remember the methods the peer accepts (its Allow), for UPDATE or re-INVITE refreshes."""
@@ -939,29 +1497,56 @@ class InviteUsage:
                 return True
         return False
 
-    def _on_reinvite(
+    def _on_session_request(
         self, session: InviteSession, req: SIPRequest, txn: ServerTransaction, now: float
     ) -> None:
+        """A re-INVITE (RFC 3261 s.14.2) or an UPDATE (RFC 3311 s.5.2) from the peer.
+
+        Either may offer a new session description (answered by the
+        application through :meth:`answer_reoffer`) and refresh the session
+        timer (RFC 4028 s.8-9); without an offer it is answered at once.
+        """
         ua = self.ua
-        initial = session.invite_txn
-        if (
-            (isinstance(initial, ServerInviteTransaction) and initial.state == "proceeding")
-            or session.modification is not Modification.IDLE
-            or session.dialog is None  # an early dialog: no re-INVITE (RFC 3261 s.14)
-        ):
+        is_invite = req.method == "INVITE"
+        has_offer = bool(req.body)
+        if is_invite:
+            initial = session.invite_txn
+            if (
+                isinstance(initial, ServerInviteTransaction) and initial.state == "proceeding"
+            ) or session.dialog is None:  # no re-INVITE in an early dialog (RFC 3261 s.14)
+                ua.respond(txn, 491, now, to_tag=session.local_tag)
+                return
+        if (is_invite or has_offer) and session.modification is not Modification.IDLE:
             ua.respond(txn, 491, now, to_tag=session.local_tag)  # Request Pending (s.14.2)
             return
-        if req.contacts:
-            assert session.dialog is not None
-            session.dialog.remote_target = req.contacts[0].uri
-        if isinstance(txn, ServerInviteTransaction):
+        if not is_invite and has_offer and not self._offer_answer_done(session):
+            # RFC 3311 s.5.2: the initial offer/answer is not complete yet.
+            retry = 1 + int(ua.ids.rng.random() * 9)
+            ua.respond(txn, 500, now, headers=[("Retry-After", retry)], to_tag=session.local_tag)
+            return
+        timer = uas_answer(req, ua.session_timers)
+        if timer.min_se is not None:
+            ua.respond(txn, 422, now, headers=[("Min-SE", timer.min_se)], to_tag=session.local_tag)
+            return
+        dialog = session.current_dialog
+        if req.contacts and dialog is not None:
+            dialog.remote_target = req.contacts[0].uri  # a target refresh
+        self._note_allow(session, req)
+        session.timer_answer = timer
+        if is_invite and isinstance(txn, ServerInviteTransaction):
             self._by_txn[txn] = session
-        if req.body:
-            session.modification = Modification.REOFFER_RECEIVED
+        if has_offer:
+            session.modify(ModificationEvent.OFFER_RECEIVED)
             session.reoffer_txn = txn
             ua.emit(ReofferReceived(session.call_id, req, req.body))
             return
         self._accept_reinvite(session, txn, now)
+
+    def _offer_answer_done(self, session: InviteSession) -> bool:
+        """Whether the initial offer/answer exchange is complete (RFC 3311 s.5.1)."""
+        if session.state in (CallState.ACCEPTED, CallState.CONFIRMED):
+            return True
+        return session.early_offer_answer
 
     def _pending_reoffer(self, call_id: str) -> tuple[InviteSession, ServerTransaction]:
         session = self.sessions.get(call_id)
@@ -974,23 +1559,38 @@ class InviteUsage:
         return session, session.reoffer_txn
 
     def _accept_reinvite(self, session: InviteSession, txn: ServerTransaction, now: float) -> None:
-        session.modification = Modification.IDLE
+        """200 to the peer's re-INVITE or UPDATE; the session timer restarts.
+
+        The 200 carries our answer (a re-INVITE without offer: our current
+        description) and the session-timer headers.
+        """
+        offered = session.modification is Modification.REOFFER_RECEIVED
+        if offered:
+            session.modify(ModificationEvent.ANSWERED)
         session.reoffer_txn = None
         req = txn.request
+        timer = session.timer_answer
+        session.timer_answer = None
+        headers = self.ua.answer_headers(req) + self.ua.server_header()
+        if timer is not None:
+            headers += list(timer.headers)
+        body = session.local_sdp if req.method == "INVITE" or offered else b""
         response = make_response(
             req,
             200,
             to_tag=session.local_tag,
-            headers=self.ua.answer_headers(req) + self.ua.server_header(),
-            body=session.local_sdp,
-            content_type=SDP,
+            headers=headers,
+            body=body,
+            content_type=SDP if body else None,
         )
         if isinstance(txn, ServerInviteTransaction):
             self._stop_2xx(session)
             session.invite_txn = txn
             self._send_2xx(session, txn, response, now)
-        else:  # pragma: no cover - an INVITE always has an INVITE transaction
+        else:  # UPDATE (RFC 3311 s.5.2)
             self.ua.layer.respond(txn, response, now)
+        if timer is not None and session.dialog is not None:
+            self._start_session_timer(session, timer.negotiation, now, received=True)
         self.ua.emit(CallUpdated(session.call_id, req))
 
     def _send_2xx(
@@ -1063,6 +1663,8 @@ class InviteUsage:
         ua.layer.send(session.ack_bytes, hop)
         cancelled = session.state is CallState.TERMINATING or session.cancel_pending
         session.apply(InviteEvent.ACCEPT)
+        if not cancelled:
+            self._start_session_timer(session, uac_result(response), now)
         ua.emit(CallAnswered(session.call_id, response))
         if cancelled:  # we hung up meanwhile (s.9.1, s.15)
             session.cancel_pending = False
@@ -1084,6 +1686,8 @@ class InviteUsage:
         if self.sessions.get(session.call_id) is not session:
             return
         self._stop_2xx(session)
+        self._stop_reliable(session)
+        self._stop_session_timer(session)
         del self.sessions[session.call_id]
         for dialog in (session.dialog, session.early_dialog):
             if dialog is not None and self._by_dialog.get(dialog.id) is session:
@@ -1246,6 +1850,11 @@ class InviteUsage:
             body=body,
             content_type=SDP if body else None,
         )
+
+    def _respond_with(self, session: InviteSession, response: SIPResponse, now: float) -> None:
+        txn = session.invite_txn
+        assert isinstance(txn, ServerTransaction)
+        self.ua.layer.respond(txn, response, now)
 
     def _respond(
         self,

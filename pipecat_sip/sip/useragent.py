@@ -28,7 +28,7 @@ import ipaddress
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pipecat_sip.sip.auth import AuthDecision, Credentials, DigestServer
 from pipecat_sip.sip.dialog import MAX_CSEQ
@@ -49,7 +49,7 @@ from pipecat_sip.sip.events import (
 )
 from pipecat_sip.sip.headers import Via
 from pipecat_sip.sip.ids import Identifiers
-from pipecat_sip.sip.invite import CallState, InviteSession, InviteUsage
+from pipecat_sip.sip.invite import SUPPORTED, CallState, InviteSession, InviteUsage
 from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import (
     Headers,
@@ -60,6 +60,7 @@ from pipecat_sip.sip.message import (
     parse_message,
 )
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
+from pipecat_sip.sip.session_timer import SessionTimerPolicy
 from pipecat_sip.sip.timers import TimerQueue
 from pipecat_sip.sip.transaction import (
     ClientTransaction,
@@ -72,6 +73,9 @@ from pipecat_sip.sip.transaction import (
 )
 from pipecat_sip.sip.transport import Flow, response_flow, stamp_via
 from pipecat_sip.sip.uri import SIPURI, Address
+
+if TYPE_CHECKING:
+    from pipecat_sip.sip.refer import ReferUsage
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -93,13 +97,15 @@ __all__ = [
 
 Addr = tuple[str, int]
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+ALLOWED_METHODS = (
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "PRACK", "UPDATE", "REFER", "NOTIFY",
+)  # fmt: skip
 # Methods we know but do not handle (405 with Allow); anything else gets 501.
 KNOWN_METHODS = frozenset(
     ALLOWED_METHODS
     + ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "UPDATE")
 )
-SUPPORTED_OPTIONS: tuple[str, ...] = ()
+SUPPORTED_OPTIONS: tuple[str, ...] = SUPPORTED
 # Requests outside a dialog that are challenged when an authenticator is set.
 AUTH_METHODS = frozenset({"INVITE"})
 # Request-URI schemes we answer (sip and sips always); others get 416.
@@ -151,6 +157,10 @@ class UserAgent:
             (RFC 3261 s.22.4); None accepts them unauthenticated.
         auth_exempt: ``exempt(flow) -> bool``: sources whose requests are not
             challenged (a trunk's addresses); None exempts none.
+        session_timers: Session-timer policy (RFC 4028): what we ask for and
+            grant; default enabled, 1800 s, Min-SE 90 s.
+        reliable_provisionals: Send 18x reliably (RFC 3262) to callers that
+            support 100rel (to callers that require it, always).
 
     Attributes:
         refused_oversized: Messages refused for their size or header count.
@@ -176,6 +186,8 @@ class UserAgent:
         transport_ports: dict[str, int] | None = None,
         authenticator: DigestServer | None = None,
         auth_exempt: Callable[[Flow], bool] | None = None,
+        session_timers: SessionTimerPolicy | None = None,
+        reliable_provisionals: bool = False,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -190,11 +202,17 @@ class UserAgent:
         self.transport_ports = {"UDP": port, **(transport_ports or {})}
         self.authenticator = authenticator
         self.auth_exempt = auth_exempt
+        self.session_timers = session_timers or SessionTimerPolicy()
+        self.refers: ReferUsage | None = None
         self.refused_unauthenticated = 0
         self.ids = Identifiers(rng)
         self.timers = TimerQueue()
         self.layer = TransactionLayer(self, timer_values)
-        self.invites = InviteUsage(self, trust_in_dialog_from=trust_in_dialog_from)
+        self.invites = InviteUsage(
+            self,
+            trust_in_dialog_from=trust_in_dialog_from,
+            reliable_provisionals=reliable_provisionals,
+        )
         self.registrations = RegistrationClient(self, retry_s=registration_retry_s)
         self._events: deque[Event] = deque()
         self._owners: dict[Transaction, TransactionOwner] = {}
@@ -279,14 +297,39 @@ class UserAgent:
 
     # --- calls (InviteUsage) ---------------------------------------------------
     def ringing(
-        self, call_id: str, now: float, *, status_code: int = 180, sdp: bytes = b""
+        self,
+        call_id: str,
+        now: float,
+        *,
+        status_code: int = 180,
+        sdp: bytes = b"",
+        reliable: bool | None = None,
     ) -> None:
         """Send 180 Ringing (or another 1xx: 183 with ``sdp`` for early media).
+
+        Reliably (RFC 3262) when the INVITE requires 100rel, or supports it
+        and ``reliable`` (None: the ``reliable_provisionals`` setting) says so.
 
         Raises:
             LocalProtocolError: Unknown call, not ringing any more, or not a 1xx.
         """
-        self.invites.ringing(call_id, now, status_code=status_code, sdp=sdp)
+        self.invites.ringing(call_id, now, status_code=status_code, sdp=sdp, reliable=reliable)
+
+    def update(self, call_id: str, now: float, *, sdp: bytes | None = None) -> None:
+        """Send UPDATE (RFC 3311), with an offer or (a session refresh) without.
+
+        Raises:
+            LocalProtocolError: No dialog, or an offer exchange in progress.
+        """
+        self.invites.update(call_id, now, sdp=sdp)
+
+    def reinvite(self, call_id: str, now: float, *, sdp: bytes | None = None) -> None:
+        """Send a re-INVITE with ``sdp`` (default our current description).
+
+        Raises:
+            LocalProtocolError: Not confirmed, or an offer exchange in progress.
+        """
+        self.invites.reinvite(call_id, now, sdp=sdp)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the ACK (RFC 3261 s.13.3.1.4).
@@ -516,9 +559,15 @@ class UserAgent:
             h.add("User-Agent", self.server_name)
         return h
 
+    def allowed_methods(self) -> tuple[str, ...]:
+        """The methods we accept (Allow): REGISTER too when we are a registrar."""
+        if getattr(self, "registrar", None) is not None:
+            return ALLOWED_METHODS + ("REGISTER",)
+        return ALLOWED_METHODS
+
     def add_common_headers(self, h: Headers) -> None:
         """Allow and User-Agent, for requests that start something (INVITE, REGISTER)."""
-        h.add("Allow", ", ".join(ALLOWED_METHODS))
+        h.add("Allow", ", ".join(self.allowed_methods()))
         if self.server_name:
             h.add("User-Agent", self.server_name)
 
@@ -529,7 +578,7 @@ class UserAgent:
     def capabilities(self) -> list[tuple[str, object]]:
         """What we answer OPTIONS with (RFC 3261 s.11.2)."""
         return [
-            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Allow", ", ".join(self.allowed_methods())),
             ("Accept", SDP),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en"),
@@ -542,7 +591,7 @@ class UserAgent:
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
         headers.append(("Contact", self.contact))
-        headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+        headers.append(("Allow", ", ".join(self.allowed_methods())))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
 
@@ -569,7 +618,7 @@ class UserAgent:
     def refuse_method(self, txn: ServerTransaction, now: float) -> None:
         """405 with Allow for a method we know but do not handle, 501 for others."""
         if txn.request.method in KNOWN_METHODS:
-            self.respond(txn, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self.respond(txn, 405, now, headers=[("Allow", ", ".join(self.allowed_methods()))])
         else:
             self.respond(txn, 501, now)
 
