@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from pipecat_sip.call import CallFailed, CallInfo, SIPCall
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
+from pipecat_sip.resolver import ServerLocator
 from pipecat_sip.sdp import (
     HOLD_ADDRESSES,
     NegotiatedMedia,
@@ -50,7 +51,7 @@ from pipecat_sip.sip.events import (
     ReofferReceived,
 )
 from pipecat_sip.sip.invite import CallState
-from pipecat_sip.sip.locate import TargetList
+from pipecat_sip.sip.locate import TargetList, ip_version
 from pipecat_sip.sip.message import SIPRequest
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI, Address
@@ -89,6 +90,8 @@ class _Record:
     offer: SessionDescription | None = None  # the peer's (inbound) or ours (outbound)
     answer: SessionDescription | None = None  # our answer, or our offer in a delayed-offer 200
     ring_timer: asyncio.TimerHandle | None = None
+    hold_timer: asyncio.TimerHandle | None = None
+    duration_timer: asyncio.TimerHandle | None = None
 
 
 class CallManager:
@@ -112,10 +115,26 @@ class CallManager:
             comes from elsewhere than the SDP address (see
             :mod:`pipecat_sip.rtp.latching`): "signaling" (the SDP host or
             the call's signalling source), "any" or "off".
+        addresses: Our address per IP family (``{4: ..., 6: ...}``) for a
+            dual-stack server: SDP answers in the family of the offer.
+        bind_host: The address the sockets are bound to.
+        sip_port: Our SIP port (media pointed at it is refused).
+        locator: DNS for host names in SDP ``c=`` (made on first use if None).
+        max_unconfirmed_per_source: Calls from one source IP that may be
+            answered and waiting for their ACK at once; more INVITEs from it
+            get 503 (a half-open INVITE flood then holds few slots and earns
+            little traffic back). Sources are not capped when
+            ``allowed_networks`` is set (a trunk or PBX, trusted).
+        hold_timeout_s: Seconds a call may stay held by the far end before it
+            is hung up (0: never).
+        max_call_duration_s: Seconds a call may last from its answer before it
+            is hung up (0: no limit).
 
     Attributes:
         calls: Live calls by Call-ID.
         rejected_forbidden: INVITEs refused 403 for their source network.
+        rejected_unconfirmed: INVITEs refused 503 because their source had
+            ``max_unconfirmed_per_source`` calls waiting for an ACK.
     """
 
     def __init__(
@@ -133,6 +152,13 @@ class CallManager:
         send_silence: bool,
         allowed_networks: tuple[Network, ...] = (),
         rtp_latching: str = "signaling",
+        addresses: Mapping[int, str] | None = None,
+        bind_host: str = "0.0.0.0",
+        sip_port: int = 0,
+        locator: ServerLocator | None = None,
+        max_unconfirmed_per_source: int = 5,
+        hold_timeout_s: float = 600.0,
+        max_call_duration_s: float = 14400.0,
     ) -> None:
         self.signalling = signalling
         self.ports = ports
@@ -146,6 +172,15 @@ class CallManager:
         self.send_silence = send_silence
         self.allowed_networks = allowed_networks
         self.rtp_latching = rtp_latching
+        self.addresses: dict[int, str] = dict(addresses or {})
+        self.addresses.setdefault(ip_version(public_address) or 4, public_address)
+        self.bind_host = bind_host
+        self.sip_port = sip_port
+        self._locator = locator
+        self.max_unconfirmed_per_source = max_unconfirmed_per_source
+        self.hold_timeout_s = hold_timeout_s
+        self.max_call_duration_s = max_call_duration_s
+        self.rejected_unconfirmed = 0
         self.calls: dict[str, SIPCall] = {}
         self.rejected_forbidden = 0
         self._records: dict[str, _Record] = {}
@@ -265,6 +300,10 @@ class CallManager:
         if record is None:
             return
         self._cancel_ring_timer(record)
+        for timer in (record.hold_timer, record.duration_timer):
+            if timer is not None:
+                timer.cancel()
+        record.hold_timer = record.duration_timer = None
         lease = record.lease
         if lease is not None:
             if call.media is None:
@@ -407,11 +446,34 @@ class CallManager:
         if self.allowed_networks and not in_networks(event.flow.host, self.allowed_networks):
             self.rejected_forbidden += 1
             logger.warning(f"SIP {shown}: INVITE from {event.flow.host}, not allowed, 403")
-            ua.reject(call_id, 403, now)
+            ua.reject(call_id, 403, now, retransmit=False)
+            return
+        if (
+            not self.allowed_networks  # a trusted trunk or PBX is not capped
+            and self._unconfirmed_from(event.flow.host) >= self.max_unconfirmed_per_source
+        ):
+            self.rejected_unconfirmed += 1
+            logger.warning(
+                f"SIP {shown}: {event.flow.host} has {self.max_unconfirmed_per_source} calls "
+                "waiting for their ACK, 503"
+            )
+            ua.reject(
+                call_id,
+                503,
+                now,
+                headers=[("Retry-After", self.retry_after_s)],
+                retransmit=False,
+            )
             return
         if len(self.calls) >= self.max_calls:
             logger.warning(f"SIP {shown}: at capacity ({self.max_calls} calls), 503")
-            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            ua.reject(
+                call_id,
+                503,
+                now,
+                headers=[("Retry-After", self.retry_after_s)],
+                retransmit=False,
+            )
             return
         if req.body and req.content_type != "application/sdp":
             logger.warning(f"SIP {shown}: INVITE body is {escape(req.content_type, 60)}, not SDP")
@@ -428,21 +490,33 @@ class CallManager:
             lease = self.ports.acquire()
         except PortPoolExhausted:
             logger.warning(f"SIP {shown}: no RTP port free, 503")
-            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
+            ua.reject(
+                call_id,
+                503,
+                now,
+                headers=[("Retry-After", self.retry_after_s)],
+                retransmit=False,
+            )
             return
         try:
             self._admit(event, offer, lease, now)
         except Exception:
             # Anything failing once the port is leased answers 500 and gives the port back.
             logger.exception(f"SIP {shown}: setting up the call failed, 500")
+            self._forget_failed(call_id, lease)
+
+    def _forget_failed(self, call_id: str, lease: PortLease) -> None:
+        """A call whose setup failed: port back, nothing kept, the INVITE answered 500."""
+        if self.ports.is_leased(lease.port):
             lease.close()
             self.ports.release(lease.port)
-            record = self._records.pop(call_id, None)
-            if record is not None:
-                self._cancel_ring_timer(record)
-            self.calls.pop(call_id, None)
-            if ua.call_state(call_id) in _RINGING:
-                ua.reject(call_id, 500, now)
+        record = self._records.pop(call_id, None)
+        if record is not None:
+            self._cancel_ring_timer(record)
+        self.calls.pop(call_id, None)
+        ua = self.signalling.ua
+        if ua.call_state(call_id) in _RINGING:
+            ua.reject(call_id, 500, self.signalling.now())
 
     def _admit(
         self,
@@ -451,27 +525,155 @@ class CallManager:
         lease: PortLease,
         now: float,
     ) -> None:
-        """Negotiate, make the call handle, ring, and run the handler (the port is leased)."""
-        ua = self.signalling.ua
+        """Negotiate, check where media would go, then ring (the port is leased)."""
         call_id = event.call_id
         negotiated: NegotiatedMedia | None = None
         if offer is None:
             # Delayed offer (RFC 3261 s.13.2.1): our offer goes in the 200, the
             # answer comes in the ACK (see _on_delayed_answer).
             answer = create_offer(
-                local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+                local_address=self.address_for(event.flow.host),
+                local_port=lease.port,
+                codecs=self.codecs,
             )
         else:
             try:
-                answer, negotiated = negotiate(
-                    offer, self.codecs, local_address=self.public_address, local_port=lease.port
-                )
+                answer, negotiated = self._negotiate(offer, lease.port)
             except NoCommonCodec as exc:
-                lease.close()
-                self.ports.release(lease.port)
-                logger.info(f"SIP {escape(call_id, 80)}: no common codec ({escape(exc)}), 488")
-                ua.reject(call_id, 488, now)
+                self._refuse(call_id, lease, 488, f"no common codec ({exc})", now)
                 return
+            host = negotiated.remote_address[0]
+            if ip_version(host) is None:
+                # A host name: resolved once, off the event loop, before anything is sent.
+                self._spawn(
+                    self._admit_resolved(event, offer, lease)
+                )  # errors: see _admit_resolved
+                return
+            problem = self.media_address_problem(negotiated.remote_address)
+            if problem:
+                self._refuse(call_id, lease, 488, problem, now)
+                return
+        self._ring(event, offer, lease, answer, negotiated, now)
+
+    async def _admit_resolved(
+        self, event: IncomingCall, offer: SessionDescription, lease: PortLease
+    ) -> None:
+        """An offer whose c= is a host name: resolve it once (bounded), then go on or 488."""
+        call_id = event.call_id
+        answer, negotiated = self._negotiate(offer, lease.port)
+        host, port = negotiated.remote_address
+        try:
+            ip = await self.locator().resolve_host(
+                host, 6 if self.addresses.get(6) and not self.addresses.get(4) else 4, timeout=2.0
+            )
+        except Exception as exc:  # HostResolutionError, or the resolver failing
+            self._refuse(call_id, lease, 488, f"c= host {host!r} not resolved ({exc})", None)
+            self.signalling.flush()
+            return
+        ua = self.signalling.ua
+        if ua.call_state(call_id) not in _RINGING:  # cancelled while we looked it up
+            lease.close()
+            self.ports.release(lease.port)
+            return
+        negotiated = replace(negotiated, remote_address=(ip, port))
+        problem = self.media_address_problem(negotiated.remote_address)
+        try:
+            if problem:
+                self._refuse(call_id, lease, 488, problem, None)
+            else:
+                self._ring(event, offer, lease, answer, negotiated, self.signalling.now())
+        except Exception:
+            logger.exception(f"SIP {escape(call_id, 80)}: setting up the call failed, 500")
+            self._forget_failed(call_id, lease)
+        self.signalling.flush()
+
+    def _negotiate(
+        self, offer: SessionDescription, port: int, **kwargs: Any
+    ) -> tuple[SessionDescription, NegotiatedMedia]:
+        """Answer an offer with our address of the offer's IP family (dual-stack servers).
+
+        Raises:
+            NoCommonCodec: No usable stream, or the offer's media is in an IP
+                family this server has no address in (an IPv6-only offer to an
+                IPv4-only server).
+        """
+        supported = kwargs.pop("supported", self.codecs)
+        answer, negotiated = negotiate(
+            offer, supported, local_address=self.public_address, local_port=port, **kwargs
+        )
+        host = negotiated.remote_address[0]
+        version = ip_version(host)
+        if version is None or host in HOLD_ADDRESSES:
+            return answer, negotiated
+        local = self.addresses.get(version)
+        if local is None:
+            raise NoCommonCodec(
+                f"the offer's media is IPv{version}; we have no IPv{version} address"
+            )
+        if local != self.public_address:
+            answer, negotiated = negotiate(
+                offer, supported, local_address=local, local_port=port, **kwargs
+            )
+        return answer, negotiated
+
+    def media_address_problem(self, address: tuple[str, int]) -> str | None:
+        """Why media must not go to ``address`` (an SDP c=/m= pair), or None when it may.
+
+        Refused: multicast and broadcast addresses (a call streaming to a
+        group), unspecified addresses other than the hold addresses, and our
+        own SIP or RTP ports (a call looping media into ourselves).
+        """
+        host, port = address
+        if host in HOLD_ADDRESSES or not port:
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return f"media address {host!r} is not an IP address"
+        if ip.is_multicast:
+            return f"media address {host} is multicast"
+        if ip.is_unspecified or (ip.version == 4 and host == "255.255.255.255"):
+            return f"media address {host} is not a host"
+        ours = ip.is_loopback or host in self.addresses.values() or host == self.bind_host
+        if ours and (port == self.sip_port or self.ports.start <= port <= self.ports.end):
+            return f"media address {host}:{port} is one of our own ports"
+        return None
+
+    def address_for(self, host: str) -> str:
+        """Our address for media with a peer at ``host``: of its IP family when we have one."""
+        version = ip_version(host)
+        return self.addresses.get(version, self.public_address) if version else self.public_address
+
+    def locator(self) -> ServerLocator:
+        """The DNS locator for host names (SDP c=), made on first use."""
+        if self._locator is None:
+            self._locator = ServerLocator()
+        return self._locator
+
+    def _refuse(
+        self, call_id: str, lease: PortLease, status: int, why: str, now: float | None
+    ) -> None:
+        """Give the port back and answer the INVITE ``status`` with ``why`` as the reason."""
+        lease.close()
+        self.ports.release(lease.port)
+        logger.info(f"SIP {escape(call_id, 80)}: {escape(why)}, {status}")
+        ua = self.signalling.ua
+        if ua.call_state(call_id) in _RINGING:
+            reason = f"Not Acceptable Here ({why})"[:120] if status == 488 else None
+            ua.reject(call_id, status, self.signalling.now() if now is None else now, reason=reason)
+
+    def _ring(
+        self,
+        event: IncomingCall,
+        offer: SessionDescription | None,
+        lease: PortLease,
+        answer: SessionDescription,
+        negotiated: NegotiatedMedia | None,
+        now: float,
+    ) -> None:
+        """Make the call handle, send 180, arm the answer timeout and run the handler."""
+        ua = self.signalling.ua
+        call_id = event.call_id
         session = ua.session(call_id)
         assert session is not None
         info = call_info(event.request, "inbound", event.flow, negotiated)
@@ -533,6 +735,7 @@ class CallManager:
         signalling = self.signalling
         signalling.ua.answer(call.call_id, record.answer.serialize(), signalling.now())
         call.mark_answered()
+        self._limit_duration(record)
         signalling.flush()
 
     def _on_delayed_answer(self, record: _Record, ack: SIPRequest | None) -> None:
@@ -622,14 +825,39 @@ class CallManager:
                 self._update_remote(call, negotiated)
             else:
                 call.negotiated = negotiated
+            self._limit_duration(record)
             call.mark_established()
             return
         call.negotiated = negotiated
+        self._limit_duration(record)
         self._spawn(self._start_and_establish(record))
 
     async def _start_and_establish(self, record: _Record) -> None:
+        call = record.call
+        neg = call.negotiated
+        assert neg is not None
+        host, port = neg.remote_address
+        if ip_version(host) is None:  # an answer with a host name: look it up once
+            try:
+                ip = await self.locator().resolve_host(
+                    host, 6 if ":" in self.address_for(host) else 4, timeout=2.0
+                )
+            except Exception as exc:
+                logger.warning(
+                    f"{call}: answer's c= host {escape(host, 80)!r} not resolved ({exc}): BYE"
+                )
+                await call.hangup()
+                return
+            call.negotiated = neg = replace(neg, remote_address=(ip, port))
+        problem = self.media_address_problem(neg.remote_address)
+        if problem:
+            logger.warning(f"{call}: {problem}: BYE")
+            await call.hangup()
+            return
+        if call.ended:
+            return
         await self._start_media(record)
-        record.call.mark_established()
+        call.mark_established()
 
     def _on_modification_answered(self, record: _Record, event: ModificationAnswered) -> None:
         """Our re-INVITE or UPDATE was answered: follow the answer's media (RFC 3264 s.8)."""
@@ -679,11 +907,10 @@ class CallManager:
         version = current.origin.session_version if current is not None else 0
         try:
             offer = SessionDescription.parse(body)
-            answer, negotiated = negotiate(
+            answer, negotiated = self._negotiate(
                 offer,
-                (call.negotiated.encoding_name,),
-                local_address=self.public_address,
-                local_port=call.local_rtp_port,
+                call.local_rtp_port,
+                supported=(call.negotiated.encoding_name,),
                 session_id=session_id,
                 session_version=version,
             )
@@ -693,6 +920,16 @@ class CallManager:
         except NoCommonCodec as exc:
             logger.warning(f"{call}: re-INVITE offer not usable ({exc}): 488")
             raise ValueError(f"{call.negotiated.encoding_name} not offered") from exc
+        host, port = negotiated.remote_address
+        if ip_version(host) is None:  # no lookup while the peer waits: only what is known now
+            ip = self.locator().cached_host(host, 6 if ":" in self.address_for(host) else 4)
+            if ip is None:
+                raise ValueError(f"c= host {host!r} is not an IP address")
+            negotiated = replace(negotiated, remote_address=(ip, port))
+        problem = self.media_address_problem(negotiated.remote_address)
+        if problem:
+            logger.warning(f"{call}: re-INVITE refused: {problem}: 488")
+            raise ValueError(problem)
         if current is None or answer.serialize() != current.serialize():
             answer.origin.session_version = version + 1
         call.local_sdp = answer
@@ -789,8 +1026,47 @@ class CallManager:
             )
         media.set_direction(send=send, receive=receive)
         call.set_held(not send)
+        record = self._records.get(call.call_id)
+        if record is not None:
+            if not send and self.hold_timeout_s > 0 and record.hold_timer is None:
+                loop = asyncio.get_running_loop()
+                record.hold_timer = loop.call_later(
+                    self.hold_timeout_s, self._end_for, call, "hold_timeout"
+                )
+            elif send and record.hold_timer is not None:
+                record.hold_timer.cancel()
+                record.hold_timer = None
 
     # --- helpers ----------------------------------------------------------------------
+    def _unconfirmed_from(self, host: str) -> int:
+        """Inbound calls from ``host`` answered and waiting for their ACK (half-open)."""
+        return sum(
+            1
+            for call in self.calls.values()
+            if call.info.direction == "inbound"
+            and call.info.remote_address[0] == host
+            and call.state is CallState.ACCEPTED
+        )
+
+    def _limit_duration(self, record: _Record) -> None:
+        """Hang the call up ``max_call_duration_s`` after its answer."""
+        if self.max_call_duration_s > 0 and record.duration_timer is None:
+            loop = asyncio.get_running_loop()
+            record.duration_timer = loop.call_later(
+                self.max_call_duration_s, self._end_for, record.call, "max_duration"
+            )
+
+    def _end_for(self, call: SIPCall, reason: str) -> None:
+        """A limit ran out: BYE (or what the state needs), the call ends with ``reason``."""
+        if call.ended:
+            return
+        limit = {"max_duration": self.max_call_duration_s, "hold_timeout": self.hold_timeout_s}
+        logger.warning(
+            f"{call}: {reason.replace('_', ' ')} ({limit.get(reason, 0):g} s), hanging up"
+        )
+        call.finish(reason)
+        self.hangup(call)
+
     def _cancel_ring_timer(self, record: _Record) -> None:
         """Drop the ringing timer: a pending timer would keep the call object alive."""
         if record.ring_timer is not None:

@@ -243,7 +243,10 @@ class _RtpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            self._session._on_datagram(data, addr)
+            session = self._session
+            if session._dual_stack:
+                addr = _from_dual_stack(addr)
+            session._on_datagram(data, addr)
         except Exception:
             self._session._log_error("error handling a received RTP packet")
 
@@ -254,6 +257,22 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self._session._on_connection_lost()
 
 
+def _from_dual_stack(addr: Any) -> tuple:
+    """A dual-stack socket's source as the session sees it: ``::ffff:a.b.c.d`` as IPv4."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        return (host[7:], addr[1])
+    return (host, addr[1])
+
+
+def _to_dual_stack(addr: Any) -> tuple:
+    """An IPv4 destination as a dual-stack IPv6 socket sends to it."""
+    host = addr[0]
+    if ":" not in host:
+        return (f"::ffff:{host}", addr[1])
+    return addr
+
+
 class _RtcpProtocol(asyncio.DatagramProtocol):
     """Hands RTCP datagrams (the odd port) to the session; nothing raised escapes."""
 
@@ -262,7 +281,10 @@ class _RtcpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            self._session._on_rtcp(data, addr)
+            session = self._session
+            if session._dual_stack:
+                addr = _from_dual_stack(addr)
+            session._on_rtcp(data, addr)
         except Exception:
             self._session._log_error("error handling a received RTCP packet")
 
@@ -437,6 +459,9 @@ class RTPSession:
         self._clock = clock
         self._log = f"{log_prefix}: " if log_prefix else "RTPSession: "
         self._sock = sock
+        # A dual-stack IPv6 socket (bound to ::) talks to IPv4 peers through mapped
+        # addresses; the pure session only ever sees plain IPv4 and IPv6.
+        self._dual_stack = sock.family == socket.AF_INET6 and sock.getsockname()[0] == "::"
         self._rtcp_sock = rtcp_sock
         self._receive_rtp = session.receive_rtp
         self._receive_rtcp = session.receive_rtcp
@@ -733,10 +758,13 @@ class RTPSession:
         out = self._tick(now, sends, skipped)
         if out:
             sock = self._sock
+            dual = self._dual_stack
             for data, addr, rtcp in out:
                 if rtcp:
                     self._send_rtcp(data, addr)
                     continue
+                if dual:
+                    addr = _to_dual_stack(addr)
                 try:
                     sock.sendto(data, addr)  # non-blocking; cheaper than the transport's
                 except (BlockingIOError, InterruptedError):
@@ -749,6 +777,8 @@ class RTPSession:
             self._dispatch()
 
     def _send_rtcp(self, data: bytes, addr: Any) -> None:
+        if self._dual_stack:
+            addr = _to_dual_stack(addr)
         try:
             (self._rtcp_sock or self._sock).sendto(data, addr)
         except OSError:

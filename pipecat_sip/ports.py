@@ -153,6 +153,10 @@ class PortPool:
             f"{len(self._leased)} leased, {len(busy)} busy on the host"
         )
 
+    def is_leased(self, port: int) -> bool:
+        """Whether ``port`` is leased now."""
+        return port in self._leased
+
     def release(self, port: int) -> None:
         """Give a port back. Releasing a port that is not leased does nothing."""
         if port in self._leased:
@@ -165,6 +169,9 @@ class PortPool:
     def _bind(self, port: int) -> socket.socket | None:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
+            if self._family == socket.AF_INET6 and self.host == "::":
+                # Dual-stack: IPv4 peers arrive as ::ffff:a.b.c.d (RTPSession maps them).
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((self.host, port))
         except OSError as exc:
             sock.close()

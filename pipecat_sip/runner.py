@@ -37,6 +37,10 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--auth-users` | `SIP_AUTH_USERS` | none: no inbound Digest (`user:password` lines) |
 | `--auth-realm` | `SIP_AUTH_REALM` | pipecat-sip (the realm of our challenges) |
 | `--auth-exempt-networks` | `SIP_AUTH_EXEMPT_NETWORKS` | none (CIDRs not challenged) |
+| `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
+| `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
+| `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
+| `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ class SIPRunnerConfig:
             after a Digest challenge; None: no authentication.
         auth_realm: The realm of our challenges.
         auth_exempt_networks: CIDRs whose requests are not challenged.
+        public_address_v6: The IPv6 address of a dual-stack server (second
+            address of SIP_PUBLIC_ADDRESS), or None.
+        rtp_latching: "signaling", "any" or "off" (pipecat_sip.rtp.latching).
+        hold_timeout_s: Seconds a call may stay held (0: no limit).
+        max_call_duration_s: Seconds a call may last (0: no limit).
+        max_unconfirmed_per_source: Calls one source may have waiting for an ACK.
     """
 
     host: str = "0.0.0.0"
@@ -126,6 +136,11 @@ class SIPRunnerConfig:
     auth_users: dict[str, str] | None = field(default=None, repr=False)
     auth_realm: str = "pipecat-sip"
     auth_exempt_networks: tuple[str, ...] = ()
+    public_address_v6: str | None = None
+    rtp_latching: str = "signaling"
+    hold_timeout_s: float = 600.0
+    max_call_duration_s: float = 14400.0
+    max_unconfirmed_per_source: int = 5
 
 
 def _uvloop_installed() -> bool:
@@ -148,6 +163,19 @@ def _address(value: str, name: str) -> str:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
         raise ConfigError(f"{name}: {value!r} is not an IP address") from None
+
+
+def _seconds(value: str | None, name: str, *, default: float) -> float:
+    """A duration in seconds, 0 (off) or more; ``default`` when unset."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
+    return seconds
 
 
 def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
@@ -177,7 +205,15 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         if rtp_range[1] - rtp_range[0] < 1:
             raise ConfigError(f"{name}: {value!r} must hold at least one even/odd port pair")
     value, name = pick("public_address", "SIP_PUBLIC_ADDRESS")
-    public = _address(value, name) if value else None
+    public = public_v6 = None
+    if value:
+        addresses = [_address(v, name) for v in value.replace(",", " ").split()]
+        if len(addresses) > 2 or (
+            len(addresses) == 2 and (":" in addresses[0]) == (":" in addresses[1])
+        ):
+            raise ConfigError(f"{name}: {value!r} must be one address, or an IPv4 and an IPv6 one")
+        public = addresses[0]
+        public_v6 = addresses[1] if len(addresses) == 2 else None
     value, name = pick("max_calls", "SIP_MAX_CALLS")
     max_calls = 100
     if value:
@@ -279,6 +315,18 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             exempt = tuple(str(n) for n in parse_networks(value))
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("rtp_latching", "SIP_RTP_LATCHING")
+    rtp_latching = (value or "signaling").strip().lower()
+    if rtp_latching not in ("signaling", "any", "off"):
+        raise ConfigError(f"{name}: {value!r} is not one of signaling, any, off")
+    hold_timeout = _seconds(*pick("hold_timeout", "SIP_HOLD_TIMEOUT"), default=600.0)
+    max_duration = _seconds(*pick("max_call_duration", "SIP_MAX_CALL_DURATION"), default=14400.0)
+    value, name = pick("max_unconfirmed", "SIP_MAX_UNCONFIRMED_PER_SOURCE")
+    max_unconfirmed = 5
+    if value:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"{name}: {value!r} is not a positive whole number")
+        max_unconfirmed = int(value)
     return SIPRunnerConfig(
         host,
         port,
@@ -296,6 +344,11 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         auth_users=auth_users,
         auth_realm=auth_realm,
         auth_exempt_networks=exempt,
+        public_address_v6=public_v6,
+        rtp_latching=rtp_latching,
+        hold_timeout_s=hold_timeout,
+        max_call_duration_s=max_duration,
+        max_unconfirmed_per_source=max_unconfirmed,
     )
 
 
@@ -373,6 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auth-exempt-networks",
         help="CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)",
+    )
+    parser.add_argument(
+        "--rtp-latching",
+        help="RTP from elsewhere than the SDP address: signaling (default), any, off "
+        "(SIP_RTP_LATCHING)",
+    )
+    parser.add_argument(
+        "--hold-timeout", help="seconds a call may stay held, 0 = no limit (SIP_HOLD_TIMEOUT)"
+    )
+    parser.add_argument(
+        "--max-call-duration",
+        help="seconds a call may last, 0 = no limit (SIP_MAX_CALL_DURATION, default 14400)",
+    )
+    parser.add_argument(
+        "--max-unconfirmed",
+        help="calls one source may have waiting for an ACK (SIP_MAX_UNCONFIRMED_PER_SOURCE, 5)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -475,6 +544,11 @@ async def serve(
         rate_burst=config.rate_burst,
         server_name=config.server_name,
         registration=config.registration,
+        public_address_v6=config.public_address_v6,
+        rtp_latching=config.rtp_latching,
+        hold_timeout_s=config.hold_timeout_s,
+        max_call_duration_s=config.max_call_duration_s,
+        max_unconfirmed_per_source=config.max_unconfirmed_per_source,
         user=registration_user or "pipecat",
         trunks=[config.trunk] if config.trunk is not None else [],
         auth_users=config.auth_users,

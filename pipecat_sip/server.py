@@ -116,6 +116,10 @@ class Registration:
     expires: int = 300
 
 
+def _family(address: str) -> int:
+    return 6 if ":" in address else 4
+
+
 class SIPServer:
     """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
 
@@ -189,6 +193,15 @@ class SIPServer:
         reliable_provisionals: Send 180/183 reliably (RFC 3262 PRACK) to
             callers that support 100rel; callers that require it always get
             reliable ones.
+        public_address_v6: For a dual-stack server (``host="::"``), our IPv6
+            address when ``public_address`` is the IPv4 one (or the other way
+            round); detected like ``public_address`` when None. Each call is
+            answered in its caller's family (SDP, Contact, Via).
+        max_unconfirmed_per_source: Calls one source IP may have waiting for
+            their ACK; more INVITEs from it get 503.
+        hold_timeout_s: Seconds a call may stay held by the far end (0: no limit).
+        max_call_duration_s: Seconds a call may last from its answer (0: no limit).
+        locator: DNS (RFC 3263, host names in SDP); one made on first use when None.
 
     Raises:
         ValueError: A bad argument (port, range, max_calls, network, limit).
@@ -237,6 +250,11 @@ class SIPServer:
         session_expires: int = DEFAULT_SESSION_EXPIRES,
         min_se: int = DEFAULT_MIN_SE,
         reliable_provisionals: bool = False,
+        public_address_v6: str | None = None,
+        max_unconfirmed_per_source: int = 5,
+        hold_timeout_s: float = 600.0,
+        max_call_duration_s: float = 14400.0,
+        locator: ServerLocator | None = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -255,7 +273,24 @@ class SIPServer:
         self.call_handler = call_handler
         self.host = host
         self.port = port
-        self.public_address = public_address or default_public_address(host)
+        self.public_address = public_address or default_public_address(
+            "0.0.0.0" if host == "::" else host
+        )
+        self.addresses: dict[int, str] = {_family(self.public_address): self.public_address}
+        if public_address_v6 is not None:
+            self.addresses[_family(public_address_v6)] = public_address_v6
+        elif host == "::":  # dual-stack: the IPv6 address too
+            self.addresses.setdefault(6, default_public_address("::"))
+        if max_unconfirmed_per_source < 1:
+            raise ValueError(
+                f"max_unconfirmed_per_source must be at least 1, not {max_unconfirmed_per_source}"
+            )
+        if hold_timeout_s < 0 or max_call_duration_s < 0:
+            raise ValueError("hold_timeout_s and max_call_duration_s must be 0 (off) or more")
+        self.max_unconfirmed_per_source = max_unconfirmed_per_source
+        self.hold_timeout_s = hold_timeout_s
+        self.max_call_duration_s = max_call_duration_s
+        self.locator = locator
         self.ports = PortPool(rtp_port_range[0], rtp_port_range[1], host)
         self.max_calls = max_calls
         self.retry_after_s = retry_after_s
@@ -286,7 +321,6 @@ class SIPServer:
         )
         self.reliable_provisionals = reliable_provisionals
         self.authenticator: DigestServer | None = None
-        self.locator: ServerLocator | None = None
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
@@ -325,6 +359,7 @@ class SIPServer:
             trust_in_dialog_from=self.trust_in_dialog_from,
             registration_retry_s=_REGISTER_RETRY_S,
             **self._ua_options(),
+            other_host=next((a for a in self.addresses.values() if a != self.public_address), None),
         )
         self.manager = CallManager(
             self,
@@ -339,6 +374,13 @@ class SIPServer:
             send_silence=self.send_silence,
             allowed_networks=self.allowed_networks,
             rtp_latching=self.rtp_latching,
+            addresses=self.addresses,
+            bind_host=self.host,
+            sip_port=self.port,
+            max_unconfirmed_per_source=self.max_unconfirmed_per_source,
+            hold_timeout_s=self.hold_timeout_s,
+            max_call_duration_s=self.max_call_duration_s,
+            locator=self.locator,
         )
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
         if self.registration is not None:
@@ -558,13 +600,9 @@ class SIPServer:
         host, port = uri.host_port
         if host_is_ip(host):
             return Flow(transport.upper(), (host, port)), None
-        if self.locator is None:
-            self.locator = ServerLocator(
-                transports=("udp", "tcp", "tls"),
-                families=(6, 4) if ":" in self.public_address else (4,),
-            )
-        wanted = (transport,) if uri.get_param("transport") or uri.scheme == "sips" else None
-        destinations = await self.locator.locate(uri, transports=wanted)
+        assert self.manager is not None
+        wanted = (transport,) if uri.get_param("transport") or uri.scheme == "sips" else ("udp",)
+        destinations = await self.manager.locator().locate(uri, transports=wanted)
         targets = TargetList(destinations)
         first = targets.current
         if first is None:  # pragma: no cover - locate raises instead

@@ -72,6 +72,28 @@ _RX_QUEUE_PACKETS = 250
 _DRAIN_TIMEOUT_S = 1.0
 
 
+# Why a call ended, in words for the log (the reasons of SIPCall.end_reason).
+_END_REASONS = {
+    "remote_bye": "the far end hung up",
+    "cancelled": "the caller cancelled before the answer",
+    "rtp_timeout": "no RTP or RTCP from the far end",
+    "ack_timeout": "the far end never acknowledged our answer",
+    "hold_timeout": "held longer than the hold timeout",
+    "max_duration": "longer than the maximum call duration",
+    "shutdown": "the server is shutting down",
+    "local_bye": "hung up from this side (call.hangup())",
+    "transferred": "transferred",
+    "timeout": "not answered in time",
+    "rejected": "rejected",
+    "error": "an error",
+}
+
+
+def describe_end(reason: str) -> str:
+    """Why a call ended, in words (for ``reason`` as in ``SIPCall.end_reason``)."""
+    return _END_REASONS.get(reason, "ended")
+
+
 class LowLatencyResampler:
     """Streaming PCM16 mono resampler whose added delay is a fixed few ms.
 
@@ -861,7 +883,7 @@ class SIPTransport(BaseTransport):
         if self._hangup_requested or self._end_reason is not None:
             return
         self._end_reason = reason
-        logger.info(f"{self} call ended by the far end ({reason})")
+        logger.info(f"{self} call ended: {describe_end(reason)} ({reason})")
         self._input.detach()
         media = self.media
         if media is not None:

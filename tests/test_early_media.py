@@ -18,6 +18,7 @@ import pytest
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.sip.errors import LocalProtocolError
 from pipecat_sip.sip.events import CallProgress, IncomingCall
+from tests.helpers.callctl import start_beside
 from tests.helpers.server import start_server, wait_for
 from tests.sip_pair import SDP_ANSWER, SDP_OFFER, SIPPair
 
@@ -125,7 +126,7 @@ class EarlyMediaCallee:
 async def test_outbound_call_hears_early_media_before_the_answer():
     callee = EarlyMediaCallee(answer_after=0.6)
     server = await start_server(callee)
-    caller = await start_server(None)
+    caller = await start_beside(server)
     heard_before_answer: list[bytes] = []
     kinds: list[tuple[str, int]] = []
     placed: list[SIPCall] = []
@@ -160,7 +161,7 @@ async def test_outbound_call_hears_early_media_before_the_answer():
 async def test_unanswered_outbound_call_is_cancelled_at_its_timeout():
     callee = EarlyMediaCallee(answer_after=None)
     server = await start_server(callee)
-    caller = await start_server(None)
+    caller = await start_beside(server)
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -188,7 +189,7 @@ async def test_progress_is_refused_once_answered():
         await call.wait_ended()
 
     server = await start_server(handler)
-    caller = await start_server(None)
+    caller = await start_beside(server)
     try:
         call = await caller.call(f"sip:bot@127.0.0.1:{server.port}", timeout=5)
         assert await wait_for(lambda: done)

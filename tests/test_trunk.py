@@ -16,6 +16,7 @@ import pytest
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.sip.auth import parse_credentials
 from pipecat_sip.trunk import Trunk, normalize_number, trunks_by_name
+from tests.helpers.callctl import start_beside
 from tests.helpers.server import start_server, wait_for
 
 
@@ -178,7 +179,7 @@ async def _pair(password: str, **carrier_options):
         caller_id="+4930555111",
         p_asserted_identity=True,
     )
-    bot = await start_server(None, trunks=[trunk])
+    bot = await start_beside(carrier, trunks=[trunk])
     return carrier, bot, answer
 
 
@@ -239,7 +240,7 @@ async def test_exempt_network_is_not_challenged_and_unknown_trunk_refused():
         await call.hangup()
         with pytest.raises(ValueError, match="no trunk named"):
             await bot.call("+1", trunk="other")
-        plain = await start_server(None)
+        plain = await start_beside(carrier, bot)
         try:
             with pytest.raises(ValueError, match="configure a trunk"):
                 await plain.call("+4930123")

@@ -724,8 +724,12 @@ class InviteUsage:
         *,
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        retransmit: bool = True,
     ) -> None:
         """Answer an incoming call with a final error status (3xx-6xx).
+
+        ``retransmit=False`` sends it once, without Timer G retransmissions
+        (refusals under overload: see `ServerInviteTransaction.send_response`).
 
         Raises:
             LocalProtocolError: Unknown call, already answered, or status < 300.
@@ -733,7 +737,9 @@ class InviteUsage:
         if status_code < 300:
             raise LocalProtocolError(f"reject needs a status >= 300, not {status_code}")
         session = self._uas(call_id, (CallState.INCOMING, CallState.EARLY))
-        self._respond(session, status_code, now, reason=reason, headers=headers)
+        self._respond(
+            session, status_code, now, reason=reason, headers=headers, retransmit=retransmit
+        )
         session.apply(InviteEvent.REJECT)
         self._end(session, "rejected", status_code)
 
@@ -804,7 +810,7 @@ class InviteUsage:
         ua = self.ua
         call_id = ua.ids.call_id(ua.host)
         local_tag = ua.ids.tag()
-        from_uri = SIPURI(from_host or ua.via_host, user=from_user or ua.user)
+        from_uri = SIPURI(from_host or ua.host_for(flow), user=from_user or ua.user)
         if to is None:
             to = Address(SIPURI(uri.host, user=uri.user, port=uri.port, scheme=uri.scheme))
         elif isinstance(to, SIPURI):
@@ -1571,7 +1577,7 @@ class InviteUsage:
         req = txn.request
         timer = session.timer_answer
         session.timer_answer = None
-        headers = self.ua.answer_headers(req) + self.ua.server_header()
+        headers = self.ua.answer_headers(req, session.flow) + self.ua.server_header()
         if timer is not None:
             headers += list(timer.headers)
         body = session.local_sdp if req.method == "INVITE" or offered else b""
@@ -1839,7 +1845,7 @@ class InviteUsage:
         ua = self.ua
         extra = list(headers)
         if code == 200 or 100 < code < 200:
-            extra = ua.answer_headers(session.invite) + extra
+            extra = ua.answer_headers(session.invite, session.flow) + extra
         extra += ua.server_header()
         return make_response(
             session.invite,
@@ -1865,11 +1871,12 @@ class InviteUsage:
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
         body: bytes = b"",
+        retransmit: bool = True,
     ) -> None:
         response = self._response(session, code, reason=reason, headers=headers, body=body)
         txn = session.invite_txn
         assert isinstance(txn, ServerTransaction)
-        self.ua.layer.respond(txn, response, now)
+        self.ua.layer.respond(txn, response, now, retransmit)
 
 
 def _same_host(a: str, b: str) -> bool:

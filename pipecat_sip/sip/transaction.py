@@ -187,8 +187,18 @@ class ServerInviteTransaction(ServerTransaction):
         }
     )
 
-    def send_response(self, response: SIPResponse, now: float) -> None:
+    def send_response(self, response: SIPResponse, now: float, retransmit: bool = True) -> None:
         """Send a response from the TU.
+
+        Args:
+            response: The response.
+            now: The current time, seconds.
+            retransmit: For a 3xx-6xx: retransmit it on Timer G until the ACK
+                (RFC 3261 s.17.2.1). False sends it once, as a stateless UAS
+                would (s.8.2.7): for refusals under overload, so that a flood
+                from spoofed sources earns no retransmissions; the
+                transaction still answers retransmitted INVITEs, one response
+                each.
 
         Raises:
             LocalProtocolError: A response after the final one (a 2xx again in
@@ -207,7 +217,8 @@ class ServerInviteTransaction(ServerTransaction):
             self._start_timer("L", now, 64 * t.t1)
         elif code >= 300:
             self._go("completed")
-            self._start_retransmit_timer("G", now, t.t1)
+            if retransmit:
+                self._start_retransmit_timer("G", now, t.t1)
             self._start_timer("H", now, 64 * t.t1)
 
     def receive_request(self, request: SIPRequest, now: float) -> None:
@@ -515,9 +526,18 @@ class TransactionLayer:
         self.server[key] = txn
         return txn
 
-    def respond(self, txn: ServerTransaction, response: SIPResponse, now: float) -> None:
-        """Send `response` through `txn` and re-arm its timers."""
-        txn.send_response(response, now)  # type: ignore[attr-defined]
+    def respond(
+        self, txn: ServerTransaction, response: SIPResponse, now: float, retransmit: bool = True
+    ) -> None:
+        """Send `response` through `txn` and re-arm its timers.
+
+        ``retransmit=False`` sends an INVITE's error response once (see
+        `ServerInviteTransaction.send_response`).
+        """
+        if retransmit:
+            txn.send_response(response, now)  # type: ignore[attr-defined]
+        else:
+            txn.send_response(response, now, retransmit=False)  # type: ignore[call-arg]
         self.reschedule(txn)
         self._report_terminated(now)
 

@@ -161,6 +161,9 @@ class UserAgent:
             grant; default enabled, 1800 s, Min-SE 90 s.
         reliable_provisionals: Send 18x reliably (RFC 3262) to callers that
             support 100rel (to callers that require it, always).
+        other_host: Our address in the other IP family, for a dual-stack
+            server: messages to IPv4 peers carry the IPv4 address in Via and
+            Contact, messages to IPv6 peers the IPv6 one.
 
     Attributes:
         refused_oversized: Messages refused for their size or header count.
@@ -188,6 +191,7 @@ class UserAgent:
         auth_exempt: Callable[[Flow], bool] | None = None,
         session_timers: SessionTimerPolicy | None = None,
         reliable_provisionals: bool = False,
+        other_host: str | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -216,8 +220,11 @@ class UserAgent:
         self.registrations = RegistrationClient(self, retry_s=registration_retry_s)
         self._events: deque[Event] = deque()
         self._owners: dict[Transaction, TransactionOwner] = {}
-        self.via_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        self.via_host = _bracketed(host)
         """Our host as written in Via, Contact and From (IPv6 in brackets)."""
+        self._hosts = {":" in host: self.via_host}
+        if other_host is not None:
+            self._hosts.setdefault(":" in other_host, _bracketed(other_host))
         self.contact = self.contact_for(Flow.udp((host, port)))
         """Our Contact for UDP."""
 
@@ -347,13 +354,18 @@ class UserAgent:
         *,
         reason: str | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        retransmit: bool = True,
     ) -> None:
         """Answer an incoming call with a final error status (3xx-6xx).
+
+        ``retransmit=False`` sends it once (refusals under overload).
 
         Raises:
             LocalProtocolError: Unknown call, already answered, or status < 300.
         """
-        self.invites.reject(call_id, status_code, now, reason=reason, headers=headers)
+        self.invites.reject(
+            call_id, status_code, now, reason=reason, headers=headers, retransmit=retransmit
+        )
 
     def answer_reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer a :class:`ReofferReceived` with 200 and our SDP answer (RFC 3264 s.8).
@@ -535,11 +547,15 @@ class UserAgent:
         """Our port on ``transport``."""
         return self.transport_ports.get(transport, self.port)
 
+    def host_for(self, flow: Flow) -> str:
+        """Our host for messages on ``flow``: the address of its IP family (IPv6 bracketed)."""
+        return self._hosts.get(":" in flow.remote[0], self.via_host)
+
     def new_via(self, flow: Flow) -> Via:
         """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581)."""
         return Via(
             flow.transport,
-            self.via_host,
+            self.host_for(flow),
             self.port_for(flow.transport),
             {"branch": self.ids.branch(), "rport": None},
         )
@@ -550,7 +566,7 @@ class UserAgent:
         if flow.transport != "UDP":
             params["transport"] = flow.transport.lower()
         port = self.port_for(flow.transport)
-        return Address(SIPURI(self.via_host, user=self.user, port=port, params=params))
+        return Address(SIPURI(self.host_for(flow), user=self.user, port=port, params=params))
 
     def ua_headers(self) -> Headers:
         """User-Agent, for requests inside a dialog."""
@@ -585,12 +601,12 @@ class UserAgent:
             ("Supported", ", ".join(SUPPORTED_OPTIONS)),
         ]
 
-    def answer_headers(self, req: SIPRequest) -> list[tuple[str, object]]:
+    def answer_headers(self, req: SIPRequest, flow: Flow | None = None) -> list[tuple[str, object]]:
         """Record-Route (copied), Contact, Allow and Supported for 18x/2xx to ``req``."""
         headers: list[tuple[str, object]] = [
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
-        headers.append(("Contact", self.contact))
+        headers.append(("Contact", self.contact_for(flow) if flow is not None else self.contact))
         headers.append(("Allow", ", ".join(self.allowed_methods())))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
@@ -810,6 +826,10 @@ class UserAgent:
         if not self.invites.fail_request(txn, code, reason, now):
             self.respond(txn, code, now, reason=reason)
         return True
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _flow_for(uri: SIPURI, destination: Addr | Flow | None) -> Flow:
