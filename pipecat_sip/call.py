@@ -131,6 +131,9 @@ class CallInfo:
         transport: The SIP transport the INVITE came or went on ("UDP", "TCP", "TLS").
         auth_user: The Digest user name an inbound INVITE authenticated as
             (``auth_users`` configured), else None.
+        replaces: The Call-ID of our call this inbound INVITE replaces
+            (attended transfer to us, RFC 3891; that call is ended with BYE
+            once this one is up), else None.
     """
 
     call_id: str
@@ -148,6 +151,7 @@ class CallInfo:
     headers: dict[str, list[str]] = field(default_factory=dict)
     transport: str = "UDP"
     auth_user: str | None = None
+    replaces: str | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of an INVITE header (case-insensitive name), or None."""

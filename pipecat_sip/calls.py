@@ -14,6 +14,7 @@ socket.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from pipecat_sip.call import CallFailed, CallInfo, SIPCall
+from pipecat_sip.call import CallFailed, CallInfo, SIPCall, TransferFailed, TransferRequest
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
@@ -38,6 +39,7 @@ from pipecat_sip.sdp import (
 )
 from pipecat_sip.security import Network, escape, in_networks
 from pipecat_sip.sip.auth import Credentials
+from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
 from pipecat_sip.sip.events import (
     CallAnswered,
     CallEnded,
@@ -48,11 +50,15 @@ from pipecat_sip.sip.events import (
     IncomingCall,
     InfoReceived,
     ModificationAnswered,
+    ReferReceived,
     ReofferReceived,
+    TransferProgress,
 )
+from pipecat_sip.sip.info import parse_dtmf_info
 from pipecat_sip.sip.invite import CallState
 from pipecat_sip.sip.locate import TargetList, ip_version
 from pipecat_sip.sip.message import SIPRequest
+from pipecat_sip.sip.refer import Replaces
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
@@ -61,6 +67,8 @@ __all__ = ["CallHandler", "CallManager", "Signalling"]
 
 CallHandler = Callable[[SIPCall], Awaitable[Any]]
 ProgressHandler = Callable[[str, int], Any]
+#: Seconds a refer handler may take to decide (the UA refuses 603 a little later).
+REFER_DECISION_S = 5.0
 _RINGING = (CallState.INCOMING, CallState.EARLY)
 
 
@@ -182,6 +190,9 @@ class CallManager:
         self.max_call_duration_s = max_call_duration_s
         self.rejected_unconfirmed = 0
         self.calls: dict[str, SIPCall] = {}
+        self.dial: Callable[..., Awaitable[SIPCall]] | None = None
+        """Places the call a REFER asks for (the server's routing: trunks, DNS); None:
+        :meth:`place_call` to the URI itself."""
         self.rejected_forbidden = 0
         self._records: dict[str, _Record] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -204,6 +215,7 @@ class CallManager:
                 if call.media is not None:
                     call.media.confirm()  # the ACK: the caller owns its address, media may flow
                 call.mark_established()
+            self._end_replaced(call)
         elif isinstance(event, CallAnswered):
             self._on_answered(record, event)
         elif isinstance(event, ReofferReceived):
@@ -217,7 +229,154 @@ class CallManager:
         elif isinstance(event, ModificationAnswered):
             self._on_modification_answered(record, event)
         elif isinstance(event, InfoReceived):
-            logger.debug(f"{call}: INFO {escape(event.request.content_type, 80)}")
+            self._on_info(call, event)
+        elif isinstance(event, TransferProgress):
+            reason = f"{event.state} ({event.status_code})" if event.status_code else event.state
+            logger.info(f"{call}: transfer {event.transfer_id}: {reason}")
+            call.transfer_update(event.transfer_id, event.state, event.status_code, reason)
+        elif isinstance(event, ReferReceived):
+            self._on_refer(call, event)
+
+    def _on_info(self, call: SIPCall, event: InfoReceived) -> None:
+        """INFO in a call: a key press (dtmf-relay, dtmf) goes to the call, merged with RFC 4733."""
+        request = event.request
+        pressed = parse_dtmf_info(request.content_type, request.body)
+        if pressed is None:
+            logger.debug(f"{call}: INFO {escape(request.content_type, 80)} (no DTMF)")
+            return
+        key, duration = pressed
+        logger.debug(f"{call}: DTMF {key!r} by INFO ({duration} ms)")
+        call.receive_dtmf(key, "info")
+
+    def _end_replaced(self, call: SIPCall) -> None:
+        """A call that replaced another (RFC 3891) is up: BYE the one it replaced."""
+        old_id = call.info.replaces
+        old = self.calls.get(old_id) if old_id else None
+        if old is not None and not old.ended:
+            logger.info(f"{call}: replaces {old}: BYE to it")
+            old.finish("replaced")
+            self.hangup(old)
+
+    # --- transfer (RFC 3515) ------------------------------------------------------------
+    def transfer(self, call: SIPCall, target: str, replaces: SIPCall | None) -> str:
+        """Send REFER for ``target``; with ``replaces``, Refer-To carries its dialog (RFC 3891).
+
+        Raises:
+            TransferFailed: The call or the one to replace has no confirmed
+                dialog, or ``target`` is not a SIP/tel URI.
+        """
+        ua = self.signalling.ua
+        rep = None
+        if replaces is not None:
+            session = ua.session(replaces.call_id)
+            dialog = session.dialog if session is not None else None
+            if dialog is None:
+                raise TransferFailed(None, "the call to replace has no dialog")
+            # As the target sees its dialog with us: its tag is "to", ours "from".
+            rep = Replaces(dialog.call_id, to_tag=dialog.remote_tag, from_tag=dialog.local_tag)
+        try:
+            transfer_id = ua.refer(call.call_id, target, self.signalling.now(), replaces=rep)
+        except (LocalProtocolError, SIPParseError) as exc:
+            raise TransferFailed(None, str(exc)) from None
+        logger.info(
+            f"{call}: transferring to {escape(target, 120)}"
+            + (f" (replacing {replaces})" if replaces is not None else "")
+        )
+        self.signalling.flush()
+        return transfer_id
+
+    def send_info(self, call: SIPCall, content_type: str, body: bytes) -> None:
+        """Send INFO in the call's dialog (DTMF by INFO)."""
+        try:
+            self.signalling.ua.send_info(call.call_id, content_type, body, self.signalling.now())
+        except LocalProtocolError as exc:
+            logger.warning(f"{call}: INFO not sent: {exc}")
+            return
+        self.signalling.flush()
+
+    def _on_refer(self, call: SIPCall, event: ReferReceived) -> None:
+        """The far end asks us to call someone (RFC 3515): the call's refer handler decides.
+
+        Without a handler (or when it says no or fails) the REFER gets 603.
+        """
+        ua = self.signalling.ua
+        handler = call.refer_handler
+        logger.info(
+            f"{call}: REFER to {escape(event.refer_to, 120)}"
+            + (f" by {escape(event.referred_by, 120)}" if event.referred_by else "")
+        )
+        if handler is None:
+            ua.reject_refer(call.call_id, event.transfer_id, self.signalling.now())
+            logger.info(f"{call}: REFER refused (603): no refer handler")
+            return
+        request = TransferRequest(
+            event.transfer_id, event.refer_to, event.referred_by, event.replaces
+        )
+        self._spawn(self._decide_refer(call, request, handler))
+
+    async def _decide_refer(self, call: SIPCall, request: TransferRequest, handler) -> None:
+        ua = self.signalling.ua
+        try:
+            accepted = handler(request)
+            if inspect.isawaitable(accepted):
+                accepted = await asyncio.wait_for(accepted, REFER_DECISION_S)
+        except Exception:
+            logger.exception(f"{call}: refer handler failed: 603")
+            accepted = False
+        now = self.signalling.now()
+        try:
+            if not accepted:
+                ua.reject_refer(call.call_id, request.transfer_id, now)
+                logger.info(f"{call}: REFER refused (603) by the refer handler")
+                return
+            ua.accept_refer(call.call_id, request.transfer_id, now)
+        except LocalProtocolError as exc:  # the call ended, or the REFER timed out meanwhile
+            logger.info(f"{call}: REFER not answered: {exc}")
+            return
+        finally:
+            self.signalling.flush()
+        request._new_call = asyncio.get_running_loop().create_future()
+        self._spawn(self._follow_refer(call, request))
+
+    async def _follow_refer(self, call: SIPCall, request: TransferRequest) -> None:
+        """Place the call the REFER asked for and NOTIFY the transferor how it goes."""
+        ua = self.signalling.ua
+        tid = request.transfer_id
+        assert request._new_call is not None
+
+        def notify(code: int, reason: str) -> None:
+            try:
+                ua.notify_refer(call.call_id, tid, code, reason, self.signalling.now())
+            except LocalProtocolError:
+                return  # the call with the transferor ended
+            self.signalling.flush()
+
+        headers: list[tuple[str, str]] = []
+        if request.referred_by:
+            headers.append(("Referred-By", request.referred_by))
+        if request.replaces:
+            headers.append(("Replaces", request.replaces))
+        dial = self.dial or self.place_call
+        try:
+            new_call = await dial(
+                request.refer_to,
+                headers=headers,
+                progress_handler=lambda kind, code: (
+                    notify(code, "Ringing") if kind == "ringing" else None
+                ),
+            )
+        except CallFailed as exc:
+            notify(exc.status_code or 503, exc.reason[:60] or "Service Unavailable")
+            request._new_call.set_exception(exc)
+            request._new_call.exception()
+            return
+        except Exception as exc:  # a bad URI, no port: the transfer failed here
+            notify(503, "Service Unavailable")
+            request._new_call.set_exception(CallFailed(f"transfer call failed: {exc}"))
+            request._new_call.exception()
+            return
+        notify(200, "OK")
+        request._new_call.set_result(new_call)
 
     # --- CallControl ---------------------------------------------------------------
     async def answer(self, call: SIPCall) -> None:
@@ -677,8 +836,8 @@ class CallManager:
         session = ua.session(call_id)
         assert session is not None
         info = call_info(event.request, "inbound", event.flow, negotiated)
-        if event.user is not None:
-            info = replace(info, auth_user=event.user)
+        if event.user is not None or event.replaces is not None:
+            info = replace(info, auth_user=event.user, replaces=event.replaces)
         call = SIPCall(self, info, session)
         call.negotiated = negotiated
         call.local_sdp = answer

@@ -382,6 +382,7 @@ class SIPServer:
             max_call_duration_s=self.max_call_duration_s,
             locator=self.locator,
         )
+        self.manager.dial = self.call  # REFER targets go through trunks and DNS too
         logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
         if self.registration is not None:
             await self._register()

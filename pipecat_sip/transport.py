@@ -19,6 +19,7 @@ resampler fed 20 ms packets.
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ from pipecat.frames.frames import (
     CancelFrame,
     CancelWorkerFrame,
     ClientConnectedFrame,
+    DataFrame,
     EndFrame,
     Frame,
     InputAudioRawFrame,
@@ -46,15 +48,41 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.utils.utils import obj_id
 from pydantic import Field
 
+from pipecat_sip.codecs.tones import dtmf_tone
+from pipecat_sip.rtp.dtmf import event_for_key
+
 if TYPE_CHECKING:
     from pipecat_sip.call import CallInfo, SIPCall
     from pipecat_sip.media import RTPSession
+
+# Silence after an in-band DTMF tone (dtmf_mode="inband"), ms, so repeated keys stay apart.
+_INBAND_GAP_MS = 60
+
+
+@dataclass
+class SIPTransferFrame(DataFrame):
+    """Transfer the call (REFER, RFC 3515) once the audio queued before it has played.
+
+    Push it after the words that announce the transfer ("Let me put you
+    through"): the output transport plays them, then sends REFER. On
+    success the call ends (reason ``"transferred"``); on failure it goes on,
+    and ``on_transfer_failed`` tells the bot.
+
+    Parameters:
+        target: The SIP URI to transfer to (``sip:agent@pbx.example``).
+        timeout: Seconds to wait for the outcome.
+    """
+
+    target: str
+    timeout: float = 30.0
+
 
 __all__ = [
     "LowLatencyResampler",
     "SIPInputTransport",
     "SIPOutputTransport",
     "SIPParams",
+    "SIPTransferFrame",
     "SIPTransport",
 ]
 
@@ -227,6 +255,11 @@ class SIPParams(TransportParams):
             before ``write_audio_frame`` returns; the rest waits in Pipecat's
             queues, where an interruption drops it. Default 20 (one packet).
         dtmf_duration_ms: Duration of each sent DTMF key press, ms.
+        dtmf_mode: How ``OutputDTMFFrame`` keys are sent: ``"rfc4733"``
+            (telephone-events; in-band when the peer offered none),
+            ``"info"`` (SIP INFO ``application/dtmf-relay``), ``"inband"``
+            (Q.23 tones in the audio) or ``"auto"`` (default: RFC 4733 when
+            negotiated, else in-band).
         hangup_timeout_s: How long pipeline shutdown waits for the BYE
             transaction before moving on (the BYE still completes).
         cancel_on_disconnect: When the far end ends the call (BYE, RTP
@@ -258,6 +291,7 @@ class SIPParams(TransportParams):
     rtp_timeout_s: float = Field(default=30.0, ge=0)
     max_backlog_ms: int = Field(default=20, ge=0)
     dtmf_duration_ms: int = Field(default=100, ge=10, le=5000)
+    dtmf_mode: Literal["rfc4733", "info", "inband", "auto"] = "auto"
     hangup_timeout_s: float = Field(default=2.0, ge=0)
     cancel_on_disconnect: bool = True
     audio_out_write_timeout_secs: float | None = Field(default=None, gt=0)
@@ -603,7 +637,7 @@ class SIPOutputTransport(BaseOutputTransport):
         return True
 
     async def _write_dtmf_native(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame):
-        """Send each key of the frame through the RTP session, in order.
+        """Send each key of the frame, in order, as ``dtmf_mode`` says.
 
         Args:
             frame: The DTMF frame (``button`` or ``buttons``).
@@ -611,14 +645,37 @@ class SIPOutputTransport(BaseOutputTransport):
         media = self._transport.media
         if media is None or self._transport.call_ended:
             return
+        mode = self._params.dtmf_mode
+        duration = self._params.dtmf_duration_ms
         buttons = frame.buttons or ([frame.button] if frame.button else [])
         for button in buttons:
             key = button.value if isinstance(button, KeypadEntry) else str(button)
-            logger.debug(f"{self} sending DTMF {key!r}")
+            logger.debug(f"{self} sending DTMF {key!r} ({mode})")
             try:
-                media.send_dtmf(key, self._params.dtmf_duration_ms)
-            except ValueError as error:
+                if mode == "info" and hasattr(self._call, "send_info_dtmf"):
+                    self._call.send_info_dtmf(key, duration)
+                elif mode == "inband":
+                    event_for_key(key)  # refuse unknown keys as the other modes do
+                    tone = dtmf_tone(key, duration, media.sample_rate)
+                    gap = bytes(2 * (media.sample_rate * _INBAND_GAP_MS // 1000))
+                    media.send_audio(tone + gap)
+                else:
+                    if mode == "rfc4733" and media.telephone_event_pt is None:
+                        logger.warning(f"{self} no telephone-event negotiated: {key!r} in-band")
+                    media.send_dtmf(key, duration)
+            except (ValueError, RuntimeError) as error:
                 logger.warning(f"{self} DTMF {key!r} not sent: {error}")
+
+    async def write_transport_frame(self, frame: Frame):
+        """Act on a frame queued behind the audio: a :class:`SIPTransferFrame` transfers.
+
+        Args:
+            frame: The frame, after the audio queued before it was sent.
+        """
+        if isinstance(frame, SIPTransferFrame):
+            self.create_task(self._transport.transfer_result(frame.target, timeout=frame.timeout))
+            return
+        await super().write_transport_frame(frame)
 
     def _to_codec_rate(self, frame: OutputAudioRawFrame) -> bytes:
         pcm = self._carry + frame.audio
@@ -693,6 +750,11 @@ class SIPTransport(BaseTransport):
       (180) or got a 18x with SDP: its media runs before the answer, so the
       pipeline hears announcements or ringback (``on_client_connected``
       still waits for the answer).
+    - on_transfer_accepted / on_transfer_succeeded / on_transfer_failed
+      (transport, status_code): a transfer (``transport.transfer(...)`` or a
+      :class:`SIPTransferFrame`) was accepted by the far end (202), reached
+      the target (the call then ends: ``on_client_disconnected`` follows), or
+      failed (the call goes on).
     - on_hold(transport, call) / on_resume(transport, call): the far end put
       the call on hold (re-INVITE sendonly, inactive or c=0.0.0.0) or took it
       off. While held nothing reaches the caller: the bot's audio plays out
@@ -760,6 +822,9 @@ class SIPTransport(BaseTransport):
         self._register_event_handler("on_resume")
         self._register_event_handler("on_ringing")
         self._register_event_handler("on_early_media")
+        self._register_event_handler("on_transfer_accepted")
+        self._register_event_handler("on_transfer_succeeded")
+        self._register_event_handler("on_transfer_failed")
 
         call.add_ended_handler(self._on_call_ended)
         add_hold_handler = getattr(call, "add_hold_handler", None)
@@ -768,6 +833,9 @@ class SIPTransport(BaseTransport):
         add_progress_handler = getattr(call, "add_progress_handler", None)
         if add_progress_handler is not None:
             add_progress_handler(self._on_call_progress)
+        add_transfer_handler = getattr(call, "add_transfer_handler", None)
+        if add_transfer_handler is not None:
+            add_transfer_handler(self._on_call_transfer)
         if call.ended and self._end_reason is None:
             self._end_reason = getattr(call, "end_reason", None) or "ended"
 
@@ -892,6 +960,51 @@ class SIPTransport(BaseTransport):
             if processor.started:
                 self.schedule_far_end_hangup(processor)
                 break
+
+    async def transfer(
+        self, target: str, *, replaces: "SIPCall | None" = None, timeout: float = 30.0
+    ) -> None:
+        """Transfer the caller to ``target`` (REFER, RFC 3515); see :meth:`SIPCall.transfer`.
+
+        Returns once the transfer succeeded: the call then ends (reason
+        ``"transferred"``) and ``on_client_disconnected`` fires, which ends
+        the pipeline.
+
+        Args:
+            target: The SIP URI to transfer to.
+            replaces: Our established call to the target (attended transfer).
+            timeout: Seconds to wait for the outcome.
+
+        Raises:
+            TransferFailed: Refused, not answered by the target, or no outcome
+                in time; the call goes on.
+        """
+        await self._call.transfer(target, replaces=replaces, timeout=timeout)
+
+    async def transfer_result(self, target: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """:meth:`transfer`, returning a result for an LLM function call instead of raising.
+
+        Args:
+            target: The SIP URI to transfer to.
+            timeout: Seconds to wait for the outcome.
+
+        Returns:
+            ``{"transferred": True}``, or ``{"transferred": False, "status_code":
+            ..., "reason": ...}`` (the call goes on: tell the caller).
+        """
+        from pipecat_sip.call import TransferFailed
+
+        try:
+            await self.transfer(target, timeout=timeout)
+        except TransferFailed as exc:
+            logger.info(f"{self} transfer to {target} failed: {exc}")
+            return {"transferred": False, "status_code": exc.status_code, "reason": exc.reason}
+        return {"transferred": True}
+
+    async def _on_call_transfer(self, state: str, status_code: int | None) -> None:
+        """SIPCall transfer handler: ``on_transfer_accepted/succeeded/failed``."""
+        if state in ("accepted", "succeeded", "failed"):
+            await self._call_event_handler(f"on_transfer_{state}", status_code)
 
     async def _on_call_progress(self, kind: str, status_code: int) -> None:
         """SIPCall progress handler (outbound): ``on_ringing``, ``on_early_media``."""

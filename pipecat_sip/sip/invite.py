@@ -527,6 +527,13 @@ class InviteUsage:
         if timer.min_se is not None:  # Session Interval Too Small (RFC 4028 s.8.1)
             ua.respond(txn, 422, now, headers=[("Min-SE", timer.min_se)])
             return
+        replaced = None
+        replaces_values = req.headers.get_all("Replaces")
+        if replaces_values:
+            replaced = self._replaced_call(replaces_values)
+            if replaced is None:  # RFC 3891 s.3: no such dialog, or not replaceable
+                ua.respond(txn, 481 if len(replaces_values) == 1 else 400, now)
+                return
         session = InviteSession(
             call_id=req.call_id,
             role=Role.UAS,
@@ -540,7 +547,26 @@ class InviteUsage:
         self._note_allow(session, req)
         self._track(session, txn)
         self._respond(session, 100, now)
-        ua.emit(IncomingCall(req.call_id, req, flow, user))
+        ua.emit(IncomingCall(req.call_id, req, flow, user, replaced))
+
+    def _replaced_call(self, values: list[str]) -> str | None:
+        """The Call-ID of the live call a Replaces header names (RFC 3891 s.3), or None."""
+        from pipecat_sip.sip.refer import Replaces
+
+        if len(values) != 1:
+            return None
+        try:
+            replaces = Replaces.parse(values[0])
+        except ValueError:
+            return None
+        session = self._by_dialog.get((replaces.call_id, replaces.to_tag, replaces.from_tag))
+        if session is None or session.state.ended:
+            return None
+        if session.dialog is None:  # early: only a UAC's early dialog can be replaced
+            return session.call_id if session.role is Role.UAC else None
+        if replaces.early_only:
+            return None
+        return session.call_id
 
     def ringing(
         self,
@@ -1695,6 +1721,8 @@ class InviteUsage:
         self._stop_reliable(session)
         self._stop_session_timer(session)
         del self.sessions[session.call_id]
+        if self.ua.refers is not None:
+            self.ua.refers.forget(session.call_id)
         for dialog in (session.dialog, session.early_dialog):
             if dialog is not None and self._by_dialog.get(dialog.id) is session:
                 del self._by_dialog[dialog.id]

@@ -28,7 +28,7 @@ import ipaddress
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pipecat_sip.sip.auth import AuthDecision, Credentials, DigestServer
 from pipecat_sip.sip.dialog import MAX_CSEQ
@@ -59,6 +59,7 @@ from pipecat_sip.sip.message import (
     make_response,
     parse_message,
 )
+from pipecat_sip.sip.refer import ReferUsage, Replaces
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
 from pipecat_sip.sip.session_timer import SessionTimerPolicy
 from pipecat_sip.sip.timers import TimerQueue
@@ -73,9 +74,6 @@ from pipecat_sip.sip.transaction import (
 )
 from pipecat_sip.sip.transport import Flow, response_flow, stamp_via
 from pipecat_sip.sip.uri import SIPURI, Address
-
-if TYPE_CHECKING:
-    from pipecat_sip.sip.refer import ReferUsage
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -207,7 +205,7 @@ class UserAgent:
         self.authenticator = authenticator
         self.auth_exempt = auth_exempt
         self.session_timers = session_timers or SessionTimerPolicy()
-        self.refers: ReferUsage | None = None
+        self.refers: ReferUsage | None = ReferUsage(self)
         self.refused_unauthenticated = 0
         self.ids = Identifiers(rng)
         self.timers = TimerQueue()
@@ -260,7 +258,8 @@ class UserAgent:
     @property
     def tracked(self) -> int:
         """Entries in the lookup tables (calls, dialogs, transaction owners): 0 when idle."""
-        return self.invites.tracked + self.registrations.tracked + len(self._owners)
+        refers = self.refers.tracked if self.refers is not None else 0
+        return self.invites.tracked + self.registrations.tracked + len(self._owners) + refers
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one UDP datagram from ``addr`` (see :meth:`receive`)."""
@@ -469,6 +468,71 @@ class UserAgent:
     def hangup(self, call_id: str, now: float) -> None:
         """End a call from our side, whatever its state; idempotent (see InviteUsage.hangup)."""
         self.invites.hangup(call_id, now)
+
+    # --- transfer (ReferUsage) ----------------------------------------------------
+    def refer(
+        self,
+        call_id: str,
+        target: str,
+        now: float,
+        *,
+        replaces: Replaces | None = None,
+        referred_by: bool = True,
+    ) -> str:
+        """Transfer a confirmed call's far end to ``target`` (REFER, RFC 3515).
+
+        Progress arrives as :class:`TransferProgress` events with the
+        returned id. With ``replaces`` (our dialog with the target), an
+        attended transfer (RFC 3891).
+
+        Raises:
+            LocalProtocolError: Not a confirmed call, or too many transfers under way.
+            SIPParseError: ``target`` is not a SIP or tel URI.
+        """
+        assert self.refers is not None
+        return self.refers.refer(call_id, target, now, replaces=replaces, referred_by=referred_by)
+
+    def accept_refer(self, call_id: str, transfer_id: str, now: float) -> None:
+        """Accept a :class:`ReferReceived` (202 and NOTIFY 100 Trying).
+
+        Raises:
+            LocalProtocolError: No such REFER waiting.
+        """
+        assert self.refers is not None
+        self.refers.accept(call_id, transfer_id, now)
+
+    def reject_refer(
+        self, call_id: str, transfer_id: str, now: float, *, status_code: int = 603
+    ) -> None:
+        """Refuse a :class:`ReferReceived` (603 Declined by default).
+
+        Raises:
+            LocalProtocolError: No such REFER waiting.
+        """
+        assert self.refers is not None
+        self.refers.reject(call_id, transfer_id, status_code, now)
+
+    def notify_refer(
+        self, call_id: str, transfer_id: str, status_code: int, reason: str, now: float
+    ) -> None:
+        """Report the transferred call's status to the transferor (NOTIFY, sipfrag).
+
+        Raises:
+            LocalProtocolError: No live subscription for that REFER.
+        """
+        assert self.refers is not None
+        self.refers.notify(call_id, transfer_id, status_code, reason, now)
+
+    def send_info(self, call_id: str, content_type: str, body: bytes, now: float) -> None:
+        """Send INFO inside a call's dialog (RFC 6086; DTMF as application/dtmf-relay).
+
+        Raises:
+            LocalProtocolError: No such call with a dialog.
+        """
+        session = self.invites.session(call_id)
+        if session is None or session.current_dialog is None or session.state.ended:
+            raise LocalProtocolError(f"no call {call_id} to send INFO in")
+        self.invites.send_in_dialog(session, "INFO", now, body=body, content_type=content_type)
 
     # --- registration (RegistrationClient) ---------------------------------------
     def register(
