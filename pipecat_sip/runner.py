@@ -37,6 +37,7 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--auth-users` | `SIP_AUTH_USERS` | none: no inbound Digest (`user:password` lines) |
 | `--auth-realm` | `SIP_AUTH_REALM` | pipecat-sip (the realm of our challenges) |
 | `--auth-exempt-networks` | `SIP_AUTH_EXEMPT_NETWORKS` | none (CIDRs not challenged) |
+| `--accept-registrations` | `SIP_ACCEPT_REGISTRATIONS` | false (a registrar for softphones) |
 | `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
 | `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
@@ -112,6 +113,8 @@ class SIPRunnerConfig:
             after a Digest challenge; None: no authentication.
         auth_realm: The realm of our challenges.
         auth_exempt_networks: CIDRs whose requests are not challenged.
+        accept_registrations: Be a registrar for softphones (with auth_users:
+            authenticated).
         public_address_v6: The IPv6 address of a dual-stack server (second
             address of SIP_PUBLIC_ADDRESS), or None.
         rtp_latching: "signaling", "any" or "off" (pipecat_sip.rtp.latching).
@@ -136,6 +139,7 @@ class SIPRunnerConfig:
     auth_users: dict[str, str] | None = field(default=None, repr=False)
     auth_realm: str = "pipecat-sip"
     auth_exempt_networks: tuple[str, ...] = ()
+    accept_registrations: bool = False
     public_address_v6: str | None = None
     rtp_latching: str = "signaling"
     hold_timeout_s: float = 600.0
@@ -308,6 +312,13 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         auth_realm = value.strip()
         if not auth_realm or any(c in auth_realm for c in '"\\\r\n') or len(auth_realm) > 64:
             raise ConfigError(f"{name}: {value!r} must be 1-64 characters without quotes")
+    value, name = pick("accept_registrations", "SIP_ACCEPT_REGISTRATIONS")
+    accept_registrations = False
+    if value is not None:
+        text = value.strip().lower()
+        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+        accept_registrations = text in ("1", "true", "yes", "on")
     value, name = pick("auth_exempt_networks", "SIP_AUTH_EXEMPT_NETWORKS")
     exempt: tuple[str, ...] = ()
     if value:
@@ -344,6 +355,7 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         auth_users=auth_users,
         auth_realm=auth_realm,
         auth_exempt_networks=exempt,
+        accept_registrations=accept_registrations,
         public_address_v6=public_v6,
         rtp_latching=rtp_latching,
         hold_timeout_s=hold_timeout,
@@ -423,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-users", help="file of user:password lines: Digest for INVITEs (SIP_AUTH_USERS)"
     )
     parser.add_argument("--auth-realm", help="Digest realm (SIP_AUTH_REALM, default pipecat-sip)")
+    parser.add_argument(
+        "--accept-registrations",
+        nargs="?",
+        const="true",
+        help="be a registrar for softphones (SIP_ACCEPT_REGISTRATIONS; with --auth-users: "
+        "authenticated)",
+    )
     parser.add_argument(
         "--auth-exempt-networks",
         help="CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)",
@@ -554,6 +573,7 @@ async def serve(
         auth_users=config.auth_users,
         auth_realm=config.auth_realm,
         auth_exempt_networks=config.auth_exempt_networks,
+        accept_registrations=config.accept_registrations,
     )
     if stop_event is None:
         stop_event = asyncio.Event()

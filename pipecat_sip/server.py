@@ -49,6 +49,7 @@ from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
 from pipecat_sip.sip.locate import LocationError, TargetList
 from pipecat_sip.sip.message import is_keepalive
+from pipecat_sip.sip.registrar import Binding, Registrar
 from pipecat_sip.sip.session_timer import (
     DEFAULT_MIN_SE,
     DEFAULT_SESSION_EXPIRES,
@@ -56,7 +57,7 @@ from pipecat_sip.sip.session_timer import (
 )
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
-from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
 from pipecat_sip.trunk import (
     Trunk,
@@ -193,6 +194,11 @@ class SIPServer:
         reliable_provisionals: Send 180/183 reliably (RFC 3262 PRACK) to
             callers that support 100rel; callers that require it always get
             reliable ones.
+        accept_registrations: Be a registrar for softphones (RFC 3261 s.10.3):
+            REGISTER accepted (Digest-authenticated when ``auth_users`` is
+            set: each user may register its own name only), bindings kept in
+            memory; ``call("sip:alice@bot")`` then reaches alice's Contact
+            through the flow she registered on. False answers REGISTER 405.
         public_address_v6: For a dual-stack server (``host="::"``), our IPv6
             address when ``public_address`` is the IPv4 one (or the other way
             round); detected like ``public_address`` when None. Each call is
@@ -250,6 +256,7 @@ class SIPServer:
         session_expires: int = DEFAULT_SESSION_EXPIRES,
         min_se: int = DEFAULT_MIN_SE,
         reliable_provisionals: bool = False,
+        accept_registrations: bool = False,
         public_address_v6: str | None = None,
         max_unconfirmed_per_source: int = 5,
         hold_timeout_s: float = 600.0,
@@ -320,6 +327,8 @@ class SIPServer:
             min_se=min_se,
         )
         self.reliable_provisionals = reliable_provisionals
+        self.registrar: Registrar | None = Registrar() if accept_registrations else None
+        """The softphones' bindings (``accept_registrations``), or None."""
         self.authenticator: DigestServer | None = None
         self.registration = registration
         self.registered = False
@@ -392,7 +401,10 @@ class SIPServer:
         options: dict[str, Any] = {
             "session_timers": self.session_timers,
             "reliable_provisionals": self.reliable_provisionals,
+            "registrar": self.registrar,
         }
+        if self.registrar is not None and self.auth_users is None:
+            logger.warning("registrar without auth_users: anyone may register any name")
         if self.auth_users is not None:
             self.authenticator = DigestServer(
                 self.auth_realm, self.auth_users, max_failures=self.auth_max_failures
@@ -546,6 +558,19 @@ class SIPServer:
             check_header(name, value)
         extra = list(headers)
         uri = SIPURI.parse(target)
+        binding = self._registered(uri) if destination is None else None
+        if binding is not None:  # a softphone registered with us: its Contact, its flow
+            return await self.manager.place_call(
+                binding.contact,
+                destination=binding.flow,
+                to=Address(uri),
+                from_user=from_user or (normalize_number(caller_id) if caller_id else None),
+                display_name=display_name,
+                headers=extra,
+                timeout=timeout,
+                progress_handler=progress_handler,
+                wait=wait,
+            )
         targets = None
         dest: tuple[str, int] | Flow | None = destination
         if dest is None and not host_is_ip(uri.host):
@@ -561,6 +586,17 @@ class SIPServer:
             progress_handler=progress_handler,
             wait=wait,
         )
+
+    def _registered(self, uri: SIPURI) -> Binding | None:
+        """The newest binding of a registered user a URI names (its host ours or a name)."""
+        if self.registrar is None or not uri.user:
+            return None
+        host = uri.host.strip("[]")
+        ours = {self.public_address, self.host, *getattr(self, "addresses", {}).values()}
+        if host_is_ip(host) and host not in ours:
+            return None
+        bindings = self.registrar.lookup(uri.user, self.now())
+        return bindings[0] if bindings else None
 
     def _trunk_for(self, target: str, trunk: str | Trunk | None) -> Trunk | None:
         """The trunk a call goes through, or None for a direct call.

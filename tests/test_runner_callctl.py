@@ -86,3 +86,12 @@ def test_parse_config_without_the_new_flags():
     # A Namespace from elsewhere (tests, embedding code) lacks the new attributes.
     cfg = parse_config(argparse.Namespace(), {"SIP_TRUNK_PROXY": "sip:192.0.2.1"})
     assert cfg.trunk is not None and cfg.auth_users is None
+
+
+def test_registrar_flag():
+    assert config(["--accept-registrations"]).accept_registrations
+    assert config(env={"SIP_ACCEPT_REGISTRATIONS": "true"}).accept_registrations
+    assert not config(env={"SIP_ACCEPT_REGISTRATIONS": "0"}).accept_registrations
+    assert not config().accept_registrations
+    with pytest.raises(ConfigError, match="SIP_ACCEPT_REGISTRATIONS: 'maybe'"):
+        config(env={"SIP_ACCEPT_REGISTRATIONS": "maybe"})

@@ -60,6 +60,7 @@ from pipecat_sip.sip.message import (
     parse_message,
 )
 from pipecat_sip.sip.refer import ReferUsage, Replaces
+from pipecat_sip.sip.registrar import Registrar
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
 from pipecat_sip.sip.session_timer import SessionTimerPolicy
 from pipecat_sip.sip.timers import TimerQueue
@@ -105,7 +106,7 @@ KNOWN_METHODS = frozenset(
 )
 SUPPORTED_OPTIONS: tuple[str, ...] = SUPPORTED
 # Requests outside a dialog that are challenged when an authenticator is set.
-AUTH_METHODS = frozenset({"INVITE"})
+AUTH_METHODS = frozenset({"INVITE", "REGISTER"})
 # Request-URI schemes we answer (sip and sips always); others get 416.
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 SDP = "application/sdp"
@@ -157,6 +158,8 @@ class UserAgent:
             challenged (a trunk's addresses); None exempts none.
         session_timers: Session-timer policy (RFC 4028): what we ask for and
             grant; default enabled, 1800 s, Min-SE 90 s.
+        registrar: Accept REGISTER from softphones and keep their bindings
+            (authenticated when ``authenticator`` is set); None answers 405.
         reliable_provisionals: Send 18x reliably (RFC 3262) to callers that
             support 100rel (to callers that require it, always).
         other_host: Our address in the other IP family, for a dual-stack
@@ -190,6 +193,7 @@ class UserAgent:
         session_timers: SessionTimerPolicy | None = None,
         reliable_provisionals: bool = False,
         other_host: str | None = None,
+        registrar: Registrar | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -205,6 +209,7 @@ class UserAgent:
         self.authenticator = authenticator
         self.auth_exempt = auth_exempt
         self.session_timers = session_timers or SessionTimerPolicy()
+        self.registrar = registrar
         self.refers: ReferUsage | None = ReferUsage(self)
         self.refused_unauthenticated = 0
         self.ids = Identifiers(rng)
@@ -755,6 +760,9 @@ class UserAgent:
             self.invites.on_in_dialog(req, txn, flow, now)
             return
         user = None
+        if req.method == "REGISTER" and self.registrar is None:
+            self.refuse_method(txn, now)
+            return
         if req.method in AUTH_METHODS and self.authenticator is not None:
             if self.auth_exempt is None or not self.auth_exempt(flow):
                 decision = self.authenticator.check(req, flow.host, now)
@@ -767,10 +775,33 @@ class UserAgent:
             self.invites.on_invite(req, txn, flow, now, user=user)
         elif req.method == "OPTIONS":
             self.respond(txn, 200, now, headers=self.capabilities())
+        elif req.method == "REGISTER":
+            self._on_register(req, txn, flow, now, user)
         elif req.method == "BYE":
             self.respond(txn, 481, now)
         else:
             self.refuse_method(txn, now)
+
+    def _on_register(
+        self, req: SIPRequest, txn: ServerTransaction, flow: Flow, now: float, user: str | None
+    ) -> None:
+        """A softphone's REGISTER (RFC 3261 s.10.3): the registrar's answer."""
+        assert self.registrar is not None
+        answer = self.registrar.register(req, flow, now, user=user)
+        self.respond(txn, answer.status_code, now, reason=answer.reason, headers=answer.headers)
+        if answer.status_code == 200 and answer.changed:
+            contacts = len(answer.headers)
+            self.notice(
+                "info",
+                f"registrar: {answer.aor} from {flow}: {contacts} binding(s)",
+                kind="registrar",
+            )
+        elif answer.status_code >= 300:
+            self.notice(
+                "info",
+                f"registrar: REGISTER from {flow}: {answer.status_code} {answer.reason or ''}",
+                kind="registrar_refused",
+            )
 
     def _refuse_unauthenticated(
         self, txn: ServerTransaction, decision: AuthDecision, flow: Flow, now: float
