@@ -427,10 +427,7 @@ class SIPCall:
         if replaces is not None and not replaces.established:
             raise TransferFailed(None, "the call to replace is not established")
         transfer_id = self._control.transfer(self, target, replaces)
-        loop = asyncio.get_running_loop()
-        future = self._transfers.get(transfer_id)
-        if future is None:
-            future = self._transfers[transfer_id] = loop.create_future()
+        future = self._transfers[transfer_id] = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -585,10 +582,8 @@ class SIPCall:
             reason: For a failure, why (for ``TransferFailed``).
         """
         future = self._transfers.get(transfer_id)
-        if future is None:
-            future = self._transfers[transfer_id] = asyncio.get_running_loop().create_future()
-        if future.done():
-            return  # the outcome is known already (a late NOTIFY, a timeout)
+        if future is None or future.done():
+            return  # not ours, or the outcome is known already (a late NOTIFY, a timeout)
         for handler in list(self._transfer_handlers):
             self._run_handler2(handler, state, status_code, "transfer handler")
         if state == "succeeded":
