@@ -10,13 +10,19 @@
 Without DEEPGRAM_API_KEY, OPENAI_API_KEY or CARTESIA_API_KEY the bot runs as
 a keyless echo bot: a short spoken greeting, then the caller hears themselves;
 key presses are logged.
+
+With TRANSFER_TARGET set (a SIP URI, e.g. sip:agent@pbx.example.com), the AI
+agent on a SIP call gets a ``transfer_to_human`` function: when the caller
+asks for a person, the LLM calls it, the bot says so and hands the call over
+with a SIP REFER (blind transfer); if the transfer fails the bot says sorry
+and carries on.
 """
 
 import os
 
 from dotenv import load_dotenv
 from loguru import logger
-from pipecat.frames.frames import LLMRunFrame, OutputAudioRawFrame
+from pipecat.frames.frames import LLMMessagesAppendFrame, LLMRunFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -34,6 +40,47 @@ SYSTEM_PROMPT = (
     "You are a friendly AI assistant on a phone call. Keep your answers short and "
     "conversational; your words are spoken aloud, so avoid lists, symbols and emojis."
 )
+TRANSFER_PROMPT = (
+    " If the caller asks to speak to a person, or you cannot help, call the "
+    "transfer_to_human function."
+)
+
+
+def transfer_target() -> str | None:
+    """Where ``transfer_to_human`` sends the caller (TRANSFER_TARGET), or None."""
+    return os.getenv("TRANSFER_TARGET") or None
+
+
+def transfer_tool(transport: BaseTransport, target: str):
+    """The ``transfer_to_human`` LLM function: its schema and its handler.
+
+    The handler speaks a line, then pushes a ``SIPTransferFrame``: the output
+    transport sends the REFER once that line has been played. On success the
+    call ends ("transferred"); on failure ``on_transfer_failed`` asks the LLM
+    to apologise and go on.
+    """
+    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+    from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
+
+    from pipecat_sip.transport import SIPTransferFrame
+
+    schema = FunctionSchema(
+        name="transfer_to_human",
+        description="Transfer the caller to a human agent.",
+        properties={"reason": {"type": "string", "description": "Why the caller wants a person."}},
+        required=[],
+    )
+
+    async def transfer_to_human(params) -> None:
+        reason = params.arguments.get("reason", "")
+        logger.info(f"transfer_to_human ({reason!r}) to {target}")
+        await params.llm.push_frame(TTSSpeakFrame("One moment, I'll put you through."))
+        await params.llm.push_frame(SIPTransferFrame(target))
+        await params.result_callback(
+            {"status": "transferring"}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+
+    return schema, transfer_to_human
 
 
 def missing_ai_keys() -> list[str]:
@@ -66,7 +113,7 @@ transport_params = {
 }
 
 
-def _ai_pipeline(transport: BaseTransport):
+def _ai_pipeline(transport: BaseTransport, transfer_to: str | None = None):
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
@@ -78,17 +125,27 @@ def _ai_pipeline(transport: BaseTransport):
     from pipecat.services.openai.llm import OpenAILLMService
 
     stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    tools = None
+    prompt = SYSTEM_PROMPT
+    if transfer_to:
+        from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+        schema, handler = transfer_tool(transport, transfer_to)
+        tools = ToolsSchema(standard_tools=[schema])
+        prompt += TRANSFER_PROMPT
     llm = OpenAILLMService(
         api_key=os.environ["OPENAI_API_KEY"],
-        settings=OpenAILLMService.Settings(system_instruction=SYSTEM_PROMPT),
+        settings=OpenAILLMService.Settings(system_instruction=prompt),
     )
+    if transfer_to:
+        llm.register_function("transfer_to_human", handler)
     tts = CartesiaTTSService(
         api_key=os.environ["CARTESIA_API_KEY"],
         settings=CartesiaTTSService.Settings(
             voice=os.getenv("CARTESIA_VOICE_ID", "71a7ad14-091c-4e8e-a314-022ece01c121")
         ),
     )
-    context = LLMContext()
+    context = LLMContext(tools=tools) if tools is not None else LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     )
@@ -105,6 +162,15 @@ def _ai_pipeline(transport: BaseTransport):
     )
 
     async def greet(worker: PipelineWorker) -> None:
+        if transfer_to:
+
+            @transport.event_handler("on_transfer_failed")
+            async def on_transfer_failed(transport, status_code):
+                note = f"The transfer failed ({status_code or 'no answer'}). Apologise, go on."
+                await worker.queue_frames(
+                    [LLMMessagesAppendFrame([{"role": "user", "content": note}], run_llm=True)]
+                )
+
         context.add_message(
             {"role": "user", "content": "Say hello and briefly introduce yourself."}
         )
@@ -136,7 +202,9 @@ async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None
         options = {"enable_rtvi": False, "enable_turn_tracking": False}
         metrics = False
     else:
-        pipeline, greet = _ai_pipeline(transport)
+        # Transfers need a SIP call: on other transports the agent has no such function.
+        target = transfer_target() if isinstance(runner_args, SIPRunnerArguments) else None
+        pipeline, greet = _ai_pipeline(transport, target)
         options, metrics = {}, True
     rates = {}
     if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
