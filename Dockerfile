@@ -1,25 +1,24 @@
-# pipecat-sip bot: listens for SIP on udp 6060, RTP on udp 10000-10999.
-# Run with host networking (or publish the UDP ports and set SIP_PUBLIC_ADDRESS):
-#   docker build -t pipecat-sip-bot .
-#   docker run --rm --network host --env-file .env pipecat-sip-bot
-FROM python:3.11-slim
+# Pipecat Cloud agent image (pcc-deploy.toml points here), built as Pipecat's
+# quickstart builds one: Pipecat Cloud's base image runs the HTTP/WebSocket
+# agent server and calls bot.py's bot(runner_args) once per session.
+#   docker build --platform=linux/arm64 -t your-registry/pipecat-sip-bot:0.1 .
+#   docker push your-registry/pipecat-sip-bot:0.1 && pcc deploy
+# SIP on Pipecat Cloud is egress-only: sessions dial out or register (README,
+# "Pipecat Cloud"). The standalone SIP server image is Dockerfile.server.
+FROM dailyco/pipecat-base:latest-py3.11
 
-ENV PYTHONUNBUFFERED=1 \
-    UV_COMPILE_BYTECODE=1 \
-    SIP_SERVER_HOST=0.0.0.0 \
-    SIP_SERVER_PORT=6060 \
-    SIP_RTP_PORT_RANGE=10000-10999
+# Enable bytecode compilation
+ENV UV_COMPILE_BYTECODE=1
 
-RUN pip install --no-cache-dir uv
-WORKDIR /app
-COPY pyproject.toml uv.lock README.md ./
-COPY pipecat_sip ./pipecat_sip
-RUN uv sync --frozen --no-dev
-COPY bot.py ./
+# Copy from the cache instead of linking since it's a mounted volume
+ENV UV_LINK_MODE=copy
 
-EXPOSE 6060/udp
-EXPOSE 10000-10999/udp
+# The project's dependencies from the lockfile (the package itself comes next)
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --locked --no-install-project --no-dev
 
-# SIGTERM hangs up every live call with BYE, then the process exits 0.
-STOPSIGNAL SIGTERM
-CMD ["uv", "run", "--no-sync", "python", "bot.py", "--transport", "sip"]
+# pipecat_sip and the bot; the base image's entry point imports bot.py from /app
+COPY ./pipecat_sip ./pipecat_sip
+COPY ./bot.py bot.py

@@ -2,14 +2,21 @@
 # The Pipecat quickstart bot, reachable over SIP.
 #
 #   python bot.py --transport sip      # SIP/RTP on udp 6060 (this project)
-#   python bot.py                      # WebRTC, through Pipecat's own runner
-#   python bot.py -t daily | -t twilio # Pipecat's other transports
+#   python bot.py                      # Pipecat's runner: WebRTC client page at :7860
+#   python bot.py -t daily | -t twilio | -t telnyx | -t plivo | -t exotel | ...
+#   SIP_ROUTES=routes.toml             # a prompt, voice and greeting per dialled number
 #
 """Pipecat quickstart bot (Deepgram STT, OpenAI LLM, Cartesia TTS, Silero VAD) over SIP.
 
 Without DEEPGRAM_API_KEY, OPENAI_API_KEY or CARTESIA_API_KEY the bot runs as
 a keyless echo bot: a short spoken greeting, then the caller hears themselves;
 key presses are logged.
+
+With SIP_ROUTES naming a TOML file (see pipecat_sip/routes.py), each SIP call
+is routed by the number or user it dialled before it is answered: its own
+system prompt, Cartesia voice and greeting, a reject code, or a redirect.
+On Pipecat Cloud, a session body asking for SIP (a dial-out, or a
+registration) runs this same bot on a SIPTransport (see README, "Pipecat Cloud").
 
 With TRANSFER_TARGET set (a SIP URI, e.g. sip:agent@pbx.example.com), the AI
 agent on a SIP call gets a ``transfer_to_human`` function: when the caller
@@ -19,10 +26,16 @@ and carries on.
 """
 
 import os
+import sys
 
 from dotenv import load_dotenv
 from loguru import logger
-from pipecat.frames.frames import LLMMessagesAppendFrame, LLMRunFrame, OutputAudioRawFrame
+from pipecat.frames.frames import (
+    LLMMessagesAppendFrame,
+    LLMRunFrame,
+    OutputAudioRawFrame,
+    TTSSpeakFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -30,9 +43,17 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_sip import SIPParams
 from pipecat_sip.echo import EchoProcessor, load_greeting
+from pipecat_sip.routes import RoutesError, load_routes
 from pipecat_sip.runner import SIPRunnerArguments, create_transport
 
 load_dotenv(override=True)
+
+try:
+    ROUTES = load_routes(os.getenv("SIP_ROUTES"))
+except RoutesError as exc:
+    if __name__ == "__main__":
+        sys.exit(f"error: {exc}")  # one line, exit status 1
+    raise
 
 AI_KEYS = ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "CARTESIA_API_KEY")
 
@@ -40,6 +61,8 @@ SYSTEM_PROMPT = (
     "You are a friendly AI assistant on a phone call. Keep your answers short and "
     "conversational; your words are spoken aloud, so avoid lists, symbols and emojis."
 )
+
+
 TRANSFER_PROMPT = (
     " If the caller asks to speak to a person, or you cannot help, call the "
     "transfer_to_human function."
@@ -60,7 +83,7 @@ def transfer_tool(transport: BaseTransport, target: str):
     to apologise and go on.
     """
     from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-    from pipecat.frames.frames import FunctionCallResultProperties, TTSSpeakFrame
+    from pipecat.frames.frames import FunctionCallResultProperties
 
     from pipecat_sip.transport import SIPTransferFrame
 
@@ -83,6 +106,15 @@ def transfer_tool(transport: BaseTransport, target: str):
     return schema, transfer_to_human
 
 
+DEFAULT_VOICE = "71a7ad14-091c-4e8e-a314-022ece01c121"
+DEFAULT_GREETING = "Say hello and briefly introduce yourself."
+
+
+def route_call(info):
+    """The runner's routing hook: what SIP_ROUTES says for this call (None: accept)."""
+    return ROUTES.decide(info) if ROUTES is not None else None
+
+
 def missing_ai_keys() -> list[str]:
     """The API keys of the AI agent that are not set."""
     return [key for key in AI_KEYS if not os.getenv(key)]
@@ -98,22 +130,39 @@ def _daily_params():
     return DailyParams(audio_in_enabled=True, audio_out_enabled=True)
 
 
-def _twilio_params():
+def _websocket_params():
+    # Twilio, Telnyx, Plivo and Exotel: Pipecat sets the serializer for each.
     from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
     return FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True)
 
 
-# One entry per transport; create_transport() picks the one the runner asked for.
+def _livekit_params():
+    from pipecat.transports.livekit.transport import LiveKitParams
+
+    return LiveKitParams(audio_in_enabled=True, audio_out_enabled=True)
+
+
+# One entry per transport Pipecat's runner offers (vonage falls back to the
+# webrtc entry); create_transport() picks the one the runner asked for.
 transport_params = {
     "sip": lambda: SIPParams(),
     "webrtc": _webrtc_params,
     "daily": _daily_params,
-    "twilio": _twilio_params,
+    "twilio": _websocket_params,
+    "telnyx": _websocket_params,
+    "plivo": _websocket_params,
+    "exotel": _websocket_params,
+    "websocket": _websocket_params,
+    "livekit": _livekit_params,
+    "moq": _webrtc_params,
 }
 
 
-def _ai_pipeline(transport: BaseTransport, transfer_to: str | None = None):
+def _ai_pipeline(
+    transport: BaseTransport, settings: dict | None = None, transfer_to: str | None = None
+):
+    settings = settings or {}
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
@@ -125,8 +174,8 @@ def _ai_pipeline(transport: BaseTransport, transfer_to: str | None = None):
     from pipecat.services.openai.llm import OpenAILLMService
 
     stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    prompt = settings.get("system_prompt") or SYSTEM_PROMPT
     tools = None
-    prompt = SYSTEM_PROMPT
     if transfer_to:
         from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
@@ -142,9 +191,10 @@ def _ai_pipeline(transport: BaseTransport, transfer_to: str | None = None):
     tts = CartesiaTTSService(
         api_key=os.environ["CARTESIA_API_KEY"],
         settings=CartesiaTTSService.Settings(
-            voice=os.getenv("CARTESIA_VOICE_ID", "71a7ad14-091c-4e8e-a314-022ece01c121")
+            voice=settings.get("voice") or os.getenv("CARTESIA_VOICE_ID", DEFAULT_VOICE)
         ),
     )
+    greeting = settings.get("greeting")
     context = LLMContext(tools=tools) if tools is not None else LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
@@ -171,9 +221,11 @@ def _ai_pipeline(transport: BaseTransport, transfer_to: str | None = None):
                     [LLMMessagesAppendFrame([{"role": "user", "content": note}], run_llm=True)]
                 )
 
-        context.add_message(
-            {"role": "user", "content": "Say hello and briefly introduce yourself."}
-        )
+        if greeting:  # the route's own words, spoken as they are
+            context.add_message({"role": "assistant", "content": greeting})
+            await worker.queue_frames([TTSSpeakFrame(greeting)])
+            return
+        context.add_message({"role": "user", "content": DEFAULT_GREETING})
         await worker.queue_frames([LLMRunFrame()])
 
     return pipeline, greet
@@ -193,8 +245,21 @@ def _echo_pipeline(transport: BaseTransport):
     return pipeline, greet
 
 
-async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None = None):
-    """Run the bot on `transport` until the call or session ends."""
+async def run_bot(
+    transport: BaseTransport,
+    runner_args,
+    sample_rate: int | None = None,
+    settings: dict | None = None,
+):
+    """Run the bot on `transport` until the call or session ends.
+
+    Args:
+        transport: The session's transport.
+        runner_args: The runner arguments (for the idle timeout and SIGINT).
+        sample_rate: A phone call's codec rate, Hz: the pipeline runs at it.
+        settings: Per-call settings from SIP_ROUTES (system_prompt, voice, greeting).
+    """
+    settings = settings or {}
     if missing_ai_keys():
         pipeline, greet = _echo_pipeline(transport)
         # No LLM, no turns to track, nothing to measure: the echo bot runs lean
@@ -204,7 +269,7 @@ async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None
     else:
         # Transfers need a SIP call: on other transports the agent has no such function.
         target = transfer_target() if isinstance(runner_args, SIPRunnerArguments) else None
-        pipeline, greet = _ai_pipeline(transport, target)
+        pipeline, greet = _ai_pipeline(transport, settings, target)
         options, metrics = {}, True
     rates = {}
     if sample_rate:  # a phone call: run at the codec rate so nothing is resampled
@@ -234,10 +299,11 @@ async def run_bot(transport: BaseTransport, runner_args, sample_rate: int | None
 async def bot(runner_args):
     """Main bot entry point, called once per session (for SIP: once per call)."""
     transport = await create_transport(runner_args, transport_params)
-    sample_rate = None
+    sample_rate, settings = None, {}
     if isinstance(runner_args, SIPRunnerArguments) and runner_args.call is not None:
         sample_rate = runner_args.call.info.sample_rate
-    await run_bot(transport, runner_args, sample_rate)
+        settings = runner_args.settings
+    await run_bot(transport, runner_args, sample_rate, settings)
 
 
 if __name__ == "__main__":

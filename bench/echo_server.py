@@ -91,6 +91,8 @@ async def serve(args: argparse.Namespace) -> None:
     counters = {"answered": 0, "errors": 0}
     # One SIPp source stands for many callers (as a trunk would): no per-source limit.
     limits = {"rate_limit": args.rate_limit} if "rate_limit" in SIP_SERVER_ARGS else {}
+    if "max_unconfirmed_per_source" in SIP_SERVER_ARGS:
+        limits["max_unconfirmed_per_source"] = args.max_calls
     server = SIPServer(
         build_handler(args.mode, counters, args.lean),
         host="127.0.0.1",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -186,9 +186,14 @@ class CallControl(Protocol):
         """
 
     def reject(
-        self, call: SIPCall, status_code: int, reason: str | None, retry_after: int | None
+        self,
+        call: SIPCall,
+        status_code: int,
+        reason: str | None,
+        retry_after: int | None,
+        headers: Sequence[tuple[str, object]] = (),
     ) -> None:
-        """Answer the INVITE with a final error status."""
+        """Answer the INVITE with a final status (3xx-6xx), with extra ``headers``."""
 
     def hangup(self, call: SIPCall) -> None:
         """Send what ends the call from our side now: BYE, CANCEL or 480."""
@@ -342,22 +347,31 @@ class SIPCall:
         await self._control.answer(self)
 
     async def reject(
-        self, status_code: int = 486, reason: str | None = None, retry_after: int | None = None
+        self,
+        status_code: int = 486,
+        reason: str | None = None,
+        retry_after: int | None = None,
+        *,
+        headers: Sequence[tuple[str, object]] = (),
     ) -> None:
         """Reject an incoming call with a final status (486 Busy Here by default).
 
         Args:
-            status_code: 300-699.
+            status_code: 300-699 (3xx redirects: give the Contact in ``headers``).
             reason: Reason phrase; the standard one when None.
             retry_after: Seconds for a Retry-After header (with 503, 486, 480).
+            headers: More headers for the response (e.g. ``("Contact", "<sip:x@y>")``).
 
         Raises:
             RuntimeError: The call is not ringing.
         """
         if self._finished or self.state not in (CallState.INCOMING, CallState.EARLY):
             raise RuntimeError(f"{self}: cannot reject a call that is {self.state}")
-        done = self.finish("rejected")
-        self._control.reject(self, status_code, reason, retry_after)
+        done = self.finish("redirected" if status_code < 400 else "rejected")
+        if headers:
+            self._control.reject(self, status_code, reason, retry_after, headers)
+        else:
+            self._control.reject(self, status_code, reason, retry_after)
         await done
 
     async def ring(self) -> None:

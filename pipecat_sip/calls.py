@@ -400,11 +400,17 @@ class CallManager:
         self._send_answer(record)
 
     def reject(
-        self, call: SIPCall, status_code: int, reason: str | None, retry_after: int | None
+        self,
+        call: SIPCall,
+        status_code: int,
+        reason: str | None,
+        retry_after: int | None,
+        extra_headers: Sequence[tuple[str, object]] = (),
     ) -> None:
-        """Answer the INVITE with a final error status (if it still rings)."""
+        """Answer the INVITE with a final status (if it still rings)."""
         signalling = self.signalling
         headers = [("Retry-After", retry_after)] if retry_after is not None else []
+        headers.extend(extra_headers)
         if signalling.ua.call_state(call.call_id) in _RINGING:
             signalling.ua.reject(
                 call.call_id, status_code, signalling.now(), reason=reason, headers=headers
@@ -612,27 +618,11 @@ class CallManager:
             and self._unconfirmed_from(event.flow.host) >= self.max_unconfirmed_per_source
         ):
             self.rejected_unconfirmed += 1
-            logger.warning(
-                f"SIP {shown}: {event.flow.host} has {self.max_unconfirmed_per_source} calls "
-                "waiting for their ACK, 503"
-            )
-            ua.reject(
-                call_id,
-                503,
-                now,
-                headers=[("Retry-After", self.retry_after_s)],
-                retransmit=False,
-            )
+            why = f"{event.flow.host} has {self.max_unconfirmed_per_source} calls awaiting ACK"
+            self._busy(call_id, why, now)
             return
         if len(self.calls) >= self.max_calls:
-            logger.warning(f"SIP {shown}: at capacity ({self.max_calls} calls), 503")
-            ua.reject(
-                call_id,
-                503,
-                now,
-                headers=[("Retry-After", self.retry_after_s)],
-                retransmit=False,
-            )
+            self._busy(call_id, f"at capacity ({self.max_calls} calls)", now)
             return
         if req.body and req.content_type != "application/sdp":
             logger.warning(f"SIP {shown}: INVITE body is {escape(req.content_type, 60)}, not SDP")
@@ -648,14 +638,7 @@ class CallManager:
         try:
             lease = self.ports.acquire()
         except PortPoolExhausted:
-            logger.warning(f"SIP {shown}: no RTP port free, 503")
-            ua.reject(
-                call_id,
-                503,
-                now,
-                headers=[("Retry-After", self.retry_after_s)],
-                retransmit=False,
-            )
+            self._busy(call_id, "no RTP port free", now)
             return
         try:
             self._admit(event, offer, lease, now)
@@ -676,6 +659,13 @@ class CallManager:
         ua = self.signalling.ua
         if ua.call_state(call_id) in _RINGING:
             ua.reject(call_id, 500, self.signalling.now())
+
+    def _busy(self, call_id: str, why: str, now: float) -> None:
+        """503 with Retry-After, sent once (an overload refusal earns a flood nothing)."""
+        logger.warning(f"SIP {escape(call_id, 80)}: {why}, 503")
+        self.signalling.ua.reject(
+            call_id, 503, now, headers=[("Retry-After", self.retry_after_s)], retransmit=False
+        )
 
     def _admit(
         self,

@@ -38,18 +38,35 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--auth-realm` | `SIP_AUTH_REALM` | pipecat-sip (the realm of our challenges) |
 | `--auth-exempt-networks` | `SIP_AUTH_EXEMPT_NETWORKS` | none (CIDRs not challenged) |
 | `--accept-registrations` | `SIP_ACCEPT_REGISTRATIONS` | false (a registrar for softphones) |
+| `--codecs` | `SIP_CODECS` | G722,PCMU,PCMA (add `opus` with the `opus` extra) |
 | `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
 | `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
 | `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
+| `--stun-server` | `SIP_STUN_SERVER` | none (host[:port]: the RTP public address for SDP) |
+
+SIP options given without `--transport` imply it (`python bot.py --sip-port 5070`);
+with another transport they stop start-up with one line saying so.
+
+Routing: before answering, `serve()` asks a routing hook (the bot module's
+`route_call(info)`, or `route=`) what to do with each call's `CallInfo`:
+`pipecat_sip.routes.Accept(settings)` (settings reach `bot()` as
+`runner_args.settings`), `Reject(status)` or `Redirect(targets)` (302); None accepts.
+
+Pipecat Cloud: `create_transport` recognises a SIP request in a session's
+body (`RunnerArguments.body`, as Pipecat Cloud passes it) and returns a
+`SIPTransport` for it; see `sip_session_request` for the body formats.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import ipaddress
+import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,7 +76,8 @@ from typing import Any
 from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
-from pipecat_sip.call import SIPCall
+from pipecat_sip.call import CallFailed, SIPCall
+from pipecat_sip.routes import Accept, Redirect, Reject
 from pipecat_sip.server import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -70,6 +88,7 @@ from pipecat_sip.server import (
 from pipecat_sip.sip.auth import users_from_text
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.transport import DialoutRequest, parse_dialout_settings
 from pipecat_sip.trunk import Trunk
 
 BotFunction = Callable[[Any], Awaitable[Any]]
@@ -86,9 +105,12 @@ class SIPRunnerArguments(RunnerArguments):
     Attributes:
         call: The answered call; `call.info` holds its data (From, To, Call-ID,
             codec, INVITE headers).
+        settings: Per-call settings from the routing hook's `Accept`
+            (`system_prompt`, `voice`, `greeting`, ...); empty without one.
     """
 
     call: SIPCall | None = field(default=None, kw_only=True)
+    settings: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,10 @@ class SIPRunnerConfig:
         hold_timeout_s: Seconds a call may stay held (0: no limit).
         max_call_duration_s: Seconds a call may last (0: no limit).
         max_unconfirmed_per_source: Calls one source may have waiting for an ACK.
+        codecs: Codec names to offer and accept, in order (SIP_CODECS), or None
+            for the default (G722, PCMU, PCMA).
+        stun_server: STUN server (host, port) for the RTP port's public
+            mapping, or None.
     """
 
     host: str = "0.0.0.0"
@@ -145,6 +171,8 @@ class SIPRunnerConfig:
     hold_timeout_s: float = 600.0
     max_call_duration_s: float = 14400.0
     max_unconfirmed_per_source: int = 5
+    codecs: tuple[str, ...] | None = None
+    stun_server: tuple[str, int] | None = None
 
 
 def _uvloop_installed() -> bool:
@@ -180,6 +208,43 @@ def _seconds(value: str | None, name: str, *, default: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
     return seconds
+
+
+def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any]:
+    """The `SIPServer` keyword arguments the runner's settings stand for.
+
+    Args:
+        config: The validated settings.
+        **overrides: Arguments that differ for this server (``port``,
+            ``registration``, ``user``).
+    """
+    arguments: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "public_address": config.public_address,
+        "public_address_v6": config.public_address_v6,
+        "rtp_port_range": config.rtp_port_range,
+        "max_calls": config.max_calls,
+        "rtp_timeout_s": config.rtp_timeout_s,
+        "allowed_networks": config.allowed_networks,
+        "rate_limit": config.rate_limit,
+        "rate_burst": config.rate_burst,
+        "server_name": config.server_name,
+        "registration": config.registration,
+        "rtp_latching": config.rtp_latching,
+        "hold_timeout_s": config.hold_timeout_s,
+        "max_call_duration_s": config.max_call_duration_s,
+        "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+        "trunks": [config.trunk] if config.trunk is not None else [],
+        "auth_users": config.auth_users,
+        "auth_realm": config.auth_realm,
+        "auth_exempt_networks": config.auth_exempt_networks,
+        "accept_registrations": config.accept_registrations,
+    }
+    if config.codecs:
+        arguments["codecs"] = config.codecs
+    arguments.update(overrides)
+    return arguments
 
 
 def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerConfig:
@@ -338,6 +403,24 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         if not value.strip().isdigit() or int(value) < 1:
             raise ConfigError(f"{name}: {value!r} is not a positive whole number")
         max_unconfirmed = int(value)
+    stun_server = None
+    value, name = pick("stun_server", "SIP_STUN_SERVER")
+    if value:
+        from pipecat_sip.stun import parse_stun_server
+
+        try:
+            stun_server = parse_stun_server(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("SIP_STUN_SERVER", name, 1)) from None
+    value, name = pick("codecs", "SIP_CODECS")
+    codecs = None
+    if value:
+        from pipecat_sip.codecs import parse_codec_list
+
+        try:
+            codecs = parse_codec_list(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     return SIPRunnerConfig(
         host,
         port,
@@ -361,6 +444,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         hold_timeout_s=hold_timeout,
         max_call_duration_s=max_duration,
         max_unconfirmed_per_source=max_unconfirmed,
+        stun_server=stun_server,
+        codecs=codecs,
     )
 
 
@@ -447,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)",
     )
     parser.add_argument(
+        "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
+    )
+    parser.add_argument(
         "--rtp-latching",
         help="RTP from elsewhere than the SDP address: signaling (default), any, off "
         "(SIP_RTP_LATCHING)",
@@ -462,8 +550,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-unconfirmed",
         help="calls one source may have waiting for an ACK (SIP_MAX_UNCONFIRMED_PER_SOURCE, 5)",
     )
+    parser.add_argument(
+        "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def sip_options(argv: Sequence[str]) -> list[str]:
+    """The SIP-only options on a command line (those Pipecat's runner does not know)."""
+    ours = {
+        option
+        for action in build_parser()._actions
+        for option in action.option_strings
+        if option not in ("-h", "--help", "-t", "--transport", "-v", "--verbose")
+    }
+    return [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in ours]
+
+
+def transport_named(argv: Sequence[str]) -> str | None:
+    """The transport a command line names with `-t`/`--transport`, or None."""
+    for i, arg in enumerate(argv):
+        if arg in ("-t", "--transport"):
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--transport="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-t") and len(arg) > 2 and not arg.startswith("--"):
+            return arg[2:].lstrip("=")
+    return None
 
 
 def wants_sip(argv: Sequence[str]) -> bool:
@@ -481,6 +595,12 @@ def wants_sip(argv: Sequence[str]) -> bool:
 async def create_transport(runner_args: Any, transport_params: dict[str, Callable[[], Any]]):
     """Build the transport for `runner_args`: a `SIPTransport` for SIP, else Pipecat's.
 
+    A Pipecat Cloud session (`RunnerArguments` with a `body`, no room or
+    connection of its own) whose body asks for SIP (see
+    :func:`sip_session_request`) gets a `SIPTransport` on a SIP server of its
+    own, configured from the environment (the session's secrets), which the
+    transport stops when the session ends.
+
     Args:
         runner_args: `SIPRunnerArguments` or any of Pipecat's runner arguments.
         transport_params: Transport name to a factory of its params
@@ -490,8 +610,17 @@ async def create_transport(runner_args: Any, transport_params: dict[str, Callabl
         The transport.
 
     Raises:
-        ValueError: No `"sip"` entry for a SIP call, or what Pipecat raises.
+        ValueError: No `"sip"` entry for a SIP call or session, a session
+            body asking for SIP wrongly (the message says what), or what
+            Pipecat raises.
+        OSError: The session's SIP socket cannot be bound.
     """
+    request = sip_session_request(runner_args, os.environ)
+    if request is not None:
+        factory = transport_params.get("sip")
+        if factory is None:
+            raise ValueError("Missing transport params for 'sip' in transport_params")
+        return await start_sip_session(runner_args, request, factory(), os.environ)
     if isinstance(runner_args, SIPRunnerArguments):
         from pipecat_sip.transport import SIPTransport
 
@@ -504,6 +633,327 @@ async def create_transport(runner_args: Any, transport_params: dict[str, Callabl
     from pipecat.runner.utils import create_transport as pipecat_create_transport
 
     return await pipecat_create_transport(runner_args, transport_params)
+
+
+# --- routing --------------------------------------------------------------------------------
+
+RouteHook = Callable[[Any], Any]
+
+
+async def decide_route(route: RouteHook | None, info: Any) -> Accept | Reject | Redirect:
+    """Ask the routing hook about a call; None (no hook, or it said None) accepts.
+
+    Raises:
+        TypeError: The hook returned something that is no decision.
+    """
+    if route is None:
+        return Accept()
+    decision = route(info)
+    if inspect.isawaitable(decision):
+        decision = await decision
+    if decision is None:
+        return Accept()
+    if not isinstance(decision, Accept | Reject | Redirect):
+        raise TypeError(
+            f"routing hook returned {type(decision).__name__}, not Accept, Reject or Redirect"
+        )
+    return decision
+
+
+async def apply_route(route: RouteHook | None, call: SIPCall) -> dict[str, Any] | None:
+    """Route one ringing call: its settings when accepted, None when rejected or redirected.
+
+    A failing hook rejects the call with 500 (and logs why).
+    """
+    try:
+        decision = await decide_route(route, call.info)
+    except Exception:
+        logger.exception(f"{call}: routing hook failed: 500")
+        await call.reject(500)
+        return None
+    where = f" (route {decision.route!r})" if decision.route else ""
+    if isinstance(decision, Reject):
+        logger.info(f"{call}: rejected {decision.status_code}{where}")
+        await call.reject(decision.status_code, decision.reason)
+        return None
+    if isinstance(decision, Redirect):
+        logger.info(f"{call}: redirected {decision.status_code} to {', '.join(decision.targets)}")
+        contacts = [("Contact", f"<{target}>") for target in decision.targets]
+        await call.reject(decision.status_code, headers=contacts)
+        return None
+    if decision.route:
+        logger.info(f"{call}: accepted{where}")
+    return dict(decision.settings)
+
+
+# --- Pipecat Cloud sessions ---------------------------------------------------------------
+
+#: Longest a registration session waits for its call, seconds.
+MAX_SESSION_WAIT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class SIPSessionRequest:
+    """What a Pipecat Cloud session's body asks of SIP.
+
+    Attributes:
+        kind: "dialout" (call out through the trunk) or "register" (register
+            and wait for one inbound call).
+        dialout: The call to place (dial-out sessions).
+        registrar: Registrar URI from the body, else None (``SIP_REGISTRAR``).
+        username: Registration user from the body, else None (``SIP_USERNAME``).
+        wait_s: Seconds a registration session waits for its call.
+    """
+
+    kind: str
+    dialout: DialoutRequest | None = None
+    registrar: str | None = None
+    username: str | None = None
+    wait_s: float = 300.0
+
+
+_TRANSPORT_ATTRIBUTES = ("room_url", "websocket", "webrtc_connection", "room_name", "url")
+
+
+def sip_session_request(runner_args: Any, env: Mapping[str, str]) -> SIPSessionRequest | None:
+    """Whether a session's runner arguments ask for SIP, and how.
+
+    Only sessions without a transport of their own qualify (Pipecat Cloud's
+    ``PipecatSessionArguments``, a plain ``RunnerArguments``): a Daily room's
+    session with ``dialout_settings`` stays Daily's. Body formats (JSON)::
+
+        {"dialout_settings": {"phone_number": "+14155550100", "caller_id": "+14155550199"}}
+        {"dialout_settings": [{"phoneNumber": "+14155550100", "callerId": "..."}]}
+        {"sip": {"dialout": {"sipUri": "sip:alice@pbx.example.com", "displayName": "Bot"}}}
+        {"sip": {"register": true, "wait": 300}}
+        {"sip": {"register": {"registrar": "sip:pbx.example.com", "username": "1001"}}}
+
+    Dial-out settings are Daily's (see
+    :func:`~pipecat_sip.transport.parse_dialout_settings`). Registration
+    uses ``SIP_REGISTRAR``, ``SIP_USERNAME`` and ``SIP_PASSWORD`` unless the
+    body names the registrar or user (never the password: keep it in the
+    secrets). ``SIP_SESSION=register`` makes every such session without a
+    body of its own a registration session.
+
+    Args:
+        runner_args: What ``bot()`` was called with.
+        env: The environment.
+
+    Returns:
+        The request, or None when the session is not a SIP one.
+
+    Raises:
+        ValueError: The body asks for SIP but not in a form given above.
+    """
+    if isinstance(runner_args, SIPRunnerArguments) or runner_args is None:
+        return None
+    if any(getattr(runner_args, name, None) is not None for name in _TRANSPORT_ATTRIBUTES):
+        return None
+    body = getattr(runner_args, "body", None)
+    if isinstance(body, str | bytes):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            body = None
+    if not isinstance(body, Mapping):
+        body = {}
+    where = "session body"
+    if "dialout_settings" in body:
+        settings = body["dialout_settings"]
+        if isinstance(settings, list):
+            if len(settings) != 1:
+                raise ValueError(f"{where}: dialout_settings: one dial-out per session")
+            settings = settings[0]
+        try:
+            return SIPSessionRequest("dialout", parse_dialout_settings(settings))
+        except ValueError as exc:
+            raise ValueError(f"{where}: dialout_settings: {exc}") from None
+    sip = body.get("sip")
+    if sip is None:
+        if (env.get("SIP_SESSION") or "").strip().lower() == "register":
+            return SIPSessionRequest("register")
+        return None
+    if not isinstance(sip, Mapping):
+        raise ValueError(f"{where}: sip must be an object with 'dialout' or 'register'")
+    if ("dialout" in sip) == ("register" in sip):
+        raise ValueError(f"{where}: sip needs exactly one of 'dialout' or 'register'")
+    if "dialout" in sip:
+        try:
+            return SIPSessionRequest("dialout", parse_dialout_settings(sip["dialout"]))
+        except ValueError as exc:
+            raise ValueError(f"{where}: sip.dialout: {exc}") from None
+    register = sip["register"]
+    registrar = username = None
+    if isinstance(register, Mapping):
+        unknown = set(register) - {"registrar", "username"}
+        if unknown:
+            raise ValueError(f"{where}: sip.register: unknown key {sorted(unknown)[0]!r}")
+        registrar, username = register.get("registrar"), register.get("username")
+        if registrar is not None:
+            try:
+                registrar = str(SIPURI.parse(str(registrar).strip()))
+            except SIPParseError:
+                raise ValueError(f"{where}: sip.register.registrar is not a SIP URI") from None
+        if username is not None and not re.fullmatch(r"[A-Za-z0-9.!%*_+`'~-]{1,64}", username):
+            raise ValueError(f"{where}: sip.register.username is not a SIP user")
+    elif register is not True:
+        raise ValueError(f"{where}: sip.register must be true or an object")
+    wait = sip.get("wait", 300)
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise ValueError(f"{where}: sip.wait must be a number of seconds")
+    if not 1 <= wait <= MAX_SESSION_WAIT_S:
+        raise ValueError(f"{where}: sip.wait must be 1-{MAX_SESSION_WAIT_S:g} seconds")
+    return SIPSessionRequest("register", None, registrar, username, float(wait))
+
+
+async def start_sip_session(
+    runner_args: Any, request: SIPSessionRequest, params: Any, env: Mapping[str, str]
+):
+    """Start the SIP side of a Pipecat Cloud session and return its transport.
+
+    The session's server is configured from the environment as ``-t sip``
+    is (an unset ``SIP_SERVER_PORT`` takes a free port: nothing calls in
+    unasked), learns the RTP port's public mapping by STUN when
+    ``SIP_STUN_SERVER`` is set, and is stopped by the transport when the
+    session ends. A dial-out session dials when the pipeline starts; a
+    registration session registers, fires ``on_dialin_ready``, answers the
+    first call the routing hook accepts (others get 486) and gives up with
+    ``on_dialin_error`` after ``wait_s``.
+
+    Raises:
+        ValueError: The environment's SIP settings are wrong (one line naming
+            the variable), or a registration session without a registrar.
+        OSError: The SIP socket cannot be bound.
+    """
+    from pipecat_sip.transport import SIPTransport
+
+    try:
+        config = parse_config(argparse.Namespace(), env)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    port = config.port if (env.get("SIP_SERVER_PORT") or "").strip() else 0
+    registration = None
+    if request.kind == "register":
+        base = config.registration
+        registrar = request.registrar or (base.registrar if base else None)
+        if registrar is None:
+            raise ValueError(
+                "a registration session needs SIP_REGISTRAR (or sip.register.registrar)"
+            )
+        username = request.username or (base.username if base else None)
+        registration = Registration(
+            registrar=registrar,
+            username=username,
+            password=env.get("SIP_PASSWORD") or None,
+            expires=base.expires if base else 300,
+        )
+    session_id = getattr(runner_args, "session_id", None)
+    route = _find_hook("route_call")
+    holder: dict[str, Any] = {}
+
+    async def on_call(call: SIPCall) -> None:
+        transport = holder["transport"]
+        if transport.call is not None or holder.get("taken"):
+            await call.reject(486)
+            return
+        settings = await apply_route(route, call)
+        if settings is None or holder.get("taken"):
+            if settings is not None:
+                await call.reject(486)
+            return
+        holder["taken"] = True
+        # A call can come in before the registration poll noticed: ready comes first.
+        await transport.dialin_ready(_aor(server))
+        try:
+            await call.answer()
+        except CallFailed as exc:
+            holder["taken"] = False
+            await transport.dialin_error(f"the call ended before it was answered ({exc})")
+            return
+        transport.call_settings = settings
+        await transport.attach_call(call)
+
+    async def refuse(call: SIPCall) -> None:  # a dial-out session takes no calls
+        await call.reject(486)
+
+    user = (registration.username if registration else None) or "pipecat"
+    server = SIPServer(
+        on_call if request.kind == "register" else refuse,
+        **server_arguments(config, port=port, registration=registration, user=user),
+    )
+    await _learn_public_address(server, config)
+    await server.start()
+    transport = SIPTransport(
+        None,
+        params,
+        server=server,
+        dialout=request.dialout,
+        session_id=session_id,
+        owns_server=True,
+    )
+    transport.call_settings = {}
+    holder["transport"] = transport
+    if request.kind == "register":
+        transport.track_task(asyncio.ensure_future(_await_call(server, transport, request)))
+    logger.info(
+        f"Pipecat Cloud session {session_id or ''}: SIP {request.kind} "
+        f"on udp {server.host}:{server.port} ({server.uri})"
+    )
+    return transport
+
+
+def _aor(server: SIPServer) -> str:
+    """The address-of-record a registration session is registered as."""
+    registration = server.registration
+    assert registration is not None
+    uri = SIPURI.parse(registration.registrar)
+    return str(SIPURI(uri.host, user=registration.username or server.user, port=uri.port))
+
+
+async def _await_call(server: SIPServer, transport: Any, request: SIPSessionRequest) -> None:
+    """Registration session: on_dialin_ready once registered; give up after the wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.wait_s
+    registration = server.registration
+    assert registration is not None
+    while not server.registered and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if server.registered:
+        await transport.dialin_ready(_aor(server))
+    while transport.call is None and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    if transport.call is None:
+        message = (
+            f"no call in {request.wait_s:g} s"
+            if server.registered
+            else f"not registered at {registration.registrar} in {request.wait_s:g} s"
+        )
+        await transport.dialin_error(message)
+        transport.end_session(message)
+
+
+async def _learn_public_address(server: SIPServer, config: SIPRunnerConfig) -> None:
+    """STUN (``SIP_STUN_SERVER``) for the RTP port's public address, unless one is configured."""
+    if config.stun_server is None or config.public_address is not None:
+        return
+    from pipecat_sip.stun import StunError, learn_rtp_mapping
+
+    try:
+        mapping = await learn_rtp_mapping(server.ports, config.stun_server)
+    except (StunError, OSError) as exc:
+        logger.warning(f"STUN: {exc}; SDP keeps {server.public_address}")
+        return
+    server.public_address = mapping.public[0]
+
+
+def _find_hook(name: str) -> Callable[..., Any] | None:
+    """A function of the bot module (`route_call`, ...), or None."""
+    for module_name in ("__main__", "bot"):
+        module = sys.modules.get(module_name)
+        hook = getattr(module, name, None) if module is not None else None
+        if callable(hook):
+            return hook
+    return None
 
 
 def _find_bot() -> BotFunction:
@@ -525,11 +975,14 @@ async def serve(
     stop_event: asyncio.Event | None = None,
     shutdown_timeout_s: float = 3.0,
     started: Callable[[SIPServer], Any] | None = None,
+    route: RouteHook | None = None,
 ) -> None:
     """Run the SIP server until `stop_event` is set (or SIGINT/SIGTERM when None).
 
-    Each incoming call is answered and `bot(SIPRunnerArguments(call=call))`
-    runs for it; when the bot returns, the call is hung up if still up. On
+    Each incoming call is routed first (`route(call.info)`, see
+    :func:`decide_route`: rejected and redirected calls end there), then
+    answered, and `bot(SIPRunnerArguments(call=call, settings=...))` runs
+    for it; when the bot returns, the call is hung up if still up. On
     stop: BYE to every live call, up to `shutdown_timeout_s` for the bots to
     finish, then they are cancelled.
     """
@@ -537,8 +990,11 @@ async def serve(
     bot_tasks: set[asyncio.Task] = set()
 
     async def on_call(call: SIPCall) -> None:
+        settings = await apply_route(route, call)
+        if settings is None:
+            return
         await call.answer()
-        runner_args = SIPRunnerArguments(call=call)
+        runner_args = SIPRunnerArguments(call=call, settings=settings)
         task = asyncio.current_task()
         if task is not None:
             bot_tasks.add(task)
@@ -550,37 +1006,18 @@ async def serve(
 
     # Registered as an extension, the Contact carries the extension's number.
     registration_user = config.registration.username if config.registration else None
-    server = SIPServer(
-        on_call,
-        host=config.host,
-        port=config.port,
-        public_address=config.public_address,
-        rtp_port_range=config.rtp_port_range,
-        max_calls=config.max_calls,
-        rtp_timeout_s=config.rtp_timeout_s,
-        allowed_networks=config.allowed_networks,
-        rate_limit=config.rate_limit,
-        rate_burst=config.rate_burst,
-        server_name=config.server_name,
-        registration=config.registration,
-        public_address_v6=config.public_address_v6,
-        rtp_latching=config.rtp_latching,
-        hold_timeout_s=config.hold_timeout_s,
-        max_call_duration_s=config.max_call_duration_s,
-        max_unconfirmed_per_source=config.max_unconfirmed_per_source,
-        user=registration_user or "pipecat",
-        trunks=[config.trunk] if config.trunk is not None else [],
-        auth_users=config.auth_users,
-        auth_realm=config.auth_realm,
-        auth_exempt_networks=config.auth_exempt_networks,
-        accept_registrations=config.accept_registrations,
-    )
+    server = SIPServer(on_call, **server_arguments(config, user=registration_user or "pipecat"))
     if stop_event is None:
         stop_event = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
+    await _learn_public_address(server, config)
     await server.start()
     logger.info(f"Ready: call {server.uri}")
+    from pipecat_sip.codecs import unavailable_codecs
+
+    for codec, why in unavailable_codecs().items():
+        logger.info(f"codec {codec} unavailable: {why}")
     if started is not None:
         started(server)
     try:
@@ -601,6 +1038,18 @@ async def serve(
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point for bots: `-t sip` runs the SIP server, anything else runs Pipecat's runner."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    sip_only = sip_options(argv)
+    if sip_only and not wants_sip(argv):
+        named = transport_named(argv)
+        if named is not None:
+            print(
+                f"error: {sip_only[0]} is a SIP option: add --transport sip "
+                f"(not --transport {named or '?'})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        print(f"{sip_only[0]} is a SIP option: running --transport sip", file=sys.stderr)
+        argv = ["--transport", "sip", *argv]
     if not wants_sip(argv):
         if "-h" in argv or "--help" in argv:
             print(
@@ -623,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.remove()
     logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
     bot = _find_bot()
+    route = _find_hook("route_call")
     logger.debug(f"event loop: {config.event_loop}")
     try:
         if config.event_loop == "uvloop":
@@ -630,9 +1080,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             # Pipecat's per-frame work is mostly event loop work: uvloop takes
             # about 10-20% off a pipeline call's CPU (bench/README.md).
-            uvloop.run(serve(bot, config))
+            uvloop.run(serve(bot, config, route=route))
         else:
-            asyncio.run(serve(bot, config))
+            asyncio.run(serve(bot, config, route=route))
     except OSError as exc:
         print(f"error: cannot listen on udp {config.host}:{config.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -18,7 +18,13 @@ resampler fed 20 ms packets.
 """
 
 import asyncio
+import inspect
 import math
+import os
+import re
+import socket
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +56,7 @@ from pydantic import Field
 
 from pipecat_sip.codecs.tones import dtmf_tone
 from pipecat_sip.rtp.dtmf import event_for_key
+from pipecat_sip.security import escape
 
 if TYPE_CHECKING:
     from pipecat_sip.call import CallInfo, SIPCall
@@ -78,12 +85,16 @@ class SIPTransferFrame(DataFrame):
 
 
 __all__ = [
+    "DAILY_TELEPHONY_EVENTS",
+    "DialoutRequest",
     "LowLatencyResampler",
     "SIPInputTransport",
     "SIPOutputTransport",
     "SIPParams",
     "SIPTransferFrame",
     "SIPTransport",
+    "parse_dialout_settings",
+    "place_dialout",
 ]
 
 # Look-ahead (and history) of the window per soxr quality. LQ: the windowed
@@ -114,6 +125,7 @@ _END_REASONS = {
     "timeout": "not answered in time",
     "rejected": "rejected",
     "error": "an error",
+    "stop_dialout": "the dial-out was stopped (stop_dialout)",
 }
 
 
@@ -310,19 +322,19 @@ class SIPInputTransport(BaseInputTransport):
     """
 
     def __init__(
-        self, transport: "SIPTransport", call: "SIPCall", params: SIPParams, **kwargs: Any
+        self, transport: "SIPTransport", call: "SIPCall | None", params: SIPParams, **kwargs: Any
     ):
         """Create the input transport.
 
         Args:
             transport: The owning transport (events, call state).
-            call: The answered call.
+            call: The answered call, or None until the transport gets one
+                (dial-out, or an inbound call awaited).
             params: Transport parameters.
             **kwargs: Passed to ``BaseInputTransport`` (e.g. ``name``).
         """
         super().__init__(params, **kwargs)
         self._transport = transport
-        self._call = call
         self._params = params
         self._rx_queue: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=_RX_QUEUE_PACKETS)
         self._rx_task: asyncio.Task | None = None
@@ -330,7 +342,7 @@ class SIPInputTransport(BaseInputTransport):
         self._media: RTPSession | None = None
         self._dropped = 0
         self._connect_task: asyncio.Task | None = None
-        self._dtmf_attached = False
+        self._dtmf_call: SIPCall | None = None
         self.started = False
 
     async def setup(self, setup: FrameProcessorSetup):
@@ -340,10 +352,14 @@ class SIPInputTransport(BaseInputTransport):
             setup: Pipeline setup (carries the pipeline's sample rates).
         """
         await super().setup(setup)
-        codec_rate = self._transport.codec_sample_rate
         if not self._sample_rate:
-            self._sample_rate = codec_rate
-        if self._sample_rate != codec_rate:
+            self._sample_rate = self._transport.codec_sample_rate
+        self._configure_resampler()
+
+    def _configure_resampler(self) -> None:
+        codec_rate = self._transport.codec_sample_rate
+        self._resampler = None
+        if self._sample_rate and self._sample_rate != codec_rate:
             self._resampler = LowLatencyResampler(
                 codec_rate, self._sample_rate, self._params.resampler_quality
             )
@@ -356,15 +372,31 @@ class SIPInputTransport(BaseInputTransport):
         """
         await super().start(frame)
         self.started = True
+        await self._transport.pipeline_started(self)
+        if self._transport.call is not None:
+            await self._follow_call()
+        await self.set_transport_ready(frame)
+
+    async def call_attached(self) -> None:
+        """The transport got its call (dial-out answered, awaited call arrived)."""
+        self._configure_resampler()
+        if not self.started:
+            return  # start() follows the call
+        await self._follow_call()
+        if self._rx_task and not self._transport.far_end_gone:
+            self._attach()
+
+    async def _follow_call(self) -> None:
+        call = self._transport.call
+        assert call is not None
         if self._transport.far_end_gone:
             # The caller hung up before the pipeline started.
             self._transport.schedule_far_end_hangup(self)
-        elif self._call.established:
+        elif call.established:
             await self._client_connected()
         elif not self._connect_task:
             # Answered, ACK not in yet: connect when it arrives.
             self._connect_task = self.create_task(self._connect_when_established())
-        await self.set_transport_ready(frame)
 
     async def set_transport_ready(self, frame: StartFrame):
         """Create Pipecat's audio queue, then take packets from the media.
@@ -375,7 +407,7 @@ class SIPInputTransport(BaseInputTransport):
         await super().set_transport_ready(frame)
         if not self._rx_task:
             self._rx_task = self.create_task(self._receive_task_handler())
-        if not self._transport.far_end_gone:
+        if self._transport.call is not None and not self._transport.far_end_gone:
             self._attach()
 
     async def stop(self, frame: EndFrame):
@@ -405,9 +437,9 @@ class SIPInputTransport(BaseInputTransport):
 
     def detach(self) -> None:
         """Stop taking callbacks from the RTP session and the call (idempotent)."""
-        if self._dtmf_attached:
-            self._dtmf_attached = False
-            self._call.remove_dtmf_handler(self._on_media_dtmf)
+        call, self._dtmf_call = self._dtmf_call, None
+        if call is not None:
+            call.remove_dtmf_handler(self._on_media_dtmf)
         media, self._media = self._media, None
         if media is None:
             return
@@ -418,13 +450,14 @@ class SIPInputTransport(BaseInputTransport):
 
     def _attach(self) -> None:
         # Key presses come from the call: RFC 4733 and SIP INFO, merged (one per press).
-        if hasattr(self._call, "add_dtmf_handler") and not self._dtmf_attached:
-            self._dtmf_attached = True
-            self._call.add_dtmf_handler(self._on_media_dtmf)
+        call = self._transport.call
+        if call is not None and hasattr(call, "add_dtmf_handler") and self._dtmf_call is None:
+            self._dtmf_call = call
+            call.add_dtmf_handler(self._on_media_dtmf)
         media = self._transport.media
         if media is None:
-            if getattr(self._call, "info", None) is not None and not self._call.ended:
-                if self._call.info.direction == "outbound":
+            if call is not None and getattr(call, "info", None) is not None and not call.ended:
+                if call.info.direction == "outbound":
                     return  # early media or the answer attaches it (attach_media)
             logger.error(f"{self} the call has no RTP session; was it answered?")
             return
@@ -439,7 +472,7 @@ class SIPInputTransport(BaseInputTransport):
             return  # not started: set_transport_ready attaches
         self._media = media
         media.on_audio = self._on_media_audio
-        if not self._dtmf_attached:
+        if self._dtmf_call is None:
             media.on_dtmf = self._on_media_dtmf
 
     async def _teardown(self) -> None:
@@ -450,6 +483,7 @@ class SIPInputTransport(BaseInputTransport):
         self._connect_task = self._rx_task = None
 
     async def _client_connected(self) -> None:
+        await self._transport.call_connected()
         logger.info(
             f"{self} call established ({self._transport.call_info.codec}, "
             f"codec {self._transport.codec_sample_rate} Hz, pipeline {self.sample_rate} Hz)"
@@ -458,8 +492,10 @@ class SIPInputTransport(BaseInputTransport):
         await self.push_frame(ClientConnectedFrame())
 
     async def _connect_when_established(self) -> None:
+        call = self._transport.call
+        assert call is not None
         try:
-            await self._call.wait_answered()
+            await call.wait_answered()
         except Exception as error:  # CallFailed: the ended handler reports it
             logger.debug(f"{self} call ended before it was established: {error!r}")
             return
@@ -527,19 +563,18 @@ class SIPOutputTransport(BaseOutputTransport):
     """
 
     def __init__(
-        self, transport: "SIPTransport", call: "SIPCall", params: SIPParams, **kwargs: Any
+        self, transport: "SIPTransport", call: "SIPCall | None", params: SIPParams, **kwargs: Any
     ):
         """Create the output transport.
 
         Args:
             transport: The owning transport (events, call state).
-            call: The answered call.
+            call: The answered call, or None until the transport gets one.
             params: Transport parameters.
             **kwargs: Passed to ``BaseOutputTransport`` (e.g. ``name``).
         """
         super().__init__(params, **kwargs)
         self._transport = transport
-        self._call = call
         self._params = params
         self._resamplers: dict[int, LowLatencyResampler] = {}
         self._carry = b""
@@ -563,7 +598,13 @@ class SIPOutputTransport(BaseOutputTransport):
             self._audio_chunk_size = (
                 codec_rate // 100 * self._params.audio_out_channels * 2
             ) * self._params.audio_out_10ms_chunks
+        self.call_attached()
+
+    def call_attached(self) -> None:
+        """The transport got its call: size the backlog bound for its codec rate."""
+        codec_rate = self._transport.codec_sample_rate
         self._max_backlog_bytes = codec_rate * self._params.max_backlog_ms // 1000 * 2
+        self._resamplers.clear()
 
     async def start(self, frame: StartFrame):
         """Start the output transport.
@@ -652,8 +693,9 @@ class SIPOutputTransport(BaseOutputTransport):
             key = button.value if isinstance(button, KeypadEntry) else str(button)
             logger.debug(f"{self} sending DTMF {key!r} ({mode})")
             try:
-                if mode == "info" and hasattr(self._call, "send_info_dtmf"):
-                    self._call.send_info_dtmf(key, duration)
+                call = self._transport.call
+                if mode == "info" and hasattr(call, "send_info_dtmf"):
+                    call.send_info_dtmf(key, duration)
                 elif mode == "inband":
                     event_for_key(key)  # refuse unknown keys as the other modes do
                     tone = dtmf_tone(key, duration, media.sample_rate)
@@ -723,19 +765,246 @@ class SIPOutputTransport(BaseOutputTransport):
             logger.warning(f"{self} audio still queued after {_DRAIN_TIMEOUT_S}s; hanging up")
 
 
-class SIPTransport(BaseTransport):
-    """Pipecat transport for one answered SIP call.
+# --- Daily's dial-out settings ------------------------------------------------------------
 
-    The pipeline talks to the caller through ``transport.input()`` and
+_PHONE_RE = re.compile(r"^\+?[0-9]{1,20}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]{1,64}$")
+# Headers a dial-out may not set: they make the dialog or the message itself.
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Route",
+        "Record-Route", "Content-Length", "Content-Type", "Authorization",
+        "Proxy-Authorization", "Require", "Proxy-Require", "Supported", "Allow",
+    )
+)  # fmt: skip
+_MAX_DIALOUT_HEADERS = 16
+
+
+@dataclass(frozen=True)
+class DialoutRequest:
+    """One dial-out, read from Daily's ``start_dialout`` settings (or a session body).
+
+    Attributes:
+        target: A SIP URI (``sip:alice@pbx.example.com``) or a phone number
+            (``+14155550100``), as given.
+        is_phone_number: Whether ``target`` is a phone number (placed through
+            the configured trunk) rather than a SIP URI.
+        caller_id: The number or user to call from (Daily's ``callerId``), or None.
+        display_name: Our display name in From (Daily's ``displayName``), or None.
+        headers: Extra INVITE headers (a SIP-only addition: ``headers``).
+        timeout_s: Seconds to ring before giving up (SIP-only: ``timeout``).
+    """
+
+    target: str
+    is_phone_number: bool = False
+    caller_id: str | None = None
+    display_name: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_s: float = 60.0
+
+
+def _pick(settings: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = settings.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def parse_dialout_settings(settings: Mapping[str, Any]) -> DialoutRequest:
+    """Read Daily's dial-out settings, in daily-python's or Pipecat's examples' spelling.
+
+    Accepted keys: ``sipUri`` / ``sip_uri``, ``phoneNumber`` /
+    ``phone_number`` (one of the two), ``callerId`` / ``caller_id``,
+    ``displayName`` / ``display_name``, and SIP-only ``headers`` (a mapping
+    or a list of ``[name, value]`` pairs; at most 16, no header that makes
+    the dialog such as From or Contact) and ``timeout`` (seconds, 1-300).
+    Daily's ``video``, ``codecs``, ``userId``, ``extension`` and
+    ``permissions`` have no meaning here and are ignored.
+
+    Args:
+        settings: The settings mapping.
+
+    Returns:
+        The request.
+
+    Raises:
+        ValueError: Not a mapping, no target or two, or a value that is not
+            what its key needs; the message names the key.
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"dial-out settings must be an object, not {type(settings).__name__}")
+    uri = _pick(settings, "sipUri", "sip_uri")
+    number = _pick(settings, "phoneNumber", "phone_number")
+    if (uri is None) == (number is None):
+        raise ValueError("dial-out settings need exactly one of 'sipUri' or 'phoneNumber'")
+    if uri is not None:
+        from pipecat_sip.sip.errors import SIPParseError
+        from pipecat_sip.sip.uri import SIPURI
+
+        text = str(uri).strip()
+        try:
+            SIPURI.parse(text)
+        except SIPParseError:
+            raise ValueError(f"sipUri: {text[:80]!r} is not a SIP URI") from None
+        target, is_phone = text, False
+    else:
+        text = re.sub(r"[\s().-]", "", str(number))
+        if not _PHONE_RE.match(text):
+            raise ValueError(f"phoneNumber: {str(number)[:40]!r} is not a phone number (E.164)")
+        target, is_phone = text, True
+    caller_id = _pick(settings, "callerId", "caller_id")
+    if caller_id is not None:
+        caller_id = str(caller_id).strip()
+        if not _TOKEN_RE.match(caller_id):
+            raise ValueError(f"callerId: {caller_id[:40]!r} is not a number or SIP user")
+    display_name = _pick(settings, "displayName", "display_name")
+    if display_name is not None:
+        display_name = str(display_name)
+        if len(display_name) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in display_name):
+            raise ValueError("displayName: at most 64 characters, no control characters")
+    headers = _parse_headers(_pick(settings, "headers", "sipHeaders", "sip_headers"))
+    timeout = _pick(settings, "timeout", "timeout_s")
+    timeout_s = 60.0
+    if timeout is not None:
+        try:
+            timeout_s = float(timeout)
+        except (TypeError, ValueError):
+            raise ValueError(f"timeout: {timeout!r} is not a number of seconds") from None
+        if not 1 <= timeout_s <= 300:
+            raise ValueError(f"timeout: {timeout!r} must be 1-300 seconds")
+    return DialoutRequest(target, is_phone, caller_id, display_name, headers, timeout_s)
+
+
+def _parse_headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = []
+        for item in value:
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                raise ValueError("headers: a list must hold [name, value] pairs")
+            pairs.append((item[0], item[1]))
+    else:
+        raise ValueError("headers: must be an object or a list of [name, value] pairs")
+    if len(pairs) > _MAX_DIALOUT_HEADERS:
+        raise ValueError(f"headers: at most {_MAX_DIALOUT_HEADERS}")
+    out = []
+    for name, text in pairs:
+        name, text = str(name).strip(), str(text)
+        if not _TOKEN_RE.match(name) or name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"headers: {name[:40]!r} cannot be set on a dial-out")
+        if len(text) > 512 or any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+            raise ValueError(f"headers: the value of {name!r} must be one line of <= 512 chars")
+        out.append((name, text))
+    return tuple(out)
+
+
+def _trunk_from_env(env: Mapping[str, str]) -> tuple[str, int] | None:
+    """(host, port) of ``SIP_TRUNK_PROXY`` (``sip:host:port``, ``host:port`` or ``host``)."""
+    value = (env.get("SIP_TRUNK_PROXY") or "").strip()
+    if not value:
+        return None
+    from pipecat_sip.sip.errors import SIPParseError
+    from pipecat_sip.sip.uri import SIPURI
+
+    text = value if value.lower().startswith(("sip:", "sips:")) else f"sip:{value}"
+    try:
+        uri = SIPURI.parse(text)
+    except SIPParseError:
+        raise ValueError(f"SIP_TRUNK_PROXY: {value!r} is not host[:port] or a SIP URI") from None
+    host, port = uri.host_port
+    return host.strip("[]"), port
+
+
+async def place_dialout(server: Any, request: DialoutRequest) -> "SIPCall":
+    """Place ``request`` through ``server`` and wait for the answer.
+
+    A SIP URI is called directly. A phone number goes through the trunk:
+    with a server that knows trunks (``SIPServer.call(..., caller_id=...)``)
+    the server's configured trunk; otherwise ``sip:NUMBER@`` the host of
+    ``SIP_TRUNK_PROXY``, sent there.
+
+    Raises:
+        CallFailed: Rejected, not answered in time, or no trunk for a number.
+    """
+    from pipecat_sip.call import CallFailed
+
+    kwargs: dict[str, Any] = {
+        "display_name": request.display_name,
+        "headers": request.headers,
+        "timeout": request.timeout_s,
+    }
+    if "caller_id" in inspect.signature(server.call).parameters:
+        return await server.call(request.target, caller_id=request.caller_id, **kwargs)
+    target, destination = request.target, None
+    if request.is_phone_number:
+        try:
+            trunk = _trunk_from_env(os.environ)
+        except ValueError as exc:
+            raise CallFailed(str(exc)) from None
+        if trunk is None:
+            raise CallFailed("a phoneNumber dial-out needs a trunk: set SIP_TRUNK_PROXY")
+        host, port = trunk
+        shown = f"[{host}]" if ":" in host else host
+        target = f"sip:{request.target}@{shown}:{port}"
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        destination = infos[0][4][:2]
+    return await server.call(target, destination=destination, from_user=request.caller_id, **kwargs)
+
+
+# --- the transport ---------------------------------------------------------------------------
+
+# Daily's dial-in/dial-out events (pipecat/transports/daily/transport.py), same names
+# and argument shapes: (transport, data: dict), on_dialin_ready (transport, sip_endpoint).
+DAILY_TELEPHONY_EVENTS = (
+    "on_connected",
+    "on_joined",
+    "on_dialin_ready",
+    "on_dialin_connected",
+    "on_dialin_stopped",
+    "on_dialin_error",
+    "on_dialin_warning",
+    "on_dialout_connected",
+    "on_dialout_answered",
+    "on_dialout_stopped",
+    "on_dialout_error",
+    "on_dialout_warning",
+    "on_dtmf_event",
+)
+
+_DTMF_TONES = frozenset("0123456789*#ABCDabcd")
+
+
+class SIPTransport(BaseTransport):
+    """Pipecat transport for one SIP call, with Daily's dial-in/dial-out surface.
+
+    The pipeline talks to the far end through ``transport.input()`` and
     ``transport.output()``. The bot's ``EndFrame`` hangs up (BYE) after the
     queued audio has been played; ``CancelFrame`` hangs up at once. When the
-    caller hangs up (BYE), RTP stops for ``rtp_timeout_s``, or the call ends
+    far end hangs up (BYE), RTP stops for ``rtp_timeout_s``, or the call ends
     any other way than through this transport (server shutdown, bot code
-    calling ``call.hangup()``), the transport fires ``on_client_disconnected``,
-    cancels the pipeline (unless ``cancel_on_disconnect`` is False) and sends
-    no BYE of its own.
+    calling ``call.hangup()``, ``stop_dialout``), the transport fires its
+    stopped event and ``on_client_disconnected``, cancels the pipeline
+    (unless ``cancel_on_disconnect`` is False) and sends no BYE of its own.
 
-    Event handlers available:
+    A transport is made three ways:
+
+    - ``SIPTransport(call)``: for a call already answered (the runner's
+      ``-t sip``, or your own ``SIPServer`` handler);
+    - ``SIPTransport(None, params, server=server)``: no call yet; the bot
+      calls ``await transport.start_dialout({"sipUri": ...})`` (or
+      ``{"phoneNumber": ...}`` through the trunk), as it would on
+      ``DailyTransport``; ``dialout=`` dials by itself when the pipeline
+      starts (a Pipecat Cloud session asking for a dial-out);
+    - ``SIPTransport(None, params)`` then ``await transport.attach_call(call)``
+      when an awaited inbound call arrives (the runner's registration session).
+
+    Event handlers, ours:
 
     - on_client_connected(transport, call): the pipeline started and the
       call is established (ACK received); a good moment to greet the caller.
@@ -760,7 +1029,32 @@ class SIPTransport(BaseTransport):
       off. While held nothing reaches the caller: the bot's audio plays out
       to nobody at real time, so a bot may want to pause.
 
-    The ``call`` passed to handlers is the :class:`~pipecat_sip.call.SIPCall`;
+    Event handlers, Daily's (``DailyTransport``'s names and shapes; ``data``
+    is a dict whose keys follow daily-js: every one carries ``sessionId``
+    and ``sipCallId`` (the SIP Call-ID); dial-in adds ``sipFrom``,
+    ``sipTo``, ``sipEndpoint`` (the Request-URI) and ``sipHeaders`` (the
+    INVITE's ``X-`` headers); dial-out adds ``origin`` and ``destination``;
+    errors carry ``errorMsg``; stopped events a ``reason``):
+
+    - on_connected(transport, data) / on_joined(transport, data): the
+      pipeline started; the transport can dial (``data``: ``{"sessionId"}``
+      of the session, not Daily's room data).
+    - on_dialin_ready(transport, sip_endpoint): registered at the registrar
+      and waiting for a call (registration sessions only).
+    - on_dialin_connected / on_dialin_stopped / on_dialin_error(transport, data).
+    - on_dialout_connected / on_dialout_answered / on_dialout_stopped /
+      on_dialout_error(transport, data): ``connected`` fires when the INVITE
+      is answered, just before ``answered`` (early progress is not reported
+      separately yet).
+    - on_dtmf_event(transport, data): ``data["tone"]`` is the key.
+    - on_dialin_warning, on_dialout_warning: registered, never fired.
+
+    Methods as on ``DailyTransport``, returning an error text or None and
+    never raising: ``start_dialout(settings) -> (session_id, error)``,
+    ``stop_dialout(participant_id)``, ``send_dtmf(settings)``,
+    ``sip_refer(settings)``.
+
+    The ``call`` passed to our handlers is the :class:`~pipecat_sip.call.SIPCall`;
     ``transport.get_client_id(call)`` is its Call-ID.
 
     Example::
@@ -785,59 +1079,84 @@ class SIPTransport(BaseTransport):
 
     def __init__(
         self,
-        call: "SIPCall",
+        call: "SIPCall | None" = None,
         params: SIPParams | None = None,
         input_name: str | None = None,
         output_name: str | None = None,
+        *,
+        server: Any = None,
+        dialout: Mapping[str, Any] | DialoutRequest | None = None,
+        session_id: str | None = None,
+        owns_server: bool = False,
     ):
-        """Create the transport for an answered call.
+        """Create the transport.
 
         Args:
-            call: The call, answered (its ``media`` is the RTP session).
+            call: The call, answered (its ``media`` is the RTP session), or
+                None to dial out or wait for one.
             params: Transport parameters; ``SIPParams()`` when None.
             input_name: Name of the input processor (default includes the Call-ID).
             output_name: Name of the output processor (default includes the Call-ID).
+            server: The :class:`~pipecat_sip.server.SIPServer` that places
+                ``start_dialout`` calls.
+            dialout: Dial-out settings to dial when the pipeline starts.
+            session_id: Our session's id (a Pipecat Cloud session id), for
+                names and event data; default the Call-ID or a new one.
+            owns_server: Stop ``server`` when the transport is cleaned up
+                (the runner's Pipecat Cloud sessions).
+
+        Raises:
+            ValueError: ``dialout`` settings that cannot be read, or a
+                ``dialout`` without a ``server``.
         """
-        call_id = call.call_id
+        name = call.call_id if call is not None else (session_id or uuid.uuid4().hex[:12])
         super().__init__(
-            name=f"SIPTransport[{call_id}]",
-            input_name=input_name or f"SIPInputTransport[{call_id}]",
-            output_name=output_name or f"SIPOutputTransport[{call_id}]",
+            name=f"SIPTransport[{name}]",
+            input_name=input_name or f"SIPInputTransport[{name}]",
+            output_name=output_name or f"SIPOutputTransport[{name}]",
         )
-        self._call = call
+        if dialout is not None and not isinstance(dialout, DialoutRequest):
+            dialout = parse_dialout_settings(dialout)
+        if dialout is not None and server is None:
+            raise ValueError("SIPTransport(dialout=...) needs server= to place the call")
+        self._call: SIPCall | None = None
         self._params = params or SIPParams()
+        self._server = server
+        self._owns_server = owns_server
+        self._auto_dialout: DialoutRequest | None = dialout
+        self._session_id = session_id
         self._hangup_task: asyncio.Task | None = None
         self._far_end_task: asyncio.Task | None = None
         self._hangup_requested = False
         self._end_reason: str | None = None
+        self._dial_task: asyncio.Task | None = None
+        self._dialout_session_id: str | None = None
+        self._dialout_request: DialoutRequest | None = None
+        self._stop_requested = False
+        self._announced = False
+        self._started = False
+        self._dialin_ready: str | None = None
+        self._dialin_ready_fired = False
+        self._cleaned_up = False
+        self._tasks: set[asyncio.Task] = set()
+        self.call_settings: dict[str, Any] = {}
+        """Settings the routing hook accepted the call with (registration sessions)."""
 
-        self._apply_media_params()
         self._input = SIPInputTransport(self, call, self._params, name=self._input_name)
         self._output = SIPOutputTransport(self, call, self._params, name=self._output_name)
 
-        self._register_event_handler("on_client_connected")
-        self._register_event_handler("on_client_disconnected")
-        self._register_event_handler("on_dtmf")
-        self._register_event_handler("on_hold")
+        for event in ("on_client_connected", "on_client_disconnected", "on_dtmf", "on_hold"):
+            self._register_event_handler(event)
         self._register_event_handler("on_resume")
         self._register_event_handler("on_ringing")
         self._register_event_handler("on_early_media")
         self._register_event_handler("on_transfer_accepted")
         self._register_event_handler("on_transfer_succeeded")
         self._register_event_handler("on_transfer_failed")
-
-        call.add_ended_handler(self._on_call_ended)
-        add_hold_handler = getattr(call, "add_hold_handler", None)
-        if add_hold_handler is not None:
-            add_hold_handler(self._on_call_hold)
-        add_progress_handler = getattr(call, "add_progress_handler", None)
-        if add_progress_handler is not None:
-            add_progress_handler(self._on_call_progress)
-        add_transfer_handler = getattr(call, "add_transfer_handler", None)
-        if add_transfer_handler is not None:
-            add_transfer_handler(self._on_call_transfer)
-        if call.ended and self._end_reason is None:
-            self._end_reason = getattr(call, "end_reason", None) or "ended"
+        for event in DAILY_TELEPHONY_EVENTS:
+            self._register_event_handler(event)
+        if call is not None:
+            self._take_call(call)
 
     def input(self) -> SIPInputTransport:
         """The input processor: caller audio and DTMF.
@@ -856,27 +1175,43 @@ class SIPTransport(BaseTransport):
         return self._output
 
     @property
-    def call(self) -> "SIPCall":
-        """The SIP call this transport carries."""
+    def call(self) -> "SIPCall | None":
+        """The SIP call this transport carries (None before dial-out or the awaited call)."""
         return self._call
 
     @property
-    def call_info(self) -> "CallInfo":
-        """The call's INVITE details (From, To, headers, codec)."""
-        return self._call.info
+    def call_info(self) -> "CallInfo | None":
+        """The call's INVITE details (From, To, headers, codec), or None before the call."""
+        return self._call.info if self._call is not None else None
+
+    @property
+    def server(self) -> Any:
+        """The server placing dial-outs, or None."""
+        return self._server
+
+    @property
+    def session_id(self) -> str | None:
+        """The current session's id as event data carries it (``sessionId``), or None."""
+        if self._dialout_session_id is not None:
+            return self._dialout_session_id
+        if self._call is not None:
+            return self._call.call_id
+        return self._session_id
 
     @property
     def media(self) -> "RTPSession | None":
         """The call's RTP session, or None before answer."""
-        return getattr(self._call, "media", None)
+        return getattr(self._call, "media", None) if self._call is not None else None
 
     @property
     def codec_sample_rate(self) -> int:
-        """Sample rate of the call's codec, Hz (8000 for G.711)."""
+        """Sample rate of the call's codec, Hz (8000 for G.711, and before the call)."""
         media = self.media
         if media is not None:
             return media.sample_rate
-        return self._call.info.sample_rate
+        if self._call is not None:
+            return self._call.info.sample_rate
+        return 8000
 
     @property
     def end_reason(self) -> str | None:
@@ -890,8 +1225,12 @@ class SIPTransport(BaseTransport):
 
     @property
     def call_ended(self) -> bool:
-        """Whether the call is over, whoever ended it."""
-        return self.far_end_gone or self._hangup_requested or self._call.ended
+        """Whether the call is over, whoever ended it (False before there is one)."""
+        return (
+            self.far_end_gone
+            or self._hangup_requested
+            or (self._call is not None and self._call.ended)
+        )
 
     def get_client_id(self, client: Any) -> str:
         """The Call-ID of the call passed to event handlers.
@@ -904,36 +1243,400 @@ class SIPTransport(BaseTransport):
         """
         return client.call_id
 
+    # --- the call ------------------------------------------------------------------
+    async def attach_call(self, call: "SIPCall") -> None:
+        """Carry ``call`` (answered) from now on: an awaited inbound call, or a dial-out.
+
+        Args:
+            call: The call, answered.
+
+        Raises:
+            RuntimeError: The transport already carries a call.
+        """
+        self._take_call(call)
+        self._output.call_attached()
+        await self._input.call_attached()
+
+    def _take_call(self, call: "SIPCall") -> None:
+        if self._call is not None:
+            raise RuntimeError(f"{self} already carries {self._call}")
+        self._call = call
+        self._apply_media_params()
+        call.add_ended_handler(self._on_call_ended)
+        add_hold_handler = getattr(call, "add_hold_handler", None)
+        if add_hold_handler is not None:
+            add_hold_handler(self._on_call_hold)
+        add_progress_handler = getattr(call, "add_progress_handler", None)
+        if add_progress_handler is not None:
+            add_progress_handler(self._on_call_progress)
+        add_transfer_handler = getattr(call, "add_transfer_handler", None)
+        if add_transfer_handler is not None:
+            add_transfer_handler(self._on_call_transfer)
+        if call.ended and self._end_reason is None:
+            self._end_reason = getattr(call, "end_reason", None) or "ended"
+
+    def _direction(self) -> str:
+        call = self._call
+        if call is None:
+            return "outbound" if self._dialout_request else "inbound"
+        return getattr(call.info, "direction", "inbound")
+
+    def dial_data(self, **extra: Any) -> dict[str, Any]:
+        """The event data of the current call, in daily-js's keys.
+
+        Args:
+            **extra: More keys (``errorMsg``, ``reason``).
+
+        Returns:
+            ``sessionId``, ``sipCallId`` and the dial-in or dial-out keys.
+        """
+        data: dict[str, Any] = {"sessionId": self.session_id}
+        call = self._call
+        if call is not None:
+            info = call.info
+            data["sipCallId"] = info.call_id
+            if self._direction() == "inbound":
+                data["sipFrom"] = info.from_uri
+                data["sipTo"] = info.to_uri
+                data["sipEndpoint"] = info.request_uri
+                data["sipHeaders"] = {
+                    name: ", ".join(values)
+                    for name, values in info.headers.items()
+                    if name.lower().startswith("x-")
+                }
+            else:
+                data["origin"] = info.from_uri
+                data["destination"] = info.to_uri
+        elif self._dialout_request is not None:
+            data["destination"] = self._dialout_request.target
+        data.update(extra)
+        return data
+
+    async def call_connected(self) -> None:
+        """The call is up with the pipeline running: Daily's connected events, once."""
+        if self._announced or self._call is None:
+            return
+        self._announced = True
+        if self._direction() == "inbound":
+            await self._call_event_handler("on_dialin_connected", self.dial_data())
+        else:
+            await self._call_event_handler("on_dialout_connected", self.dial_data())
+            await self._call_event_handler("on_dialout_answered", self.dial_data())
+
     async def client_connected(self) -> None:
         """Fire ``on_client_connected`` (called by the input transport on start)."""
         await self._call_event_handler("on_client_connected", self._call)
 
     async def dtmf_received(self, key: str) -> None:
-        """Fire ``on_dtmf`` (called by the input transport per key press).
+        """Fire ``on_dtmf`` and ``on_dtmf_event`` (called by the input transport per key).
 
         Args:
             key: The key, e.g. "5".
         """
         await self._call_event_handler("on_dtmf", key)
+        await self._call_event_handler("on_dtmf_event", self.dial_data(tone=key))
 
+    async def pipeline_started(self, processor: FrameProcessor) -> None:
+        """The input transport started: ready events, and the session's own dial-out.
+
+        Args:
+            processor: The started input transport (runs the tasks).
+        """
+        if self._started:
+            return
+        self._started = True
+        data = {"sessionId": self.session_id}
+        await self._call_event_handler("on_connected", data)
+        await self._call_event_handler("on_joined", data)
+        if self._dialin_ready is not None:
+            await self._fire_dialin_ready()
+        if self._auto_dialout is not None and self._call is None:
+            request, self._auto_dialout = self._auto_dialout, None
+            _, error = await self._start_dialout(request, end_on_failure=True)
+            if error:
+                await self._call_event_handler("on_dialout_error", self.dial_data(errorMsg=error))
+                self._end_session(processor, f"dial-out not started: {error}")
+
+    async def dialin_ready(self, sip_endpoint: str) -> None:
+        """We are registered and wait for a call at ``sip_endpoint``: ``on_dialin_ready``.
+
+        Fired when the pipeline has started (at once if it has).
+
+        Args:
+            sip_endpoint: Our address-of-record (``sip:bot@pbx.example.com``).
+        """
+        self._dialin_ready = sip_endpoint
+        if self._started:
+            await self._fire_dialin_ready()
+
+    async def _fire_dialin_ready(self) -> None:
+        if self._dialin_ready_fired or self._dialin_ready is None:
+            return
+        self._dialin_ready_fired = True
+        await self._call_event_handler("on_dialin_ready", self._dialin_ready)
+
+    async def dialin_error(self, message: str) -> None:
+        """The awaited inbound call failed (cancelled before answer, ...): ``on_dialin_error``.
+
+        Args:
+            message: What went wrong, for ``errorMsg``.
+        """
+        await self._call_event_handler("on_dialin_error", self.dial_data(errorMsg=message))
+
+    # --- Daily's call control ---------------------------------------------------------
+    async def start_dialout(self, settings: Mapping[str, Any] | None = None) -> tuple[str, Any]:
+        """Call a SIP URI or a phone number; the pipeline runs on the call once answered.
+
+        Returns at once, as Daily's does; the call rings in the background and
+        ``on_dialout_connected`` / ``on_dialout_answered`` (then
+        ``on_client_connected``) or ``on_dialout_error`` follow. A second call
+        while the transport has one is refused, except the same target as the
+        session's own dial-out, which answers with that session (a Daily-shaped
+        bot calling ``start_dialout`` for the call its session already placed).
+
+        Args:
+            settings: Daily's settings: ``sipUri`` or ``phoneNumber``, optional
+                ``callerId``, ``displayName``; SIP-only ``headers``, ``timeout``
+                (see :func:`parse_dialout_settings`).
+
+        Returns:
+            ``(session_id, error)``; ``error`` is None on success.
+        """
+        try:
+            request = parse_dialout_settings(settings or {})
+        except ValueError as exc:
+            logger.error(f"{self} unable to start dialout: {exc}")
+            return "", str(exc)
+        return await self._start_dialout(request, end_on_failure=False)
+
+    async def _start_dialout(
+        self, request: DialoutRequest, *, end_on_failure: bool
+    ) -> tuple[str, str | None]:
+        if self._dialout_request is not None or self._call is not None:
+            same = self._dialout_request is not None and self._dialout_request.target == (
+                request.target
+            )
+            if same and self._dialout_session_id and not self.call_ended:
+                return self._dialout_session_id, None
+            return "", "this transport already has a call (one call per transport)"
+        if self._auto_dialout is not None and self._auto_dialout.target == request.target:
+            self._auto_dialout = None  # the bot dials the session's call itself
+        if self._server is None:
+            return "", "start_dialout needs a SIPServer: SIPTransport(..., server=server)"
+        session_id = uuid.uuid4().hex
+        self._dialout_session_id = session_id
+        self._dialout_request = request
+        logger.info(f"{self} dialing {escape(request.target, 80)} (session {session_id})")
+        self._dial_task = self._spawn(self._dial(request, end_on_failure))
+        return session_id, None
+
+    async def _dial(self, request: DialoutRequest, end_on_failure: bool) -> None:
+        server = self._server
+        before = set(getattr(server, "calls", {}) or {})
+        try:
+            call = await place_dialout(server, request)
+        except asyncio.CancelledError:
+            await self._cancel_ringing(before, request)
+            raise
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            message = str(exc) or type(exc).__name__
+            logger.warning(f"{self} dial-out to {escape(request.target, 80)} failed: {message}")
+            await self._call_event_handler(
+                "on_dialout_error", self.dial_data(errorMsg=message, statusCode=status)
+            )
+            if end_on_failure:
+                self._end_session(self._input, f"dial-out failed: {message}")
+            return
+        if self._stop_requested or self._hangup_requested or self._cleaned_up:
+            await call.hangup()
+            return
+        # Daily's order: connected, answered, then the pipeline's client.
+        self._announced = True
+        self._take_call(call)
+        self._output.call_attached()
+        await self._call_event_handler("on_dialout_connected", self.dial_data())
+        await self._call_event_handler("on_dialout_answered", self.dial_data())
+        await self._input.call_attached()
+
+    async def _cancel_ringing(self, before: set[str], request: DialoutRequest) -> None:
+        """The dial-out was stopped while ringing: CANCEL the INVITE it sent."""
+        calls = getattr(self._server, "calls", {}) or {}
+        for call_id in set(calls) - before:
+            call = calls.get(call_id)
+            if call is not None and getattr(call.info, "direction", "") == "outbound":
+                await call.hangup()
+
+    async def stop_dialout(self, participant_id: Any = None) -> str | None:
+        """End the dial-out call (BYE, or CANCEL while it rings).
+
+        Args:
+            participant_id: The session id ``start_dialout`` returned (None: the current one).
+
+        Returns:
+            An error text, or None.
+        """
+        if self._dialout_session_id is None:
+            return "no dial-out on this transport"
+        if participant_id not in (None, "", self._dialout_session_id):
+            return f"no such dial-out session {str(participant_id)[:40]!r}"
+        self._stop_requested = True
+        task = self._dial_task
+        if self._call is None and task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._params.hangup_timeout_s)
+            await self._call_event_handler(
+                "on_dialout_stopped", self.dial_data(reason="stop_dialout")
+            )
+            return None
+        if self._call is not None and not self._call.ended:
+            await self._call.hangup()
+        return None
+
+    async def send_dtmf(self, settings: Mapping[str, Any] | None = None) -> str | None:
+        """Send DTMF on the call, as Daily's ``send_dtmf``.
+
+        Args:
+            settings: ``tones`` ("0"-"9", "*", "#", "A"-"D", up to 64),
+                optional ``sessionId``, ``method`` (``"auto"``: RFC 4733
+                when the peer offered telephone-event, else in-band tones;
+                ``"telephone-event"``; ``"sip-info"``, needs SIP INFO DTMF
+                support on the call) and ``digitDurationMs`` (40-5000).
+
+        Returns:
+            An error text, or None.
+        """
+        settings = settings or {}
+        call = self._call
+        if call is None or self.call_ended:
+            return "no call to send DTMF on"
+        session_id = settings.get("sessionId")
+        if session_id not in (None, "", self.session_id, call.call_id):
+            return f"no such session {str(session_id)[:40]!r}"
+        tones = str(settings.get("tones") or "")
+        if not tones:
+            return "Can't send DTMF if 'tones' is not set"
+        if len(tones) > 64 or not set(tones) <= _DTMF_TONES:
+            return "tones: up to 64 of 0-9, *, #, A-D"
+        method = settings.get("method") or "auto"
+        if method not in ("auto", "telephone-event", "sip-info"):
+            return f"method: {str(method)[:20]!r} is not auto, telephone-event or sip-info"
+        try:
+            duration = int(settings.get("digitDurationMs") or self._params.dtmf_duration_ms)
+        except (TypeError, ValueError):
+            return "digitDurationMs: not a whole number of ms"
+        if not 40 <= duration <= 5000:
+            return "digitDurationMs: 40-5000 ms"
+        if method == "sip-info":
+            send_info = getattr(call, "send_info_dtmf", None)
+            if send_info is None:
+                return "SIP INFO DTMF is not available on this call"
+            for tone in tones:
+                result = send_info(tone.upper(), duration)
+                if inspect.isawaitable(result):
+                    await result
+            return None
+        media = self.media
+        if media is None:
+            return "the call has no media"
+        for tone in tones:
+            try:
+                media.send_dtmf(tone.upper(), duration)
+            except ValueError as error:
+                return f"DTMF {tone!r} not sent: {error}"
+        return None
+
+    async def sip_refer(self, settings: Mapping[str, Any] | None = None) -> str | None:
+        """Blind transfer (REFER, RFC 3515) to ``settings["toEndPoint"]``, as Daily's ``sip_refer``.
+
+        Waits for the transfer's outcome; on success the far end leaves us
+        (BYE) and the session ends as for any hang-up.
+
+        Args:
+            settings: ``toEndPoint`` (a SIP URI or number), optional ``sessionId``.
+
+        Returns:
+            An error text (the transfer was refused or failed), or None.
+        """
+        settings = settings or {}
+        call = self._call
+        if call is None or self.call_ended:
+            return "no call to transfer"
+        session_id = settings.get("sessionId")
+        if session_id not in (None, "", self.session_id, call.call_id):
+            return f"no such session {str(session_id)[:40]!r}"
+        target = str(settings.get("toEndPoint") or settings.get("to_end_point") or "").strip()
+        if not target:
+            return "Can't perform SIP REFER if 'toEndPoint' is not set"
+        transfer = getattr(call, "transfer", None)
+        if transfer is None:
+            return "SIP REFER is not available in this build (SIPCall.transfer)"
+        try:
+            await transfer(target)
+        except Exception as exc:  # TransferFailed(status_code, reason), ValueError
+            status = getattr(exc, "status_code", None)
+            return (
+                f"transfer to {target[:80]} failed"
+                + (f" ({status})" if status else "")
+                + (f": {exc}" if str(exc) else "")
+            )
+        return None
+
+    async def sip_call_transfer(self, settings: Mapping[str, Any] | None = None) -> str | None:
+        """Daily's cloud-side transfer has no SIP equivalent here: use :meth:`sip_refer`.
+
+        Returns:
+            The error text.
+        """
+        return "sip_call_transfer re-anchors a call in Daily's cloud; use sip_refer (REFER)"
+
+    # --- ending ------------------------------------------------------------------------
     async def end_call(self, why: str) -> None:
         """Hang up (BYE) unless the call already ended; idempotent.
 
         Waits up to ``hangup_timeout_s`` for the BYE transaction, which keeps
-        running in the background if it takes longer.
+        running in the background if it takes longer. Before the call is up, a
+        dial-out still ringing is cancelled.
 
         Args:
             why: For the log line.
         """
         self._input.detach()
-        if self._hangup_task is None and not self.far_end_gone and not self._call.ended:
+        call = self._call
+        if call is None:
+            task = self._dial_task
+            if task is not None and not task.done():
+                self._hangup_requested = True
+                logger.info(f"{self} cancelling the dial-out ({why})")
+                task.cancel()
+                await asyncio.wait({task}, timeout=self._params.hangup_timeout_s)
+            return
+        if self._hangup_task is None and not self.far_end_gone and not call.ended:
             self._hangup_requested = True
             logger.info(f"{self} hanging up ({why})")
-            self._hangup_task = asyncio.create_task(self._call.hangup())
+            self._hangup_task = asyncio.create_task(call.hangup())
             self._hangup_task.add_done_callback(self._on_hangup_done)
         task = self._hangup_task
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=self._params.hangup_timeout_s)
+
+    async def cleanup(self):
+        """Release the transport; stop the server it owns (a Pipecat Cloud session's)."""
+        await super().cleanup()
+        if self._cleaned_up:
+            return
+        self._cleaned_up = True
+        task = self._dial_task
+        if task is not None and not task.done():
+            task.cancel()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self._owns_server and self._server is not None:
+            try:
+                await self._server.stop(timeout=1.0)
+            except Exception:
+                logger.exception(f"{self} stopping the session's SIP server failed")
 
     def schedule_far_end_hangup(self, processor: FrameProcessor) -> None:
         """Handle the far end's hang-up from a running processor's task.
@@ -944,14 +1647,44 @@ class SIPTransport(BaseTransport):
         if self._far_end_task is None:
             self._far_end_task = processor.create_task(self._handle_far_end_hangup(processor))
 
+    def end_session(self, reason: str) -> None:
+        """End the pipeline now (a session whose call never came, or could not be made).
+
+        Args:
+            reason: Why, for the CancelWorkerFrame.
+        """
+        self._end_session(self._input, reason)
+
+    def track_task(self, task: asyncio.Task) -> None:
+        """Keep ``task`` (a session's helper) until done; cancel it at cleanup."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _end_session(self, processor: FrameProcessor, reason: str) -> None:
+        """End the pipeline (a session whose call could not be made)."""
+
+        async def end() -> None:
+            await processor.push_frame(CancelWorkerFrame(reason=reason), FrameDirection.UPSTREAM)
+
+        self._spawn(end())
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        if self._input.started:
+            return self._input.create_task(coro)
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _on_call_ended(self, reason: str) -> None:
         """SIPCall ended handler (sync): the far side or the network ended the call."""
         # Anything but our own hang-up ends the pipeline: the caller's BYE, an
-        # RTP timeout, the server shutting down, bot code calling call.hangup().
-        if self._hangup_requested or self._end_reason is not None:
+        # RTP timeout, the server shutting down, bot code calling call.hangup(),
+        # stop_dialout().
+        if (self._hangup_requested and not self._stop_requested) or self._end_reason is not None:
             return
-        self._end_reason = reason
-        logger.info(f"{self} call ended: {describe_end(reason)} ({reason})")
+        self._end_reason = "stop_dialout" if self._stop_requested else reason
+        logger.info(f"{self} call ended: {describe_end(self._end_reason)} ({self._end_reason})")
         self._input.detach()
         media = self.media
         if media is not None:
@@ -1020,6 +1753,8 @@ class SIPTransport(BaseTransport):
         await self._call_event_handler("on_hold" if held else "on_resume", self._call)
 
     async def _handle_far_end_hangup(self, processor: FrameProcessor) -> None:
+        stopped = "on_dialin_stopped" if self._direction() == "inbound" else "on_dialout_stopped"
+        await self._call_event_handler(stopped, self.dial_data(reason=self._end_reason))
         await self._call_event_handler("on_client_disconnected", self._call)
         if self._params.cancel_on_disconnect:
             await processor.push_frame(
@@ -1050,14 +1785,14 @@ class SIPTransport(BaseTransport):
             ("send_silence_when_idle", "send_silence"),
             ("rtp_timeout_s", "rtp_timeout_s"),
         )
-        for field, attribute in settings:
-            if field not in self._params.model_fields_set:
+        for field_name, attribute in settings:
+            if field_name not in self._params.model_fields_set:
                 continue  # keep what the server configured for the call
-            value = getattr(self._params, field)
+            value = getattr(self._params, field_name)
             if hasattr(media, attribute):
                 setattr(media, attribute, value)
             else:
                 logger.warning(
-                    f"{self} {field}={value!r} not applied: this RTP session takes it only "
+                    f"{self} {field_name}={value!r} not applied: this RTP session takes it only "
                     "when created (set it where the call is answered)"
                 )

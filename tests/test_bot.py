@@ -61,7 +61,7 @@ def test_ai_pipeline_offers_transfer_to_human_with_a_target(bot_module, monkeypa
         monkeypatch.setenv(key, "test-key")
     monkeypatch.setenv("TRANSFER_TARGET", "sip:agent@pbx.example.com")
     assert bot_module.transfer_target() == "sip:agent@pbx.example.com"
-    pipeline, _ = bot_module._ai_pipeline(_FakeTransport(), bot_module.transfer_target())
+    pipeline, _ = bot_module._ai_pipeline(_FakeTransport(), None, bot_module.transfer_target())
     llm = next(p for p in pipeline.processors if type(p).__name__ == "OpenAILLMService")
     assert llm.has_function("transfer_to_human")
     schema, handler = bot_module.transfer_tool(_FakeTransport(), "sip:agent@pbx.example.com")

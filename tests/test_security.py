@@ -635,3 +635,15 @@ def test_runner_reads_the_new_limits_with_one_line_errors():
         with pytest.raises(ConfigError, match=needle) as info:
             parse_config(argparse.Namespace(), env)
         assert "\n" not in str(info.value)
+
+
+def test_runner_reads_sip_codecs_in_order_with_a_one_line_error():
+    import argparse
+
+    from pipecat_sip.runner import ConfigError, parse_config
+
+    config = parse_config(argparse.Namespace(), {"SIP_CODECS": "pcma, g722"})
+    assert config.codecs == ("PCMA", "G722")
+    with pytest.raises(ConfigError, match="SIP_CODECS") as info:
+        parse_config(argparse.Namespace(), {"SIP_CODECS": "PCMU,G729"})
+    assert "G729" in str(info.value) and "\n" not in str(info.value)

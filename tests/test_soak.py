@@ -70,7 +70,8 @@ async def test_soak_calls_leave_nothing_behind():
         port=0,
         rtp_port_range=(base, base + 4 * CONCURRENCY + 99),
         max_calls=CONCURRENCY * 2,
-        rate_limit=0,
+        rate_limit=0,  # one SIPp source stands for a trunk: no per-source limits
+        max_unconfirmed_per_source=CONCURRENCY * 2,
         rtp_timeout_s=10,
         timer_values=TimerValues(t1=0.05, t2=0.4, t4=0.5),  # Timer J/K end transactions soon
     )

@@ -127,6 +127,17 @@ class RegistrationClient:
         if reg is not None:
             reg.flow = flow
 
+    def rebind(self, transport: str, now: float) -> None:
+        """Our Contact on ``transport`` changed (NAT mapping learned): REGISTER it now.
+
+        Registrations with a REGISTER in flight send the new Contact with
+        their next one anyway; removals (Expires: 0) are left alone.
+        """
+        for reg in list(self.registrations.values()):
+            if reg.flow.transport == transport and reg.in_flight is None and reg.expires:
+                reg.challenges_answered = 0
+                self._send(reg, now)
+
     @property
     def tracked(self) -> int:
         """Entries in the lookup tables (registrations, transactions)."""

@@ -59,6 +59,7 @@ from pipecat_sip.sip.message import (
     make_response,
     parse_message,
 )
+from pipecat_sip.sip.nat import Mapping, PublicAddress
 from pipecat_sip.sip.refer import ReferUsage, Replaces
 from pipecat_sip.sip.registrar import Registrar
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
@@ -228,6 +229,8 @@ class UserAgent:
         self._hosts = {":" in host: self.via_host}
         if other_host is not None:
             self._hosts.setdefault(":" in other_host, _bracketed(other_host))
+        self.public = PublicAddress()
+        """Our public address per transport, from received/rport of responses (RFC 3581)."""
         self.contact = self.contact_for(Flow.udp((host, port)))
         """Our Contact for UDP."""
 
@@ -635,7 +638,12 @@ class UserAgent:
         if flow.transport != "UDP":
             params["transport"] = flow.transport.lower()
         port = self.port_for(flow.transport)
-        return Address(SIPURI(self.host_for(flow), user=self.user, port=port, params=params))
+        host = self.host_for(flow)
+        mapping = self.public.for_transport(flow.transport)
+        if mapping is not None and mapping.port is not None:  # behind NAT (RFC 3581)
+            host = f"[{mapping.host}]" if ":" in mapping.host else mapping.host
+            port = mapping.port
+        return Address(SIPURI(host, user=self.user, port=port, params=params))
 
     def ua_headers(self) -> Headers:
         """User-Agent, for requests inside a dialog."""
@@ -711,8 +719,24 @@ class UserAgent:
     def on_response(self, txn: ClientTransaction, response: SIPResponse, now: float) -> None:
         """A response: to its transaction's owner."""
         owner = self._owners.get(txn)
+        learned = self.public.observe(response, (self.host, self.port_for(txn.flow.transport)))
+        if learned is not None:
+            self._public_address_changed(learned, now)
         if owner is not None:
             owner.on_response(txn, response, now)
+        if learned is not None:
+            self.registrations.rebind(learned.transport, now)
+
+    def _public_address_changed(self, mapping: Mapping, now: float) -> None:
+        """A server saw us elsewhere than we think (NAT): Contact carries what it saw."""
+        if mapping.transport == "UDP":
+            self.contact = self.contact_for(Flow.udp((self.host, self.port)))
+        self.notice(
+            "info",
+            f"public address on {mapping.transport} is {mapping.host}:{mapping.port} "
+            "(received/rport of a response): used in Contact",
+            kind="nat",
+        )
 
     def on_transaction_timeout(self, txn: Transaction, now: float) -> None:
         """Timer B/F (ours), or Timer H for a non-2xx final response (theirs)."""
