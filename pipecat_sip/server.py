@@ -27,7 +27,7 @@ from typing import Any
 
 from loguru import logger
 
-from pipecat_sip.call import SIPCall
+from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
 from pipecat_sip.endpoint import SIPEndpoint
@@ -520,11 +520,11 @@ class SIPServer:
             The established call (or, with ``wait=False``, the call placed).
 
         Raises:
-            CallFailed: Rejected, cancelled, not answered in time, or the
-                credentials were refused (``reason="auth_failed"``, 401/407).
+            CallFailed: Rejected, cancelled, not answered in time, the
+                credentials were refused (``reason="auth_failed"``, 401/407),
+                or a number with no trunk configured.
             PortPoolExhausted: No RTP port is free.
-            ValueError: An unknown trunk, a number without any trunk, a bad
-                target or header.
+            ValueError: An unknown trunk name, a bad target or header.
             LocationError: The host name could not be located.
             RuntimeError: The server is not started.
         """
@@ -615,7 +615,9 @@ class SIPServer:
         text = target.strip()
         if is_phone_number(text) or text.lower().startswith("tel:"):
             if not self.trunks:
-                raise ValueError(f"{target!r} is a number: configure a trunk to call numbers")
+                raise CallFailed(
+                    f"{target!r} is a number: configure a trunk to call numbers (SIP_TRUNK_PROXY)"
+                )
             return next(iter(self.trunks.values()))
         try:
             uri = SIPURI.parse(text)

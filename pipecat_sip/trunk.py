@@ -259,7 +259,7 @@ class Trunk:
     def from_env(cls, env: Mapping[str, str], name: str = "default") -> Trunk | None:
         """The default trunk from the environment, or None when ``SIP_TRUNK_PROXY`` is unset.
 
-        Variables: ``SIP_TRUNK_PROXY`` (the proxy URI), ``SIP_TRUNK_USERNAME``,
+        Variables: ``SIP_TRUNK_PROXY`` (the proxy URI, or ``host[:port]``), ``SIP_TRUNK_USERNAME``,
         ``SIP_TRUNK_AUTH_USER``, ``SIP_TRUNK_PASSWORD``, ``SIP_TRUNK_FROM_USER``,
         ``SIP_TRUNK_FROM_HOST``, ``SIP_TRUNK_DISPLAY_NAME``, ``SIP_CALLER_ID``,
         ``SIP_TRUNK_PAI`` (``1``/``true``: caller ID in P-Asserted-Identity),
@@ -269,6 +269,8 @@ class Trunk:
             ValueError: A bad value; the message names the variable, in one line.
         """
         proxy = (env.get("SIP_TRUNK_PROXY") or "").strip()
+        if proxy and not proxy.lower().startswith(("sip:", "sips:")):
+            proxy = f"sip:{proxy}"  # host[:port] as well as a SIP URI
         if not proxy:
             for var in ("SIP_TRUNK_USERNAME", "SIP_TRUNK_PASSWORD", "SIP_TRUNK_AUTH_USER"):
                 if env.get(var):

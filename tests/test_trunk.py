@@ -128,7 +128,7 @@ def test_from_env_reads_the_default_trunk_and_names_bad_variables():
     assert (trunk.auth_user, trunk.from_user, trunk.caller_id) == ("a1b2", "bot", "+4930555000")
     assert trunk.p_asserted_identity and trunk.credentials.password == "pw"
     cases = {
-        "SIP_TRUNK_PROXY": ({"SIP_TRUNK_PROXY": "carrier"}, "not a SIP URI"),
+        "SIP_TRUNK_PROXY": ({"SIP_TRUNK_PROXY": "http://carrier"}, "not a SIP URI"),
         "SIP_CALLER_ID": ({"SIP_CALLER_ID": "bob"}, "not a phone number"),
         "SIP_TRUNK_USERNAME": ({"SIP_TRUNK_USERNAME": "a b"}, "not a SIP user part"),
         "SIP_TRUNK_TRANSPORT": ({"SIP_TRUNK_TRANSPORT": "sctp"}, "not udp"),
@@ -142,6 +142,10 @@ def test_from_env_reads_the_default_trunk_and_names_bad_variables():
         assert text.startswith(f"{var}: ") and message in text and "\n" not in text
     with pytest.raises(ValueError, match="SIP_TRUNK_PROXY is not"):
         Trunk.from_env({"SIP_TRUNK_PASSWORD": "pw"})
+    # host[:port] as the Pipecat Cloud dial-out path takes it
+    assert Trunk.from_env({"SIP_TRUNK_PROXY": "sip.trunk.example.net:5060"}).proxy == (
+        "sip:sip.trunk.example.net:5060"
+    )
 
 
 def test_trunks_by_name():
@@ -242,7 +246,7 @@ async def test_exempt_network_is_not_challenged_and_unknown_trunk_refused():
             await bot.call("+1", trunk="other")
         plain = await start_beside(carrier, bot)
         try:
-            with pytest.raises(ValueError, match="configure a trunk"):
+            with pytest.raises(CallFailed, match="configure a trunk"):
                 await plain.call("+4930123")
         finally:
             await plain.stop()
