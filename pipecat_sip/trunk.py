@@ -263,7 +263,8 @@ class Trunk:
         ``SIP_TRUNK_AUTH_USER``, ``SIP_TRUNK_PASSWORD``, ``SIP_TRUNK_FROM_USER``,
         ``SIP_TRUNK_FROM_HOST``, ``SIP_TRUNK_DISPLAY_NAME``, ``SIP_CALLER_ID``,
         ``SIP_TRUNK_PAI`` (``1``/``true``: caller ID in P-Asserted-Identity),
-        ``SIP_TRUNK_TRANSPORT``.
+        ``SIP_TRUNK_TRANSPORT``, ``SIP_TRUNK_HEADERS`` (extra headers for every
+        INVITE, ``Name: value`` separated by ``|``).
 
         Raises:
             ValueError: A bad value; the message names the variable, in one line.
@@ -311,6 +312,8 @@ class Trunk:
             transport = (get("SIP_TRUNK_TRANSPORT") or "udp").lower()
             if transport not in _TRANSPORTS:
                 raise ValueError(f"{transport!r} is not udp, tcp or tls")
+            var = "SIP_TRUNK_HEADERS"
+            headers = _headers_from_text(get("SIP_TRUNK_HEADERS") or "")
             var = "SIP_TRUNK_PROXY"
             return cls(
                 name,
@@ -319,11 +322,30 @@ class Trunk:
                 caller_id=caller_id,
                 p_asserted_identity=pai_text in ("1", "true", "yes", "on"),
                 transport=transport,
+                headers=headers,
                 **kwargs,  # type: ignore[arg-type]
             )
         except ValueError as exc:
             text = str(exc).removeprefix(f"trunk {name}: ")
             raise ValueError(f"{var}: {text}") from None
+
+
+def _headers_from_text(text: str) -> tuple[tuple[str, str], ...]:
+    """``Name: value|Name2: value2`` as header pairs.
+
+    Raises:
+        ValueError: An item without a colon, or a bad name.
+    """
+    out = []
+    for item in text.split("|"):
+        if not item.strip():
+            continue
+        name, colon, value = item.partition(":")
+        if not colon:
+            raise ValueError(f"{item.strip()[:40]!r} is not 'Name: value'")
+        check_header(name.strip(), value.strip())
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
 
 
 def check_header(name: str, value: str) -> None:

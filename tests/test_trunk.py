@@ -122,8 +122,10 @@ def test_from_env_reads_the_default_trunk_and_names_bad_variables():
             "SIP_TRUNK_FROM_USER": "bot",
             "SIP_CALLER_ID": "+4930555000",
             "SIP_TRUNK_PAI": "true",
+            "SIP_TRUNK_HEADERS": "X-Account: 7 | X-Tenant: acme;region=eu",
         }
     )
+    assert trunk.headers == (("X-Account", "7"), ("X-Tenant", "acme;region=eu"))
     assert trunk is not None and trunk.name == "default"
     assert (trunk.auth_user, trunk.from_user, trunk.caller_id) == ("a1b2", "bot", "+4930555000")
     assert trunk.p_asserted_identity and trunk.credentials.password == "pw"
@@ -133,6 +135,7 @@ def test_from_env_reads_the_default_trunk_and_names_bad_variables():
         "SIP_TRUNK_USERNAME": ({"SIP_TRUNK_USERNAME": "a b"}, "not a SIP user part"),
         "SIP_TRUNK_TRANSPORT": ({"SIP_TRUNK_TRANSPORT": "sctp"}, "not udp"),
         "SIP_TRUNK_PAI": ({"SIP_TRUNK_PAI": "maybe"}, "true or false"),
+        "SIP_TRUNK_HEADERS": ({"SIP_TRUNK_HEADERS": "X-Bad"}, "is not 'Name: value'"),
     }
     for var, (extra, message) in cases.items():
         env = {"SIP_TRUNK_PROXY": "sip:sip.carrier.example", **extra}
