@@ -14,14 +14,24 @@
    received, syscalls included), CPU use of the core, and the clock's late
    ticks.
 
+With ``--srtp`` the session path and the loaded loop are run both plain and
+with SRTP (AES_CM_128_HMAC_SHA1_80, each session its own key, SDES-style:
+it protects with its own and checks its peer's) in the same run, the loaded
+runs taking turns (plain, SRTP, plain, SRTP...; best of ``--rounds`` each),
+and the ratios are printed: SRTP's CPU per packet over plain's, and media
+sessions per core (sessions / CPU share of the core) each way. The target
+(issue 12) is SRTP <= 1.3x plain.
+
 Prints one JSON object per figure, then a short table.
 
 Usage: .venv/bin/python bench/bench_media.py [--iterations 20000] [--sessions 200] [--seconds 3]
+       .venv/bin/python bench/bench_media.py --srtp [--rounds 2] [--sessions 200] [--seconds 3]
 """
 
 import argparse
 import asyncio
 import json
+import random
 import socket
 import statistics
 import sys
@@ -32,8 +42,19 @@ import numpy as np
 from pipecat_sip.codecs import PCMA, PCMU
 from pipecat_sip.media import MediaClock, RTPSession
 from pipecat_sip.rtp import RtpPacket, RtpSender
+from pipecat_sip.rtp.srtp import SrtpContext
 
 ROUNDS = 5
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+
+
+def srtp_pair(rng: random.Random) -> tuple[SrtpContext, SrtpContext]:
+    """Two contexts that talk to each other: each protects with its key, checks the other's."""
+    key_a, key_b = rng.randbytes(30), rng.randbytes(30)
+    return (
+        SrtpContext(SUITE, local_key=key_a, remote_key=key_b),
+        SrtpContext(SUITE, local_key=key_b, remote_key=key_a),
+    )
 
 
 def speech_like_pcm(samples: int) -> bytes:
@@ -112,13 +133,18 @@ class _FakeTime:
         return self.now
 
 
-async def bench_session_path(iterations: int) -> list[dict]:
-    """Per-packet cost of RTPSession's own receive and send work (no syscalls)."""
+async def bench_session_path(iterations: int, secure: bool = False) -> list[dict]:
+    """Per-packet cost of RTPSession's own receive and send work (no syscalls).
+
+    With ``secure`` the session has an SRTP context and is fed SRTP packets
+    (protected beforehand, outside the timing).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     addr = ("127.0.0.1", 40000)  # the peer sends from its SDP address
-    session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0)
+    ours, peers = srtp_pair(random.Random(1)) if secure else (None, None)
+    session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0, srtp=ours)
     await session.start()
     MediaClock.for_loop().remove(session)  # ticks are driven by hand here
     real_sock, session._sock = session._sock, _NullSocket()
@@ -133,6 +159,8 @@ async def bench_session_path(iterations: int) -> list[dict]:
     sender = RtpSender(0, 8000)
     payload = PCMU.encode(speech_like_pcm(160))
     wires = [sender.packet(payload, 160) for _ in range(iterations * ROUNDS)]
+    if peers is not None:
+        wires = [peers.protect_rtp(wire) for wire in wires]
     feed = iter(wires)
     on_datagram = session._on_datagram
 
@@ -152,7 +180,7 @@ async def bench_session_path(iterations: int) -> list[dict]:
         results.append(
             {
                 "bench": "session",
-                "codec": "PCMU",
+                "codec": "PCMU+SRTP" if secure else "PCMU",
                 "path": path,
                 "us_per_packet": round(per_call_us(fn, iterations), 3),
                 "iterations": iterations * ROUNDS,
@@ -165,8 +193,8 @@ async def bench_session_path(iterations: int) -> list[dict]:
     return results
 
 
-async def bench_sessions(count: int, seconds: float) -> dict:
-    """Pairs of sessions talking to each other over loopback on one clock."""
+async def bench_sessions(count: int, seconds: float, secure: bool = False) -> dict:
+    """Pairs of sessions talking to each other over loopback on one clock (SRTP if ``secure``)."""
     socks = []
     for _ in range(count + count % 2):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -180,9 +208,16 @@ async def bench_sessions(count: int, seconds: float) -> dict:
         nonlocal received
         received += 1
 
+    rng = random.Random(2)
+    contexts: list[SrtpContext | None] = [None] * len(socks)
+    if secure:
+        for i in range(0, len(socks), 2):
+            contexts[i], contexts[i + 1] = srtp_pair(rng)
     for i, sock in enumerate(socks):
         peer = socks[i ^ 1].getsockname()
-        session = RTPSession(sock=sock, remote_addr=peer, codec=PCMU, rtp_timeout_s=0)
+        session = RTPSession(
+            sock=sock, remote_addr=peer, codec=PCMU, rtp_timeout_s=0, srtp=contexts[i]
+        )
         session.on_audio = on_audio
         sessions.append(session)
     for session in sessions:
@@ -199,9 +234,14 @@ async def bench_sessions(count: int, seconds: float) -> dict:
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     sent = sum(s.stats.packets_sent for s in sessions) - sent0
     got = received - received0
+    failures = sum(
+        s.srtp_stats.auth_failures + s.srtp_stats.replays + s.srtp_stats.other
+        for s in sessions
+        if s.srtp_stats is not None
+    )
     result = {
         "bench": "sessions",
-        "codec": "PCMU",
+        "codec": "PCMU+SRTP" if secure else "PCMU",
         "sessions": len(sessions),
         "seconds": round(wall, 2),
         "packets_sent": sent,
@@ -212,10 +252,41 @@ async def bench_sessions(count: int, seconds: float) -> dict:
         "ticks": clock.ticks - ticks0,
         "late_ticks": clock.late_ticks - late0,
         "skipped_deadlines": clock.skipped_deadlines,
+        "sessions_per_core": round(len(sessions) * wall / cpu) if cpu else None,
+        "srtp_drops": failures,
     }
     for session in sessions:
         await session.close()
     return result
+
+
+def compare_srtp(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
+    """Plain against SRTP in one run: the session path, then loaded runs taking turns."""
+    results = asyncio.run(bench_session_path(iterations))
+    results += asyncio.run(bench_session_path(iterations, secure=True))
+    loaded: dict[bool, list[dict]] = {False: [], True: []}
+    if sessions > 0:
+        for _ in range(rounds):
+            for secure in (False, True):
+                loaded[secure].append(asyncio.run(bench_sessions(sessions, seconds, secure)))
+        for secure in (False, True):
+            results.append(min(loaded[secure], key=lambda r: r["us_per_packet"]))
+    path = {(r["codec"], r["path"]): r["us_per_packet"] for r in results if r["bench"] == "session"}
+    ratio = {"bench": "srtp_ratio"}
+    for direction in ("receive", "send"):
+        plain = path[("PCMU", f"session {direction}")]
+        ratio[f"session_{direction}"] = round(
+            path[("PCMU+SRTP", f"session {direction}")] / plain, 2
+        )
+    if sessions > 0:
+        plain, secure = results[-2], results[-1]
+        ratio["loaded_us_per_packet"] = round(secure["us_per_packet"] / plain["us_per_packet"], 2)
+        ratio["loaded_cpu_percent"] = round(secure["cpu_percent"] / plain["cpu_percent"], 2)
+        ratio["sessions_per_core_plain"] = plain["sessions_per_core"]
+        ratio["sessions_per_core_srtp"] = secure["sessions_per_core"]
+        ratio["rounds"] = rounds
+    results.append(ratio)
+    return results
 
 
 def main() -> int:
@@ -223,31 +294,53 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=20000, help="calls per round (5 rounds)")
     parser.add_argument("--sessions", type=int, default=200, help="sessions for the loaded run")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of the loaded run")
+    parser.add_argument("--srtp", action="store_true", help="plain against SRTP, same run")
+    parser.add_argument("--rounds", type=int, default=2, help="loaded runs per mode (--srtp)")
     args = parser.parse_args()
     iterations = max(100, min(args.iterations, 1_000_000))
+    sessions = min(max(args.sessions, 0), 2000)
+    seconds = min(args.seconds, 60)
 
-    results = bench_pure(iterations)
-    results += asyncio.run(bench_session_path(iterations))
-    if args.sessions > 0:
-        results.append(asyncio.run(bench_sessions(min(args.sessions, 2000), min(args.seconds, 60))))
+    if args.srtp:
+        results = compare_srtp(iterations, sessions, seconds, min(max(args.rounds, 1), 5))
+    else:
+        results = bench_pure(iterations)
+        results += asyncio.run(bench_session_path(iterations))
+        if sessions > 0:
+            results.append(asyncio.run(bench_sessions(sessions, seconds)))
     for result in results:
         print(json.dumps(result))
 
     print()
-    print(f"{'codec':<6} {'path':<16} {'us/packet':>10}")
+    print(f"{'codec':<10} {'path':<16} {'us/packet':>10}")
     for r in results:
         if r["bench"] in ("pure", "session"):
-            print(f"{r['codec']:<6} {r['path']:<16} {r['us_per_packet']:>10.2f}")
+            print(f"{r['codec']:<10} {r['path']:<16} {r['us_per_packet']:>10.2f}")
     for r in results:
         if r["bench"] == "sessions":
             print(
-                f"\n{r['sessions']} sessions on one clock for {r['seconds']} s: "
+                f"\n{r['sessions']} {r['codec']} sessions on one clock for {r['seconds']} s: "
                 f"{r['cpu_percent']}% of a core, {r['us_per_packet']} us CPU per packet "
                 f"(sent + received, syscalls included), "
-                f"{r['late_ticks']}/{r['ticks']} late ticks"
+                f"{r['late_ticks']}/{r['ticks']} late ticks, "
+                f"~{r['sessions_per_core']} sessions per core"
             )
+    for r in results:
+        if r["bench"] == "srtp_ratio":
+            print(
+                f"\nSRTP / plain: session path receive {r['session_receive']}x, "
+                f"send {r['session_send']}x"
+            )
+            if "loaded_us_per_packet" in r:
+                print(
+                    f"loaded ({r['rounds']} rounds each, best): CPU per packet "
+                    f"{r['loaded_us_per_packet']}x, CPU share {r['loaded_cpu_percent']}x; "
+                    f"sessions per core {r['sessions_per_core_plain']} plain, "
+                    f"{r['sessions_per_core_srtp']} SRTP (target: SRTP <= 1.3x plain)"
+                )
     pure = [r["us_per_packet"] for r in results if r["bench"] == "pure"]
-    print(f"(pure path median {statistics.median(pure):.2f} us over {len(pure)} figures)")
+    if pure:
+        print(f"(pure path median {statistics.median(pure):.2f} us over {len(pure)} figures)")
     return 0
 
 

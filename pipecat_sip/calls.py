@@ -9,6 +9,27 @@ for the :class:`~pipecat_sip.call.SIPCall` handles it makes, so a call
 handle never touches the user agent, and reaches the user agent through a
 small :class:`Signalling` interface (the server), so it never touches a
 socket.
+
+SRTP (RFC 3711) with SDES keys (RFC 4568), by the ``srtp`` policy:
+
+- ``"off"``: plain RTP; an offer of only ``RTP/SAVP`` gets 488.
+- ``"optional"``: inbound, an ``RTP/SAVP`` offer is answered with SRTP and a
+  plain one with RTP; outbound, we offer ``RTP/SAVP`` and, when that offer
+  is refused with 488 or 606, place the call again at once with a plain
+  offer (a second INVITE, a new Call-ID; not RFC 5939 capability
+  negotiation). A delayed-offer INVITE (no SDP) gets a plain offer: the
+  caller cannot refuse it in the ACK.
+- ``"required"``: only SRTP; plain offers get 488, our offers and
+  delayed offers are ``RTP/SAVP``, a plain answer to them ends the call.
+
+SDES puts the master keys in the SDP, readable by anyone who sees the SIP
+message: the keys are only sent (and taken) when the call's signalling is
+TLS. Over UDP or TCP, ``"optional"`` acts as ``"off"`` and ``"required"``
+refuses the call (488 inbound, :class:`~pipecat_sip.call.CallFailed`
+outbound), unless ``srtp_insecure_signaling`` is set (labs and tests).
+Keys are fresh per call from ``srtp_rng``; a re-offer keeps our key (and
+the peer's, unless it sends a new one), must stay SRTP in an SRTP call and
+plain in a plain one (else 488). Keys are never logged.
 """
 
 from __future__ import annotations
@@ -17,7 +38,7 @@ import asyncio
 import inspect
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from loguru import logger
@@ -27,6 +48,16 @@ from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
 from pipecat_sip.resolver import ServerLocator
+from pipecat_sip.rtp.srtp import SrtpContext
+from pipecat_sip.sdes import (
+    SRTP_MODES,
+    CryptoAttribute,
+    NoAcceptableCrypto,
+    SdesKeys,
+    apply_srtp_answer,
+    create_srtp_offer,
+    negotiate_srtp,
+)
 from pipecat_sip.sdp import (
     HOLD_ADDRESSES,
     NegotiatedMedia,
@@ -34,8 +65,6 @@ from pipecat_sip.sdp import (
     SDPParseError,
     SessionDescription,
     apply_answer,
-    create_offer,
-    negotiate,
 )
 from pipecat_sip.security import Network, escape, in_networks
 from pipecat_sip.sip.auth import Credentials
@@ -70,6 +99,8 @@ ProgressHandler = Callable[[str, int], Any]
 #: Seconds a refer handler may take to decide (the UA refuses 603 a little later).
 REFER_DECISION_S = 5.0
 _RINGING = (CallState.INCOMING, CallState.EARLY)
+_SECURE_TRANSPORTS = frozenset({"TLS", "WSS"})  # signalling SDES keys may travel on
+_PLAIN_RETRY_STATUSES = (488, 606)  # a refused RTP/SAVP offer: retry with RTP/AVP
 
 
 class Signalling(Protocol):
@@ -100,6 +131,9 @@ class _Record:
     ring_timer: asyncio.TimerHandle | None = None
     hold_timer: asyncio.TimerHandle | None = None
     duration_timer: asyncio.TimerHandle | None = None
+    srtp_mode: str = "off"  # the SRTP policy this call's offer/answer was made under
+    cryptos: list[CryptoAttribute] = field(default_factory=list, repr=False)  # our offered lines
+    sdes: SdesKeys | None = field(default=None, repr=False)  # the SRTP keys in use, or None
 
 
 class CallManager:
@@ -137,12 +171,28 @@ class CallManager:
             is hung up (0: never).
         max_call_duration_s: Seconds a call may last from its answer before it
             is hung up (0: no limit).
+        srtp: The SRTP policy, "off", "optional" or "required" (see the
+            module notes).
+        srtp_insecure_signaling: Send and take SDES keys over UDP and TCP
+            signalling too (labs, tests); by default only over TLS.
+        srtp_rng: ``random.Random``-like source of the SRTP master keys
+            (``getrandbits``); default ``secrets.SystemRandom()``.
+
+    Raises:
+        ValueError: Unknown ``srtp`` policy.
 
     Attributes:
         calls: Live calls by Call-ID.
         rejected_forbidden: INVITEs refused 403 for their source network.
         rejected_unconfirmed: INVITEs refused 503 because their source had
             ``max_unconfirmed_per_source`` calls waiting for an ACK.
+        accepting: False while the server drains or stops: new INVITEs get
+            503 with Retry-After (live calls go on).
+        rejected_unavailable: INVITEs refused 503 because ``accepting`` was False.
+        on_call_started: Called with each call once admitted (inbound, after
+            180) or placed (outbound, INVITE sent); None: nothing.
+        on_call_ended: Called with each call once released (it has left
+            ``calls``; its media, closed, keeps its statistics); None: nothing.
     """
 
     def __init__(
@@ -167,7 +217,12 @@ class CallManager:
         max_unconfirmed_per_source: int = 5,
         hold_timeout_s: float = 600.0,
         max_call_duration_s: float = 14400.0,
+        srtp: str = "off",
+        srtp_insecure_signaling: bool = False,
+        srtp_rng: Any = None,
     ) -> None:
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
         self.signalling = signalling
         self.ports = ports
         self.call_handler = call_handler
@@ -189,11 +244,18 @@ class CallManager:
         self.hold_timeout_s = hold_timeout_s
         self.max_call_duration_s = max_call_duration_s
         self.rejected_unconfirmed = 0
+        self.srtp = srtp
+        self.srtp_insecure_signaling = srtp_insecure_signaling
+        self.srtp_rng = srtp_rng
         self.calls: dict[str, SIPCall] = {}
         self.dial: Callable[..., Awaitable[SIPCall]] | None = None
         """Places the call a REFER asks for (the server's routing: trunks, DNS); None:
         :meth:`place_call` to the URI itself."""
         self.rejected_forbidden = 0
+        self.accepting = True
+        self.rejected_unavailable = 0
+        self.on_call_started: Callable[[SIPCall], None] | None = None
+        self.on_call_ended: Callable[[SIPCall], None] | None = None
         self._records: dict[str, _Record] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -477,6 +539,7 @@ class CallManager:
             record.lease = None
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
+        self._notify(self.on_call_ended, call)
         info = call.info
         logger.info(
             f"{call}: ended ({call.end_reason}) from {escape(info.from_uri, 120)} to "
@@ -499,6 +562,7 @@ class CallManager:
         timeout: float | None = 60.0,
         progress_handler: ProgressHandler | None = None,
         wait: bool = True,
+        _plain_retry: bool = False,
     ) -> SIPCall:
         """Send an INVITE with our offer; wait until it is answered and media runs.
 
@@ -519,18 +583,44 @@ class CallManager:
                 responses ("ringing", "progress", "early_media"), added before
                 the INVITE goes out.
             wait: False returns the call at once (``await call.wait_answered()``
-                later); the timeout still applies.
+                later); the timeout still applies (and no plain-RTP retry of a
+                refused SRTP offer is made).
+
+        Under the ``"optional"`` SRTP policy an ``RTP/SAVP`` offer refused
+        with 488 or 606 is followed at once by a second call with a plain
+        offer (within the same ``timeout``); the call returned is that one.
 
         Raises:
-            CallFailed: Rejected, cancelled, not answered in time, or the
-                credentials were refused (``reason="auth_failed"``, 401/407).
+            CallFailed: Rejected, cancelled, not answered in time, the
+                credentials were refused (``reason="auth_failed"``, 401/407),
+                or SRTP is required and the signalling is not TLS.
             PortPoolExhausted: No RTP port is free.
         """
         signalling = self.signalling
         ua = signalling.ua
+        if isinstance(destination, Flow) or destination is not None:
+            transport_of = destination
+        elif targets is not None and targets.current is not None:
+            first = targets.current
+            transport_of = Flow(first.transport.upper(), (first.ip, first.port))
+        else:
+            transport_of = None
+        mode = self._srtp_mode_for(_outbound_transport(str(target), transport_of))
+        if mode is None:
+            raise CallFailed(
+                "SRTP is required but the signalling is not TLS: SDES keys would travel "
+                "in the clear (srtp_insecure_signaling allows it in labs)"
+            )
+        if _plain_retry:
+            mode = "off"
+        started = asyncio.get_running_loop().time()
         lease = self.ports.acquire()
-        offer = create_offer(
-            local_address=self.public_address, local_port=lease.port, codecs=self.codecs
+        offer, cryptos = create_srtp_offer(
+            mode,
+            rng=self.srtp_rng,
+            local_address=self.public_address,
+            local_port=lease.port,
+            codecs=self.codecs,
         )
         try:
             call_id = ua.invite(
@@ -558,20 +648,40 @@ class CallManager:
         call.local_rtp_port = lease.port
         if progress_handler is not None:
             call.add_progress_handler(progress_handler)
-        record = _Record(call, lease, offer=offer)
+        record = _Record(call, lease, offer=offer, srtp_mode=mode, cryptos=cryptos)
         self._records[call_id] = record
         self.calls[call_id] = call
+        self._notify(self.on_call_started, call)
         if timeout is not None:
             loop = asyncio.get_running_loop()
             record.ring_timer = loop.call_later(timeout, self._no_answer, call, timeout)
         signalling.flush()
-        if wait:
-            try:
-                await call.wait_answered()
-            except CallFailed as exc:
-                if exc.reason == "no_answer":
-                    raise CallFailed("no answer", 408) from None
+        if not wait:
+            return call
+        try:
+            await call.wait_answered()
+        except CallFailed as exc:
+            if exc.reason == "no_answer":
+                raise CallFailed("no answer", 408) from None
+            if mode != "optional" or exc.status_code not in _PLAIN_RETRY_STATUSES:
                 raise
+            if timeout is not None:
+                timeout = max(0.0, timeout - (asyncio.get_running_loop().time() - started))
+            logger.info(f"{call}: SRTP offer refused ({exc.status_code}), calling again with RTP")
+            return await self.place_call(
+                target,
+                destination=destination,
+                from_user=from_user,
+                from_host=from_host,
+                display_name=display_name,
+                to=to,
+                headers=headers,
+                credentials=credentials,
+                targets=targets,
+                timeout=timeout,
+                progress_handler=progress_handler,
+                _plain_retry=True,
+            )
         return call
 
     def _no_answer(self, call: SIPCall, timeout: float) -> None:
@@ -620,6 +730,11 @@ class CallManager:
             self.rejected_unconfirmed += 1
             why = f"{event.flow.host} has {self.max_unconfirmed_per_source} calls awaiting ACK"
             self._busy(call_id, why, now)
+            return
+        if not self.accepting:  # draining or stopping (issue 11 #14): a balancer retries elsewhere
+            self.rejected_unavailable += 1
+            logger.info(f"SIP {shown}: not taking calls (shutting down), 503")
+            ua.reject(call_id, 503, now, headers=[("Retry-After", self.retry_after_s)])
             return
         if len(self.calls) >= self.max_calls:
             self._busy(call_id, f"at capacity ({self.max_calls} calls)", now)
@@ -677,17 +792,32 @@ class CallManager:
         """Negotiate, check where media would go, then ring (the port is leased)."""
         call_id = event.call_id
         negotiated: NegotiatedMedia | None = None
+        keys: SdesKeys | None = None
+        cryptos: list[CryptoAttribute] = []
+        mode = self._srtp_mode_for(event.flow.transport)
+        if mode is None:
+            why = f"SRTP needs TLS, the INVITE came over {event.flow.transport}"
+            self._refuse(call_id, lease, 488, why, now)
+            return
         if offer is None:
             # Delayed offer (RFC 3261 s.13.2.1): our offer goes in the 200, the
-            # answer comes in the ACK (see _on_delayed_answer).
-            answer = create_offer(
+            # answer comes in the ACK (see _on_delayed_answer). Only "required"
+            # offers SRTP: the caller could not refuse it but by BYE.
+            if mode == "optional":
+                mode = "off"
+            answer, cryptos = create_srtp_offer(
+                mode,
+                rng=self.srtp_rng,
                 local_address=self.address_for(event.flow.host),
                 local_port=lease.port,
                 codecs=self.codecs,
             )
         else:
             try:
-                answer, negotiated = self._negotiate(offer, lease.port)
+                answer, negotiated, keys = self._negotiate(offer, lease.port, mode=mode)
+            except NoAcceptableCrypto as exc:
+                self._refuse(call_id, lease, 488, f"no acceptable SRTP ({exc})", now)
+                return
             except NoCommonCodec as exc:
                 self._refuse(call_id, lease, 488, f"no common codec ({exc})", now)
                 return
@@ -695,21 +825,21 @@ class CallManager:
             if ip_version(host) is None:
                 # A host name: resolved once, off the event loop, before anything is sent.
                 self._spawn(
-                    self._admit_resolved(event, offer, lease)
+                    self._admit_resolved(event, offer, lease, mode)
                 )  # errors: see _admit_resolved
                 return
             problem = self.media_address_problem(negotiated.remote_address)
             if problem:
                 self._refuse(call_id, lease, 488, problem, now)
                 return
-        self._ring(event, offer, lease, answer, negotiated, now)
+        self._ring(event, offer, lease, answer, negotiated, now, (mode, cryptos, keys))
 
     async def _admit_resolved(
-        self, event: IncomingCall, offer: SessionDescription, lease: PortLease
+        self, event: IncomingCall, offer: SessionDescription, lease: PortLease, mode: str
     ) -> None:
         """An offer whose c= is a host name: resolve it once (bounded), then go on or 488."""
         call_id = event.call_id
-        answer, negotiated = self._negotiate(offer, lease.port)
+        answer, negotiated, keys = self._negotiate(offer, lease.port, mode=mode)
         host, port = negotiated.remote_address
         try:
             ip = await self.locator().resolve_host(
@@ -730,40 +860,66 @@ class CallManager:
             if problem:
                 self._refuse(call_id, lease, 488, problem, None)
             else:
-                self._ring(event, offer, lease, answer, negotiated, self.signalling.now())
+                srtp = (mode, [], keys)
+                self._ring(event, offer, lease, answer, negotiated, self.signalling.now(), srtp)
         except Exception:
             logger.exception(f"SIP {escape(call_id, 80)}: setting up the call failed, 500")
             self._forget_failed(call_id, lease)
         self.signalling.flush()
 
     def _negotiate(
-        self, offer: SessionDescription, port: int, **kwargs: Any
-    ) -> tuple[SessionDescription, NegotiatedMedia]:
+        self,
+        offer: SessionDescription,
+        port: int,
+        *,
+        mode: str = "off",
+        previous: SdesKeys | None = None,
+        **kwargs: Any,
+    ) -> tuple[SessionDescription, NegotiatedMedia, SdesKeys | None]:
         """Answer an offer with our address of the offer's IP family (dual-stack servers).
+
+        Args:
+            offer: The parsed offer.
+            port: Our RTP port.
+            mode: The SRTP policy for this answer (see :func:`negotiate_srtp`).
+            previous: The SDES keys in use when answering a re-offer.
+            **kwargs: More :func:`~pipecat_sip.sdp.negotiate` arguments.
+
+        Returns:
+            (answer, negotiated media, SDES keys or None for plain RTP).
 
         Raises:
             NoCommonCodec: No usable stream, or the offer's media is in an IP
                 family this server has no address in (an IPv6-only offer to an
-                IPv4-only server).
+                IPv4-only server); :class:`NoAcceptableCrypto` when SRTP is why.
         """
         supported = kwargs.pop("supported", self.codecs)
-        answer, negotiated = negotiate(
-            offer, supported, local_address=self.public_address, local_port=port, **kwargs
-        )
+
+        def answer_with(local_address: str):
+            return negotiate_srtp(
+                offer,
+                mode,
+                rng=self.srtp_rng,
+                previous=previous,
+                supported=supported,
+                local_address=local_address,
+                local_port=port,
+                **kwargs,
+            )
+
+        answer, negotiated, keys = answer_with(self.public_address)
         host = negotiated.remote_address[0]
         version = ip_version(host)
         if version is None or host in HOLD_ADDRESSES:
-            return answer, negotiated
+            return answer, negotiated, keys
         local = self.addresses.get(version)
         if local is None:
             raise NoCommonCodec(
                 f"the offer's media is IPv{version}; we have no IPv{version} address"
             )
         if local != self.public_address:
-            answer, negotiated = negotiate(
-                offer, supported, local_address=local, local_port=port, **kwargs
-            )
-        return answer, negotiated
+            answer, negotiated, keys = answer_with(local)
+        return answer, negotiated, keys
 
     def media_address_problem(self, address: tuple[str, int]) -> str | None:
         """Why media must not go to ``address`` (an SDP c=/m= pair), or None when it may.
@@ -784,7 +940,10 @@ class CallManager:
         if ip.is_unspecified or (ip.version == 4 and host == "255.255.255.255"):
             return f"media address {host} is not a host"
         ours = ip.is_loopback or host in self.addresses.values() or host == self.bind_host
-        if ours and (port == self.sip_port or self.ports.start <= port <= self.ports.end):
+        # Our own sockets: the SIP port and the RTP/RTCP pairs leased now (a port we hold
+        # cannot be another process's on this host, so a peer's is never mistaken for one).
+        leased = self.ports.is_leased
+        if ours and (port == self.sip_port or leased(port) or leased(port - 1)):
             return f"media address {host}:{port} is one of our own ports"
         return None
 
@@ -819,8 +978,13 @@ class CallManager:
         answer: SessionDescription,
         negotiated: NegotiatedMedia | None,
         now: float,
+        srtp: tuple[str, list[CryptoAttribute], SdesKeys | None] = ("off", [], None),
     ) -> None:
-        """Make the call handle, send 180, arm the answer timeout and run the handler."""
+        """Make the call handle, send 180, arm the answer timeout and run the handler.
+
+        ``srtp`` is (the SRTP policy the answer was made under, our crypto
+        lines of a delayed offer, the SDES keys or None).
+        """
         ua = self.signalling.ua
         call_id = event.call_id
         session = ua.session(call_id)
@@ -832,15 +996,19 @@ class CallManager:
         call.negotiated = negotiated
         call.local_sdp = answer
         call.local_rtp_port = lease.port
-        record = _Record(call, lease, offer=offer, answer=answer)
+        mode, cryptos, keys = srtp
+        record = _Record(
+            call, lease, offer=offer, answer=answer, srtp_mode=mode, cryptos=cryptos, sdes=keys
+        )
         self._records[call_id] = record
         self.calls[call_id] = call
         ua.ringing(call_id, now)
+        self._notify(self.on_call_started, call)
         logger.info(
             f"{call}: incoming from {escape(info.from_uri, 120)} "
             f"to {escape(info.request_uri, 120)} "
             f"({negotiated.encoding_name if negotiated else 'no SDP: delayed offer'}, "
-            f"rtp {lease.port})"
+            f"{f'SRTP {keys.suite}, ' if keys is not None else ''}rtp {lease.port})"
         )
         if self.answer_timeout_s > 0:
             loop = asyncio.get_running_loop()
@@ -894,7 +1062,9 @@ class CallManager:
             if ack is None or not ack.body or ack.content_type != "application/sdp":
                 raise ValueError("the ACK carries no SDP answer")
             assert record.answer is not None
-            negotiated = apply_answer(record.answer, SessionDescription.parse(ack.body))
+            negotiated, record.sdes = apply_srtp_answer(
+                record.answer, record.cryptos, SessionDescription.parse(ack.body), record.srtp_mode
+            )
         except (ValueError, SDPParseError, NoCommonCodec) as exc:
             # RFC 3261 s.13.2.1 leaves no other way out of an unusable answer.
             logger.warning(f"{call}: delayed offer not answered usably in the ACK ({exc}): BYE")
@@ -921,10 +1091,15 @@ class CallManager:
         if response.body and response.content_type == "application/sdp":
             try:
                 assert record.offer is not None
-                negotiated = apply_answer(record.offer, SessionDescription.parse(response.body))
+                answer = SessionDescription.parse(response.body)
+                negotiated, sdes = apply_srtp_answer(
+                    record.offer, record.cryptos, answer, record.srtp_mode
+                )
             except (SDPParseError, NoCommonCodec) as exc:
                 logger.warning(f"{call}: unusable SDP in {code} ({exc}): no early media")
             else:
+                if call.media is None:
+                    record.sdes = sdes
                 self._start_early_media(record, negotiated, code)
                 return
         call.notify_progress("progress" if code == 183 else "ringing", code)
@@ -956,7 +1131,9 @@ class CallManager:
         try:
             answer = SessionDescription.parse(event.response.body)
             assert record.offer is not None
-            negotiated = apply_answer(record.offer, answer)
+            negotiated, record.sdes = apply_srtp_answer(
+                record.offer, record.cryptos, answer, record.srtp_mode
+            )
         except (SDPParseError, NoCommonCodec) as exc:
             if call.media is not None and call.negotiated is not None:
                 negotiated = call.negotiated  # no new answer: the early one stands
@@ -1029,10 +1206,12 @@ class CallManager:
     def _on_reoffer(self, record: _Record, event: ReofferReceived) -> None:
         """Answer a re-INVITE's offer (RFC 3264 s.8): move, hold or resume the media.
 
-        The call keeps its codec and RTP port. The answer keeps our o=
-        session id and increments its version only when something changed.
-        An offer that is unparsable or lacks the call's codec gets 488 and
-        changes nothing (RFC 3261 s.14.2).
+        The call keeps its codec, RTP port and SRTP profile. The answer keeps
+        our o= session id and increments its version only when something
+        changed. An offer that is unparsable, lacks the call's codec, or
+        would turn an SRTP call plain (or a plain one SRTP) gets 488 and
+        changes nothing (RFC 3261 s.14.2). In an SRTP call our key stays;
+        a new key of the peer's is taken (RFC 4568 s.7.1.4).
         """
         call = record.call
         ua = self.signalling.ua
@@ -1054,11 +1233,15 @@ class CallManager:
         current = call.local_sdp
         session_id = current.origin.session_id if current is not None else None
         version = current.origin.session_version if current is not None else 0
+        record = self._records.get(call.call_id)
+        previous = record.sdes if record is not None else None
         try:
             offer = SessionDescription.parse(body)
-            answer, negotiated = self._negotiate(
+            answer, negotiated, keys = self._negotiate(
                 offer,
                 call.local_rtp_port,
+                mode="required" if previous is not None else "off",
+                previous=previous,
                 supported=(call.negotiated.encoding_name,),
                 session_id=session_id,
                 session_version=version,
@@ -1066,6 +1249,9 @@ class CallManager:
         except SDPParseError as exc:
             logger.warning(f"{call}: re-INVITE with unusable SDP ({exc}): 488")
             raise ValueError("SDP not understood") from exc
+        except NoAcceptableCrypto as exc:
+            logger.warning(f"{call}: re-INVITE offer without usable SRTP ({escape(exc)}): 488")
+            raise ValueError("SRTP required in this call") from exc
         except NoCommonCodec as exc:
             logger.warning(f"{call}: re-INVITE offer not usable ({exc}): 488")
             raise ValueError(f"{call.negotiated.encoding_name} not offered") from exc
@@ -1079,6 +1265,8 @@ class CallManager:
         if problem:
             logger.warning(f"{call}: re-INVITE refused: {problem}: 488")
             raise ValueError(problem)
+        if record is not None:
+            self._rekey(call, record, keys)  # may raise ValueError (488): nothing changed yet
         if current is None or answer.serialize() != current.serialize():
             answer.origin.session_version = version + 1
         call.local_sdp = answer
@@ -1112,6 +1300,7 @@ class CallManager:
         neg = call.negotiated
         lease = record.lease
         assert neg is not None and lease is not None
+        srtp = SrtpContext.from_sdes(record.sdes) if record.sdes is not None else None
         media = RTPSession(
             sock=lease.sock,
             rtcp_sock=lease.rtcp_sock,
@@ -1128,12 +1317,53 @@ class CallManager:
             latching=self.rtp_latching,
             confirmed=confirmed,
             comfort_noise_pt=neg.cn_pt,
+            srtp=srtp,
         )
         media.on_timeout = lambda: self._on_rtp_timeout(call)
         media.on_dtmf = lambda key: call.receive_dtmf(key, "rfc4733")
         call.media = media
         self._apply_direction(call, neg)
         return media
+
+    def _rekey(self, call: SIPCall, record: _Record, keys: SdesKeys | None) -> None:
+        """Follow a re-offer's SDES outcome: keep, update the peer's key, or a new context.
+
+        Raises:
+            ValueError: The new keys cannot make an SRTP context (nothing changed).
+        """
+        previous = record.sdes
+        if keys is None or previous is None:
+            return
+        media = call.media
+        if media is not None and media.srtp is not None:
+            if keys.suite != previous.suite or keys.local_key != previous.local_key:
+                media.set_srtp(SrtpContext.from_sdes(keys))
+                logger.info(f"{call}: re-INVITE: SRTP now {keys.suite}, new keys")
+            elif (keys.remote_key, keys.remote_mki, keys.remote_lifetime) != (
+                previous.remote_key,
+                previous.remote_mki,
+                previous.remote_lifetime,
+            ):
+                media.srtp.update_remote_key(
+                    keys.remote_key,
+                    remote_mki=keys.remote_mki,
+                    remote_lifetime=keys.remote_lifetime,
+                )
+                logger.info(f"{call}: re-INVITE: the peer's SRTP key changed")
+        record.sdes = keys
+
+    def _srtp_mode_for(self, transport: str) -> str | None:
+        """The SRTP policy for a call over ``transport``; None: the policy refuses the call.
+
+        SDES keys travel in the SDP: over UDP or TCP (without
+        ``srtp_insecure_signaling``) "optional" becomes "off" and
+        "required" refuses.
+        """
+        if self.srtp == "off":
+            return "off"
+        if transport.upper() in _SECURE_TRANSPORTS or self.srtp_insecure_signaling:
+            return self.srtp
+        return None if self.srtp == "required" else "off"
 
     def _on_rtp_timeout(self, call: SIPCall) -> None:
         if call.ended:
@@ -1227,6 +1457,14 @@ class CallManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    def _notify(hook: Callable[[SIPCall], None] | None, call: SIPCall) -> None:
+        if hook is not None:
+            try:
+                hook(call)
+            except Exception:
+                logger.exception(f"{call}: error in a call observer")
+
 
 def _same_ip(a: str, b: str) -> bool:
     """Whether two address texts name the same IP (IPv4-mapped IPv6 equal to IPv4)."""
@@ -1254,6 +1492,23 @@ def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:
         for fmt in media.formats
         if fmt.encoding_name.lower() == "telephone-event"
     ]
+
+
+def _outbound_transport(target: str, destination: tuple[str, int] | Flow | None) -> str:
+    """The transport an INVITE to ``target`` goes on (as the user agent picks it).
+
+    The destination's when it is a :class:`Flow`; else TLS for a ``sips:``
+    URI, else the URI's ``transport`` parameter, else UDP.
+    """
+    if isinstance(destination, Flow):
+        return destination.transport
+    try:
+        uri = SIPURI.parse(target)
+    except ValueError:
+        return "UDP"  # the user agent will refuse the URI itself
+    if uri.scheme == "sips":
+        return "TLS"
+    return (uri.get_param("transport") or "UDP").upper()
 
 
 def call_info(

@@ -18,6 +18,7 @@ notice is counted, and logged only now and then).
 """
 
 import asyncio
+import contextvars
 import socket
 import time
 import weakref
@@ -37,6 +38,7 @@ from pipecat_sip.rtp.session import (
     RtpStats,
     RtpTimeout,
 )
+from pipecat_sip.rtp.srtp import SrtpContext, SrtpStats
 
 __all__ = ["MediaClock", "RTPSession", "RtpStats"]
 
@@ -106,6 +108,7 @@ class MediaClock:
         self.ticks = 0
         self.late_ticks = 0
         self.skipped_deadlines = 0
+        self._context = contextvars.Context()  # see _arm
 
     @classmethod
     def for_loop(
@@ -199,7 +202,9 @@ class MediaClock:
                 return
             self._handle.cancel()
         self._armed_at = when
-        self._handle = loop.call_at(when, self._tick)
+        # In a context of its own: the clock serves every call, so it must not
+        # keep the context (e.g. the log's Call-ID) of the call that started it.
+        self._handle = loop.call_at(when, self._tick, context=self._context)
 
     def _tick(self) -> None:
         loop = self._loop
@@ -337,6 +342,9 @@ class RTPSession:
     - ``on_timeout()``: once, when no RTP or RTCP arrived for ``rtp_timeout_s``
       (held or not).
 
+    Observers that must not take ``on_dtmf`` from its owner (the transport)
+    append to ``dtmf_listeners`` (``listener(key)``, besides ``on_dtmf``).
+
     Args:
         sock: A bound UDP socket (e.g. from :class:`~pipecat_sip.ports.PortPool`);
             the session closes it.
@@ -378,6 +386,11 @@ class RTPSession:
         confirmed: False: send nothing until :meth:`confirm` (the call's
             ACK) or accepted RTP from the peer; the RTP timeout counts from
             then. True (default): from :meth:`start`.
+        srtp: The call's SRTP context (RFC 3711, keys from SDES), or None
+            for plain RTP: every packet sent is protected with it and every
+            datagram received must authenticate (see
+            :class:`~pipecat_sip.rtp.session.MediaSession`); its counters
+            are :attr:`srtp_stats`.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not fit
@@ -423,6 +436,7 @@ class RTPSession:
         signaling_address: str | tuple | None = None,
         latching: str = "signaling",
         confirmed: bool = True,
+        srtp: SrtpContext | None = None,
     ):
         if clock is not None and clock.ptime_ms != ptime_ms:
             raise ValueError(f"clock paces {clock.ptime_ms} ms packets, session wants {ptime_ms}")
@@ -444,6 +458,7 @@ class RTPSession:
             signaling_address=signaling_address,
             latching=latching,
             confirmed=confirmed,
+            srtp=srtp,
         )
         self.codec = codec
         self.payload_type = session.payload_type
@@ -477,6 +492,8 @@ class RTPSession:
         self.on_audio = None
         self.on_dtmf = None
         self.on_timeout = None
+        self.dtmf_listeners: list[Callable[[str], None]] = []
+        """Also called with each key press received (besides ``on_dtmf``)."""
 
     # --- public API -------------------------------------------------------------------
 
@@ -574,6 +591,20 @@ class RTPSession:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """The SRTP context (None: plain RTP)."""
+        return self._session.srtp
+
+    @property
+    def srtp_stats(self) -> SrtpStats | None:
+        """SRTP counters beside :attr:`stats`: protected, authenticated, dropped; None if plain."""
+        return self._session.srtp_stats
+
+    def set_srtp(self, srtp: SrtpContext | None) -> None:
+        """Protect with another SRTP context from now on (a re-offer changed our key)."""
+        self._session.set_srtp(srtp)
 
     @property
     def backlog_bytes(self) -> int:
@@ -825,6 +856,11 @@ class RTPSession:
                 callback, arg, what = self.on_audio, event.pcm, "on_audio"
             elif kind is DtmfReceived:
                 callback, arg, what = self.on_dtmf, event.key, "on_dtmf"
+                for listener in self.dtmf_listeners:
+                    try:
+                        listener(arg)
+                    except Exception:
+                        self._log_error("error in a DTMF listener")
             elif kind is RtpTimeout:
                 logger.warning(f"{self._log}no RTP received for {event.timeout_s:g} s")
                 on_timeout = self.on_timeout

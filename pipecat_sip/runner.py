@@ -44,6 +44,22 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--max-call-duration` | `SIP_MAX_CALL_DURATION` | 14400 (seconds; 0: no limit) |
 | `--max-unconfirmed` | `SIP_MAX_UNCONFIRMED_PER_SOURCE` | 5 (calls waiting for an ACK per source) |
 | `--stun-server` | `SIP_STUN_SERVER` | none (host[:port]: the RTP public address for SDP) |
+| `--srtp` | `SIP_SRTP` | off (SRTP with SDES: `off`, `optional` or `required`) |
+| `--srtp-insecure-signaling` | `SIP_SRTP_INSECURE_SIGNALING` | no: SDES keys over TLS only |
+| `--drain-timeout` | `SIP_DRAIN_TIMEOUT` | 0 (seconds live calls may take to end after SIGTERM) |
+| `--api-port` | `SIP_API_PORT` | none: no operations API (a TCP port: `pipecat_sip.api` on it) |
+| `--api-host` | `SIP_API_HOST` | 127.0.0.1 (any other address needs `SIP_API_TOKEN`) |
+| | `SIP_API_TOKEN` | the API's bearer token (environment or .env only, never a flag) |
+| `--log-format` | `SIP_LOG_FORMAT` | text (`json`: one JSON object per line, with the Call-ID) |
+| `--sip-transports` | `SIP_TRANSPORTS` | udp (comma-separated: udp, tcp, tls) |
+| `--sip-tcp-port` | `SIP_TCP_PORT` | the SIP port |
+| `--sip-tls-port` | `SIP_TLS_PORT` | the SIP port + 1 |
+| `--tls-cert` | `SIP_TLS_CERT` | none (PEM certificate chain; needed for tls) |
+| `--tls-key` | `SIP_TLS_KEY` | none: the key is in the certificate file |
+| `--tls-ca` | `SIP_TLS_CA` | the system's trust store (PEM CA bundle for peers) |
+| `--tls-verify` | `SIP_TLS_VERIFY` | true (false: labs only, peers not verified) |
+| `--keepalive-interval` | `SIP_KEEPALIVE_INTERVAL` | 30 (seconds; 0: no keep-alives) |
+| `--dns-servers` | `SIP_DNS_SERVERS` | the system's (name servers for RFC 3263 lookups) |
 
 SIP options given without `--transport` imply it (`python bot.py --sip-port 5070`);
 with another transport they stop start-up with one line saying so.
@@ -56,6 +72,11 @@ Routing: before answering, `serve()` asks a routing hook (the bot module's
 Pipecat Cloud: `create_transport` recognises a SIP request in a session's
 body (`RunnerArguments.body`, as Pipecat Cloud passes it) and returns a
 `SIPTransport` for it; see `sip_session_request` for the body formats.
+
+Shutdown: SIGTERM (or SIGINT) stops taking calls at once (INVITE and OPTIONS
+get 503, so a load balancer sends no more), lets live calls finish for up to
+the drain timeout, hangs up the rest and exits 0; a second signal hangs up at
+once.
 """
 
 from __future__ import annotations
@@ -77,17 +98,22 @@ from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import CallFailed, SIPCall
+from pipecat_sip.resolver import parse_nameservers
 from pipecat_sip.routes import Accept, Redirect, Reject
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.server import (
+    DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
     Registration,
     SIPServer,
     parse_networks,
+    parse_transports,
 )
 from pipecat_sip.sip.auth import users_from_text
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.tls import TLSConfig, TLSConfigError
 from pipecat_sip.transport import DialoutRequest, parse_dialout_settings
 from pipecat_sip.trunk import Trunk
 
@@ -96,6 +122,10 @@ BotFunction = Callable[[Any], Awaitable[Any]]
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable or flag."""
+
+
+class APIStartError(OSError):
+    """The operations API's TCP port cannot be bound."""
 
 
 @dataclass
@@ -147,6 +177,20 @@ class SIPRunnerConfig:
             for the default (G722, PCMU, PCMA).
         stun_server: STUN server (host, port) for the RTP port's public
             mapping, or None.
+        srtp: SRTP policy: "off", "optional" or "required".
+        srtp_insecure_signaling: Send SDES keys over UDP/TCP signalling too (labs).
+        drain_timeout_s: Seconds live calls may take to end after SIGTERM
+            before they are hung up (0: at once).
+        api_port: TCP port of the operations API, or None for none.
+        api_host: Address the operations API binds.
+        api_token: The operations API's bearer token, or None.
+        log_format: "text" or "json".
+        transports: Transports to listen on ("udp", "tcp", "tls").
+        tcp_port: TCP port, or None for the SIP port.
+        tls_port: TLS port, or None for the SIP port + 1.
+        tls: TLS settings, or None.
+        keepalive_interval: Seconds between keep-alives on the registration's flow.
+        dns_servers: Name servers for RFC 3263 lookups, or None for the system's.
     """
 
     host: str = "0.0.0.0"
@@ -173,6 +217,19 @@ class SIPRunnerConfig:
     max_unconfirmed_per_source: int = 5
     codecs: tuple[str, ...] | None = None
     stun_server: tuple[str, int] | None = None
+    srtp: str = "off"
+    srtp_insecure_signaling: bool = False
+    drain_timeout_s: float = 0.0
+    api_port: int | None = None
+    api_host: str = "127.0.0.1"
+    api_token: str | None = None
+    log_format: str = "text"
+    transports: tuple[str, ...] = ("udp",)
+    tcp_port: int | None = None
+    tls_port: int | None = None
+    tls: TLSConfig | None = None
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    dns_servers: tuple[tuple[str, int], ...] | None = None
 
 
 def _uvloop_installed() -> bool:
@@ -188,6 +245,19 @@ def _port(value: str, name: str, allow_zero: bool = False) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ConfigError(f"{name}: {value!r} is not a port number (1-65535)")
     return int(text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {value!r} is not yes or no (1/0, true/false, on/off)")
 
 
 def _address(value: str, name: str) -> str:
@@ -240,6 +310,14 @@ def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any
         "auth_realm": config.auth_realm,
         "auth_exempt_networks": config.auth_exempt_networks,
         "accept_registrations": config.accept_registrations,
+        "srtp": config.srtp,
+        "srtp_insecure_signaling": config.srtp_insecure_signaling,
+        "transports": config.transports,
+        "tcp_port": config.tcp_port,
+        "tls_port": config.tls_port,
+        "tls": config.tls,
+        "keepalive_interval": config.keepalive_interval,
+        "dns_servers": config.dns_servers,
     }
     if config.codecs:
         arguments["codecs"] = config.codecs
@@ -421,6 +499,38 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             codecs = parse_codec_list(value)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+    value, name = pick("srtp", "SIP_SRTP")
+    srtp = (value or "off").strip().lower()
+    if srtp not in SRTP_MODES:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
+    value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
+    srtp_insecure = _flag(value, name) if value is not None else False
+    value, name = pick("drain_timeout", "SIP_DRAIN_TIMEOUT")
+    drain_timeout = 0.0
+    if value:
+        try:
+            drain_timeout = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if not 0 <= drain_timeout <= 86400:
+            raise ConfigError(f"{name}: {value!r} must be 0-86400 seconds")
+    value, name = pick("api_port", "SIP_API_PORT")
+    api_port = _port(value, name, allow_zero=True) if value else None
+    value, name = pick("api_host", "SIP_API_HOST")
+    api_host = _address(value, name) if value else "127.0.0.1"
+    api_token = (env.get("SIP_API_TOKEN") or "").strip() or None
+    if api_port is not None:
+        from pipecat_sip.api import is_loopback
+
+        if not is_loopback(api_host) and not api_token:
+            raise ConfigError(
+                f"{name}: the operations API on {api_host} (not loopback) needs SIP_API_TOKEN"
+            )
+    value, name = pick("log_format", "SIP_LOG_FORMAT")
+    log_format = (value or "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{name}: {value!r} is not one of text, json")
+    transports_config = _parse_transport_config(pick, env)
     return SIPRunnerConfig(
         host,
         port,
@@ -446,6 +556,14 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         max_unconfirmed_per_source=max_unconfirmed,
         stun_server=stun_server,
         codecs=codecs,
+        srtp=srtp,
+        srtp_insecure_signaling=srtp_insecure,
+        drain_timeout_s=drain_timeout,
+        api_port=api_port,
+        api_host=api_host,
+        api_token=api_token,
+        log_format=log_format,
+        **transports_config,
     )
 
 
@@ -468,6 +586,89 @@ def _trunk_config(args: argparse.Namespace, env: Mapping[str, str]) -> Trunk | N
             if getattr(args, flag[2:].replace("-", "_"), None) is not None:
                 text = text.replace(f"{var}:", f"{flag}:", 1)
         raise ConfigError(text) from None
+
+
+_TLS_VARIABLES = {
+    "cert": ("tls_cert", "SIP_TLS_CERT"),
+    "key": ("tls_key", "SIP_TLS_KEY"),
+    "ca": ("tls_ca", "SIP_TLS_CA"),
+}
+
+
+def _parse_transport_config(
+    pick: Callable[[str, str], tuple[str | None, str]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """The transport, TLS, keep-alive and DNS settings (SIP over TCP and TLS).
+
+    Raises:
+        ConfigError: A value is invalid; the message names it, in one line.
+    """
+    value, name = pick("sip_transports", "SIP_TRANSPORTS")
+    transports: tuple[str, ...] = ("udp",)
+    if value:
+        try:
+            transports = parse_transports(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    ports: dict[str, int | None] = {}
+    for key, flag, var in (
+        ("tcp", "sip_tcp_port", "SIP_TCP_PORT"),
+        ("tls", "sip_tls_port", "SIP_TLS_PORT"),
+    ):
+        value, name = pick(flag, var)
+        ports[key] = _port(value, name, allow_zero=True) if value else None
+    files: dict[str, str | None] = {}
+    for key, (flag, var) in _TLS_VARIABLES.items():
+        value, name = pick(flag, var)
+        files[key] = value.strip() if value and value.strip() else None
+    value, name = pick("tls_verify", "SIP_TLS_VERIFY")
+    verify = True
+    if value is not None:
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            verify = True
+        elif text in ("0", "false", "no", "off"):
+            verify = False
+        else:
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+    tls = None
+    if files["cert"] or files["key"] or files["ca"] or not verify or "tls" in transports:
+        tls = TLSConfig(files["cert"], files["key"], files["ca"], verify=verify)
+        if "tls" in transports and tls.cert_file is None:
+            _, var = _TLS_VARIABLES["cert"]
+            raise ConfigError(f"{var}: needed for the tls transport (a PEM certificate chain)")
+        try:
+            tls.load()  # a missing, unreadable or mismatched file stops start-up here
+        except TLSConfigError as exc:
+            flag, var = _TLS_VARIABLES.get(exc.setting, _TLS_VARIABLES["cert"])
+            _, shown = pick(flag, var)  # the flag when given, else the variable
+            raise ConfigError(f"{shown}: {exc}") from None
+    value, name = pick("keepalive_interval", "SIP_KEEPALIVE_INTERVAL")
+    keepalive = DEFAULT_KEEPALIVE_INTERVAL
+    if value:
+        try:
+            keepalive = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+        if not 0 <= keepalive <= 86400:
+            raise ConfigError(f"{name}: {value!r} must be 0 (off) to 86400 seconds")
+    value, name = pick("dns_servers", "SIP_DNS_SERVERS")
+    dns_servers = None
+    if value:
+        try:
+            dns_servers = tuple(parse_nameservers(value))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        if not dns_servers:
+            raise ConfigError(f"{name}: no name server given")
+    return {
+        "transports": transports,
+        "tcp_port": ports["tcp"],
+        "tls_port": ports["tls"],
+        "tls": tls,
+        "keepalive_interval": keepalive,
+        "dns_servers": dns_servers,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -535,6 +736,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
     )
     parser.add_argument(
+        "--drain-timeout",
+        help="seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
+    )
+    parser.add_argument(
+        "--api-port", help="serve the operations API on this TCP port (SIP_API_PORT)"
+    )
+    parser.add_argument(
+        "--api-host",
+        help="operations API address (SIP_API_HOST, default 127.0.0.1; others need SIP_API_TOKEN)",
+    )
+    parser.add_argument("--log-format", help="text or json (SIP_LOG_FORMAT, default text)")
+    parser.add_argument(
         "--rtp-latching",
         help="RTP from elsewhere than the SDP address: signaling (default), any, off "
         "(SIP_RTP_LATCHING)",
@@ -552,6 +765,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
+    )
+    parser.add_argument(
+        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
+    )
+    parser.add_argument(
+        "--srtp-insecure-signaling",
+        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
+    )
+    parser.add_argument(
+        "--sip-transports",
+        help="transports to listen on: udp,tcp,tls (SIP_TRANSPORTS, default udp)",
+    )
+    parser.add_argument("--sip-tcp-port", help="SIP TCP port (SIP_TCP_PORT, default the SIP port)")
+    parser.add_argument(
+        "--sip-tls-port", help="SIP TLS port (SIP_TLS_PORT, default the SIP port + 1)"
+    )
+    parser.add_argument("--tls-cert", help="PEM certificate chain for TLS (SIP_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of the certificate (SIP_TLS_KEY)")
+    parser.add_argument(
+        "--tls-ca", help="PEM CA bundle peers must chain to (SIP_TLS_CA, default: system store)"
+    )
+    parser.add_argument(
+        "--tls-verify",
+        help="verify peers' certificates: true or false (SIP_TLS_VERIFY, default true)",
+    )
+    parser.add_argument(
+        "--keepalive-interval",
+        help="seconds between registration-flow keep-alives, 0 = off (SIP_KEEPALIVE_INTERVAL)",
+    )
+    parser.add_argument(
+        "--dns-servers",
+        help="name servers for SIP lookups, e.g. 192.0.2.53,[::1]:53 (SIP_DNS_SERVERS)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -983,11 +1228,28 @@ async def serve(
     :func:`decide_route`: rejected and redirected calls end there), then
     answered, and `bot(SIPRunnerArguments(call=call, settings=...))` runs
     for it; when the bot returns, the call is hung up if still up. On
-    stop: BYE to every live call, up to `shutdown_timeout_s` for the bots to
-    finish, then they are cancelled.
+    stop: no new calls (503), up to `config.drain_timeout_s` for live calls to
+    end (a second signal, or `server.hangup_now()`, cuts it short), BYE to
+    the rest, up to `shutdown_timeout_s` for the bots to finish, then they
+    are cancelled. With `config.api_port` the operations API runs beside
+    the server; a call dialled through it runs `bot` too, with the request's
+    settings as `runner_args.settings` and `runner_args.body`.
+
+    Raises:
+        OSError: The SIP port, or the API's, cannot be bound.
     """
     loop = asyncio.get_running_loop()
     bot_tasks: set[asyncio.Task] = set()
+
+    async def on_dialed(call: SIPCall, settings: dict[str, Any]) -> None:
+        runner_args = SIPRunnerArguments(call=call, settings=dict(settings), body=settings)
+        task = asyncio.current_task()
+        if task is not None:
+            bot_tasks.add(task)
+        try:
+            await bot(runner_args)
+        finally:
+            bot_tasks.discard(task)  # type: ignore[arg-type]
 
     async def on_call(call: SIPCall) -> None:
         settings = await apply_route(route, call)
@@ -1009,10 +1271,37 @@ async def serve(
     server = SIPServer(on_call, **server_arguments(config, user=registration_user or "pipecat"))
     if stop_event is None:
         stop_event = asyncio.Event()
+        event = stop_event
+
+        def on_signal() -> None:
+            if event.is_set():
+                logger.info("Second stop signal: hanging up every call now")
+                server.hangup_now()
+            else:
+                event.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_event.set)
+            loop.add_signal_handler(sig, on_signal)
     await _learn_public_address(server, config)
     await server.start()
+    api = None
+    if config.api_port is not None:
+        from pipecat_sip.api import OperationsAPI
+
+        api = OperationsAPI(
+            server,
+            host=config.api_host,
+            port=config.api_port,
+            token=config.api_token,
+            dial_handler=on_dialed,
+        )
+        try:
+            await api.start()
+        except OSError as exc:
+            await server.stop(timeout=0.5)
+            raise APIStartError(
+                f"cannot serve the operations API on tcp {config.api_host}:{config.api_port}: {exc}"
+            ) from None
     logger.info(f"Ready: call {server.uri}")
     from pipecat_sip.codecs import unavailable_codecs
 
@@ -1024,14 +1313,22 @@ async def serve(
         await stop_event.wait()
     finally:
         live = len(server.calls)
-        logger.info(f"Shutting down: hanging up {live} call(s)")
-        await server.stop(timeout=1.0)
+        if config.drain_timeout_s > 0 and live:
+            logger.info(
+                f"Shutting down: taking no new calls, {live} live call(s) may take up to "
+                f"{config.drain_timeout_s:g} s (a second signal hangs up at once)"
+            )
+        else:
+            logger.info(f"Shutting down: hanging up {live} call(s)")
+        await server.drain(config.drain_timeout_s, stop_timeout=1.0)
         if bot_tasks:
             _, pending = await asyncio.wait(set(bot_tasks), timeout=shutdown_timeout_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if api is not None:
+            await api.stop()
         logger.info("SIP server stopped")
 
 
@@ -1069,8 +1366,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
+    from pipecat_sip.logs import configure_logging
+
+    configure_logging(config.log_format, "DEBUG" if args.verbose else "INFO")
     bot = _find_bot()
     route = _find_hook("route_call")
     logger.debug(f"event loop: {config.event_loop}")
@@ -1083,6 +1381,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             uvloop.run(serve(bot, config, route=route))
         else:
             asyncio.run(serve(bot, config, route=route))
+    except APIStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:
-        print(f"error: cannot listen on udp {config.host}:{config.port}: {exc}", file=sys.stderr)
+        where = "/".join(config.transports)
+        print(
+            f"error: cannot listen on {where} {config.host}:{config.port}: {exc}", file=sys.stderr
+        )
         raise SystemExit(1) from None

@@ -13,14 +13,36 @@ pieces and owns one timer:
 - the :class:`~pipecat_sip.calls.CallManager`, which turns call events into
   :class:`~pipecat_sip.call.SIPCall` objects with their RTP ports and media.
 
-Registration is the user agent's (refreshes and retries run on its timer);
-the server only looks the registrar up and logs the outcome.
+Transports (RFC 3261 s.18): UDP, TCP and TLS listeners on the server's
+ports (``transports=("udp", "tcp", "tls")``); outbound requests reuse a
+connection to their destination or open one (TLS verified against the
+system's or a configured CA, RFC 5922). Host names in REGISTER and
+:meth:`SIPServer.call` targets are located with RFC 3263 (NAPTR, SRV,
+A/AAAA) by one shared :class:`~pipecat_sip.resolver.ServerLocator`, never
+blocking the loop; a URI with an IP address or an explicit port skips SRV.
+
+Registration is the user agent's (refreshes, retries and failover across the
+located destinations run on its timer); the server looks the registrar up,
+keeps the registration's flow alive (RFC 5626 CRLF keep-alives) and
+registers again over a new flow when it fails, and logs the outcome.
+
+Shutdown (issue 11 #14): from the first moment of :meth:`SIPServer.stop`
+or :meth:`SIPServer.drain`, new INVITEs get 503 with Retry-After and
+OPTIONS get 503, so a load balancer (Kamailio's dispatcher) sends no new
+calls; :meth:`~SIPServer.drain` lets live calls finish for a while first.
+
+Log lines about a call carry its Call-ID as ``extra["call_id"]`` (for JSON
+logs, :mod:`pipecat_sip.logs`): the call manager's work on a call's events
+runs in a log context with it, and so do the tasks it starts for the call
+(the call handler, hence the bot's pipeline).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextvars
+import inspect
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +52,12 @@ from loguru import logger
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.calls import CallHandler, CallManager
 from pipecat_sip.codecs import SUPPORTED_CODECS
-from pipecat_sip.endpoint import SIPEndpoint
+from pipecat_sip.endpoint import SIPEndpoint, StreamSettings
 from pipecat_sip.host import default_public_address, ensure_fd_limit
+from pipecat_sip.metrics import classify_sip
 from pipecat_sip.ports import PortPool
-from pipecat_sip.resolver import ServerLocator
+from pipecat_sip.resolver import LocationError, ServerLocator
+from pipecat_sip.sdes import SRTP_MODES
 from pipecat_sip.security import (
     DEFAULT_RATE_BURST,
     DEFAULT_RATE_LIMIT,
@@ -47,7 +71,7 @@ from pipecat_sip.security import (
 from pipecat_sip.sip.auth import DigestServer
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
-from pipecat_sip.sip.locate import LocationError, TargetList
+from pipecat_sip.sip.locate import Destination, TargetList, ip_version
 from pipecat_sip.sip.message import is_keepalive
 from pipecat_sip.sip.registrar import Binding, Registrar
 from pipecat_sip.sip.session_timer import (
@@ -59,6 +83,7 @@ from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
 from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
+from pipecat_sip.tls import TLSConfig, TLSConfigError
 from pipecat_sip.trunk import (
     Trunk,
     check_header,
@@ -69,15 +94,28 @@ from pipecat_sip.trunk import (
 )
 
 __all__ = [
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "CallObserver",
     "DEFAULT_MAX_HEADERS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RATE_BURST",
     "DEFAULT_RATE_LIMIT",
+    "TRANSPORTS",
     "Registration",
     "SIPServer",
+    "StreamSettings",
+    "TLSConfig",
+    "TLSConfigError",
     "default_public_address",
     "parse_networks",
+    "parse_transports",
 ]
+
+#: Transports a server can listen on, as written in configuration.
+TRANSPORTS = ("udp", "tcp", "tls")
+#: Seconds between keep-alives on a registration's flow (RFC 5626 s.4.4.1
+#: suggests 95-120 s for TCP/TLS; NAT bindings for UDP often last 30 s).
+DEFAULT_KEEPALIVE_INTERVAL = 30.0
 
 #: Default largest SIP message accepted, bytes (RFC 3261 s.18.1.1 keeps UDP
 #: requests under the path MTU; 16 KiB leaves room for big SDP offers).
@@ -94,7 +132,34 @@ _REGISTER_RETRY_S = 30.0
 _FDS_PER_CALL = 3
 _FDS_SPARE = 64
 
+#: ``observer(what, call)`` with what = "started" (admitted or placed) or "ended" (released).
+CallObserver = Callable[[str, SIPCall], None]
+
+_DRAIN_POLL_S = 0.1
+
 _LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
+
+
+def parse_transports(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Parse a transport list such as ``SIP_TRANSPORTS`` (``"udp,tcp,tls"``).
+
+    Returns:
+        The transports in lower case, in the order given, without repeats.
+
+    Raises:
+        ValueError: Empty, or a name that is not udp, tcp or tls.
+    """
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if name not in TRANSPORTS:
+            raise ValueError(f"{item!r} is not one of udp, tcp, tls")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError("no transport given (udp, tcp, tls)")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -102,9 +167,11 @@ class Registration:
     """Where and as whom :class:`SIPServer` keeps itself registered (RFC 3261 s.10).
 
     Attributes:
-        registrar: The registrar's URI, e.g. ``sip:pbx.example.com`` or
-            ``sip:192.0.2.10:5060`` (a host name is looked up with the
-            system resolver, A/AAAA only: no SRV).
+        registrar: The registrar's URI, e.g. ``sip:pbx.example.com``,
+            ``sips:pbx.example.com`` (TLS) or ``sip:192.0.2.10:5060;transport=tcp``.
+            A host name is located with RFC 3263 (NAPTR, SRV, A/AAAA; an
+            explicit port skips SRV); a 408, 503 or transport error moves to
+            the next destination found.
         username: The address-of-record's user part and the Digest user name
             (e.g. the PBX extension); default the server's ``user``.
         password: The Digest password; None answers no challenge.
@@ -122,7 +189,7 @@ def _family(address: str) -> int:
 
 
 class SIPServer:
-    """Answers (and places) SIP calls over UDP; hands each call to `call_handler`.
+    """Answers (and places) SIP calls over UDP, TCP and TLS; hands each call to `call_handler`.
 
     For each acceptable INVITE the server sends 100 Trying and 180 Ringing,
     negotiates the SDP (488 when no codec is common), leases an RTP port
@@ -169,6 +236,28 @@ class SIPServer:
         trust_in_dialog_from: ``"peer"`` (default): in-dialog requests only
             from the dialog's peer (others get 403); ``"any"`` behind a proxy
             that does not Record-Route.
+        transports: Transports to listen on and send over, in our order of
+            preference for RFC 3263 selection: some of "udp", "tcp", "tls"
+            (or their comma-separated text). TLS needs ``tls`` with a
+            certificate.
+        tcp_port: TCP port; None: the UDP port (a free one when that is 0
+            and taken for TCP).
+        tls_port: TLS port; None: the UDP port + 1 (a free one when `port` is 0).
+        tls: Certificate, key, CA and verification for TLS (`TLSConfig`);
+            needed with a certificate for the TLS listener, optional for
+            outbound TLS only (then the system's trust store verifies peers).
+        keepalive_interval: Seconds between keep-alives on the registration's
+            flow: a CRLF ping answered by a pong on TCP/TLS (a flow that stops
+            answering is closed and the registration made again over a new
+            one), a double-CRLF datagram on UDP (RFC 5626 s.3.5.1, s.4.4.1).
+            0 sends none.
+        dns_servers: Name servers for RFC 3263 lookups (``"192.0.2.53,
+            [2001:db8::53]:53"``, see `parse_nameservers`); None: the
+            system's (``/etc/resolv.conf``, and ``/etc/hosts`` first).
+        locator: A `ServerLocator` to use instead of one built from
+            `dns_servers` (shared between servers, or a test's); it serves
+            RFC 3263 location and host names in SDP alike.
+        stream_settings: Connection limits of TCP and TLS (`StreamSettings`).
         rtp_latching: Where RTP may come from when it does not come from the
             SDP address (:mod:`pipecat_sip.rtp.latching`): "signaling"
             (default: the SDP host or the call's signalling source, after a
@@ -207,10 +296,22 @@ class SIPServer:
             their ACK; more INVITEs from it get 503.
         hold_timeout_s: Seconds a call may stay held by the far end (0: no limit).
         max_call_duration_s: Seconds a call may last from its answer (0: no limit).
-        locator: DNS (RFC 3263, host names in SDP); one made on first use when None.
+        srtp: SRTP with SDES keys (RFC 3711, RFC 4568): "off" (default),
+            "optional" (answer ``RTP/SAVP`` offers with SRTP, plain ones with
+            RTP; offer SRTP and call again with a plain offer after 488/606)
+            or "required" (plain offers get 488). See :mod:`pipecat_sip.calls`.
+        srtp_insecure_signaling: SDES keys travel in the SDP, so by default
+            they are only sent and taken over TLS signalling (over UDP/TCP
+            "optional" acts as "off" and "required" refuses the call). True
+            sends them over any transport: for labs and tests only.
+        srtp_rng: ``random.Random``-like source of the SRTP master keys;
+            default ``secrets.SystemRandom()`` (a seeded one only in tests).
 
     Raises:
-        ValueError: A bad argument (port, range, max_calls, network, limit).
+        ValueError: A bad argument (port, range, max_calls, network, limit,
+            transport, srtp policy).
+        TLSConfigError: TLS asked for with a certificate or key that is
+            missing, unreadable or does not match (a ValueError; one line).
 
     Example:
         ```python
@@ -247,6 +348,14 @@ class SIPServer:
         rate_burst: int = DEFAULT_RATE_BURST,
         registration: Registration | None = None,
         trust_in_dialog_from: str = "peer",
+        transports: str | Iterable[str] = ("udp",),
+        tcp_port: int | None = None,
+        tls_port: int | None = None,
+        tls: TLSConfig | None = None,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        dns_servers: str | Iterable[str | tuple[str, int]] | None = None,
+        locator: ServerLocator | None = None,
+        stream_settings: StreamSettings | None = None,
         rtp_latching: str = "signaling",
         trunks: Mapping[str, Trunk] | Sequence[Trunk] = (),
         auth_users: Mapping[str, str] | Callable[[str], str | None] | None = None,
@@ -261,10 +370,28 @@ class SIPServer:
         max_unconfirmed_per_source: int = 5,
         hold_timeout_s: float = 600.0,
         max_call_duration_s: float = 14400.0,
-        locator: ServerLocator | None = None,
+        srtp: str = "off",
+        srtp_insecure_signaling: bool = False,
+        srtp_rng: Any = None,
     ) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"invalid SIP port {port}")
+        self.transports = parse_transports(transports)
+        for name, value in (("tcp_port", tcp_port), ("tls_port", tls_port)):
+            if value is not None and not 0 <= value < 65536:
+                raise ValueError(f"invalid SIP {name} {value}")
+        if keepalive_interval < 0:
+            raise ValueError(
+                f"keepalive_interval must be 0 (off) or more, not {keepalive_interval}"
+            )
+        self.tls = tls
+        self._server_ssl = None
+        self._client_ssl = None
+        if "tls" in self.transports and (tls is None or tls.cert_file is None):
+            raise TLSConfigError("cert", "TLS listener asked for without a certificate")
+        if tls is not None:
+            self._server_ssl, self._client_ssl = tls.load()
+
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, not {max_calls}")
         if max_message_size < 1024:
@@ -330,10 +457,20 @@ class SIPServer:
         self.registrar: Registrar | None = Registrar() if accept_registrations else None
         """The softphones' bindings (``accept_registrations``), or None."""
         self.authenticator: DigestServer | None = None
+        if srtp not in SRTP_MODES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
+        self.srtp = srtp
+        self.srtp_insecure_signaling = bool(srtp_insecure_signaling)
+        self.srtp_rng = srtp_rng
         self.registration = registration
         self.registered = False
         """Whether the registrar holds our binding now."""
         self.dropped_rate_limited = 0
+        self.sip_messages: Counter[tuple[str, str, str, str]] = Counter()
+        """SIP messages by (direction "in"/"out", "request"/"response", method,
+        status): method names outside a fixed set are "other", statuses
+        outside the standard codes their class ("5xx"); keep-alives and
+        rate-limited datagrams are not counted."""
         self.ua: UserAgent | None = None
         self.manager: CallManager | None = None
         self.endpoint: SIPEndpoint | None = None
@@ -345,6 +482,28 @@ class SIPServer:
         self._rate_drops_unlogged = 0
         self._registration_id: str | None = None
         self._unregistered: asyncio.Event | None = None
+        self.tcp_port: int | None = tcp_port
+        self.tls_port: int | None = tls_port
+        self.keepalive_interval = keepalive_interval
+        self.stream_settings = stream_settings or StreamSettings(
+            max_message_size=max_message_size,
+            max_header_bytes=min(8192, max_message_size),
+        )
+        self.dns_servers = dns_servers
+        self.locator = locator
+        self._own_locator = locator is None
+        self._keepalive_flow: Flow | None = None
+        self._relocating = False
+        if dns_servers is not None and locator is None:
+            from pipecat_sip.resolver import parse_nameservers
+
+            parse_nameservers(dns_servers)  # a bad server fails here, not at the first lookup
+        self._observers: list[CallObserver] = []
+        self._accepting = True
+        self._hangup_now: asyncio.Event | None = None
+        # The UA's one timer serves every call: armed in a context of its own, it
+        # never carries the log context of the call whose event armed it.
+        self._timer_context = contextvars.Context()
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -354,12 +513,40 @@ class SIPServer:
             OSError: The SIP port cannot be bound.
         """
         self._loop = asyncio.get_running_loop()
-        ensure_fd_limit(_FDS_PER_CALL * self.max_calls + _FDS_SPARE)
-        self.endpoint = SIPEndpoint(self._on_message)
-        self.port = await self.endpoint.open_udp(self.host, self.port)
+        streams = [t for t in self.transports if t != "udp"]
+        connections = self.stream_settings.max_connections if streams else 0
+        ensure_fd_limit(_FDS_PER_CALL * self.max_calls + connections + _FDS_SPARE)
+        self.endpoint = SIPEndpoint(
+            self._on_message,
+            on_refused=self._on_refused,
+            on_connection_closed=self._on_connection_closed,
+            on_transport_error=self._on_transport_error,
+            settings=self.stream_settings,
+            # Outbound TLS without configuration: the system's CAs, loaded when first used.
+            client_ssl=self._client_ssl or (lambda: TLSConfig().load()[1]),
+            bind_host=self.host,
+        )
+        try:
+            await self._open_listeners()
+        except BaseException:
+            self.endpoint.close()
+            self.endpoint = None
+            raise
+        if self.locator is None:
+            self.locator = ServerLocator(
+                self.dns_servers,
+                transports=self.transports,
+                families=self._families(),
+            )
+        ports: dict[str, int] = {}
+        if self.tcp_port is not None:
+            ports["TCP"] = self.tcp_port
+        if self.tls_port is not None:
+            ports["TLS"] = self.tls_port
         self.ua = UserAgent(
             self.public_address,
             self.port,
+            transport_ports=ports,
             user=self.user,
             server_name=self.server_name,
             timer_values=self.timer_values,
@@ -390,9 +577,29 @@ class SIPServer:
             hold_timeout_s=self.hold_timeout_s,
             max_call_duration_s=self.max_call_duration_s,
             locator=self.locator,
+            srtp=self.srtp,
+            srtp_insecure_signaling=self.srtp_insecure_signaling,
+            srtp_rng=self.srtp_rng,
         )
         self.manager.dial = self.call  # REFER targets go through trunks and DNS too
-        logger.info(f"SIP server listening on udp {self.host}:{self.port} ({self.uri})")
+        self.manager.on_call_started = lambda call: self._notify("started", call)
+        self.manager.on_call_ended = lambda call: self._notify("ended", call)
+        self._accepting = True
+        where = ", ".join(f"{t} {self.host}:{self.port_for(t)}" for t in self.transports)
+        logger.info(f"SIP server listening on {where} ({self.uri})")
+        if self.tls is not None and not self.tls.verify:
+            logger.warning("SIP TLS: peer certificates are NOT verified (SIP_TLS_VERIFY=false)")
+        if self.srtp != "off":
+            if self.srtp_insecure_signaling:
+                logger.warning(
+                    f"SRTP {self.srtp} with SDES keys over unencrypted signalling too: "
+                    "anyone who sees the SIP messages can decrypt the media (labs only)"
+                )
+            else:
+                logger.info(
+                    f"SRTP {self.srtp}: SDES keys only over TLS signalling; over UDP/TCP "
+                    + ("calls are refused" if self.srtp == "required" else "media is plain RTP")
+                )
         if self.registration is not None:
             await self._register()
 
@@ -415,8 +622,139 @@ class SIPServer:
                 options["auth_exempt"] = lambda flow: in_networks(flow.host, networks)
         return options
 
+    async def _open_listeners(self) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        udp = "udp" in self.transports
+        if udp:
+            self.port = await endpoint.open_udp(self.host, self.port)
+        else:
+            self.port = 0
+        if "tcp" in self.transports:
+            wanted = self.tcp_port if self.tcp_port is not None else self.port
+            try:
+                self.tcp_port = await endpoint.open_stream("TCP", self.host, wanted)
+            except OSError:
+                if self.tcp_port is not None or not udp:
+                    raise
+                self.tcp_port = await endpoint.open_stream("TCP", self.host, 0)
+        else:
+            self.tcp_port = None
+        if "tls" in self.transports:
+            wanted = self.tls_port
+            if wanted is None:
+                wanted = self.port + 1 if self.port else 0
+            self.tls_port = await endpoint.open_stream("TLS", self.host, wanted, self._server_ssl)
+        else:
+            self.tls_port = None
+        if not udp:  # the UA's own port: the first stream listener's
+            self.port = self.tcp_port or self.tls_port or 0
+
+    def _families(self) -> tuple[int, ...]:
+        """IP versions we can send from, preferred first: our public address's first."""
+        public = ip_version(self.public_address) or 4
+        if self.host in ("::", "0.0.0.0"):
+            both = (6, 4) if public == 6 else (4, 6)
+            return both if self.host == "::" else (4,)
+        return (ip_version(self.host) or public,)
+
+    def port_for(self, transport: str) -> int | None:
+        """Our port on ``transport`` ("udp", "tcp", "tls"), or None when not listening on it."""
+        name = transport.lower()
+        if name not in self.transports:
+            return None
+        if name == "udp":
+            return self.port
+        return self.tcp_port if name == "tcp" else self.tls_port
+
+    def uri_for(self, transport: str) -> str | None:
+        """The URI to call this server at over ``transport``, or None when not listening on it.
+
+        ``sip:user@host:port`` (UDP), ``...;transport=tcp``, ``sips:user@host:tls_port``.
+        """
+        port = self.port_for(transport)
+        if port is None:
+            return None
+        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
+        name = transport.lower()
+        if name == "tls":
+            return f"sips:{self.user}@{host}:{port}"
+        suffix = ";transport=tcp" if name == "tcp" else ""
+        return f"sip:{self.user}@{host}:{port}{suffix}"
+
+    def stop_accepting(self) -> None:
+        """Take no new calls from now on: INVITEs and OPTIONS get 503 with Retry-After.
+
+        Live calls go on. A load balancer probing with OPTIONS (Kamailio's
+        dispatcher) takes the server out of rotation, and one that sent an
+        INVITE regardless fails it over to another instance on the 503.
+        """
+        self._accepting = False
+        if self.manager is not None:
+            self.manager.accepting = False
+        if self.ua is not None:
+            self.ua.unavailable_retry_after = self.retry_after_s
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new calls are taken (started, and neither draining nor stopping)."""
+        return self._accepting and self.endpoint is not None
+
+    def hangup_now(self) -> None:
+        """End a :meth:`drain` at once: its remaining calls are hung up (a second SIGTERM)."""
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        self._hangup_now.set()
+
+    async def drain(self, timeout: float, *, stop_timeout: float = 2.0) -> int:
+        """Stop taking calls, let live calls finish for up to `timeout` s, then stop.
+
+        New INVITEs and OPTIONS get 503 from the start (see
+        :meth:`stop_accepting`); in-dialog requests of live calls (BYE,
+        re-INVITE) are served as usual. When every call has ended, or
+        `timeout` seconds passed, or :meth:`hangup_now` was called, the
+        server stops as :meth:`stop` does, hanging up the calls still up.
+
+        Args:
+            timeout: Seconds live calls may take to end; 0 hangs up at once.
+            stop_timeout: Seconds :meth:`stop` then waits for BYEs and the
+                unregistration to be answered.
+
+        Returns:
+            How many calls were still up and were hung up.
+        """
+        self.stop_accepting()
+        if self._hangup_now is None:
+            self._hangup_now = asyncio.Event()
+        hangup_now = self._hangup_now
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        if self.calls:
+            logger.info(
+                f"draining: taking no new calls; {len(self.calls)} live call(s) may take "
+                f"up to {timeout:g} s"
+            )
+        while self.calls and not hangup_now.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(hangup_now.wait(), min(_DRAIN_POLL_S, remaining))
+            except TimeoutError:
+                pass
+        left = len(self.calls)
+        if left:
+            why = "at once" if hangup_now.is_set() else f"after {timeout:g} s"
+            logger.info(f"draining: hanging up {left} call(s) still up {why}")
+        await self.stop(timeout=stop_timeout)
+        return left
+
     async def stop(self, timeout: float = 2.0) -> None:
-        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close."""
+        """Hang up every call (BYE), unregister, wait up to `timeout` s for both, close.
+
+        From the start new INVITEs and OPTIONS get 503 (:meth:`stop_accepting`).
+        """
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
         ua = self.ua
         if ua is not None and self._registration_id is not None:
@@ -445,6 +783,9 @@ class SIPServer:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
+        self._keepalive_flow = None
+        if self.locator is not None and self._own_locator:
+            await self.locator.close()
 
     async def __aenter__(self) -> SIPServer:
         await self.start()
@@ -452,6 +793,27 @@ class SIPServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Tell ``observer`` of every call: admitted or placed, and released.
+
+        ``observer("started", call)`` for each call admitted (inbound) or
+        placed (outbound), ``observer("ended", call)`` once it is released;
+        used by the metrics and the operations API.
+        """
+        self._observers.append(observer)
+
+    def remove_call_observer(self, observer: CallObserver) -> None:
+        """Stop calling ``observer`` (no error if it was not added)."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, what: str, call: SIPCall) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(what, call)
+            except Exception:
+                logger.exception(f"{call}: error in a call observer")
 
     @property
     def calls(self) -> dict[str, SIPCall]:
@@ -470,9 +832,8 @@ class SIPServer:
 
     @property
     def uri(self) -> str:
-        """The SIP URI to call this server at."""
-        host = f"[{self.public_address}]" if ":" in self.public_address else self.public_address
-        return f"sip:{self.user}@{host}:{self.port}"
+        """The SIP URI to call this server at (over its first transport)."""
+        return self.uri_for(self.transports[0]) or ""
 
     # --- outbound calls ---------------------------------------------------------
     async def call(
@@ -499,8 +860,12 @@ class SIPServer:
           (``sip:+4930123@carrier``): the Request-URI is the number at the
           trunk's proxy, 401/407 are answered with the trunk's credentials,
           and From / P-Asserted-Identity show its caller ID;
-        - else to the URI itself: ``destination``, or the URI's host (an IP
-          address, or a name located with RFC 3263 and failed over).
+        - to a softphone registered with us (``accept_registrations``): a URI
+          whose user has a binding and whose host is ours or a name reaches
+          the binding's Contact, through the flow it registered on;
+        - else to the URI itself: ``destination``, or the next hop located
+          with RFC 3263 (NAPTR, SRV, A/AAAA; ``sips:`` for TLS,
+          ``;transport=tcp``) and failed over on a timeout or 503.
 
         Args:
             target: A SIP URI (``sip:bot@127.0.0.1:6060``), a number or a tel: URI.
@@ -522,11 +887,13 @@ class SIPServer:
         Raises:
             CallFailed: Rejected, cancelled, not answered in time, the
                 credentials were refused (``reason="auth_failed"``, 401/407),
-                or a number with no trunk configured.
+                a number with no trunk configured, or the target could not be
+                located (503).
             PortPoolExhausted: No RTP port is free.
             ValueError: An unknown trunk name, a bad target or header.
             LocationError: The host name could not be located.
             RuntimeError: The server is not started.
+            SIPParseError: `target` is not a SIP URI.
         """
         if self.manager is None:
             raise RuntimeError("SIPServer.call() before start()")
@@ -573,7 +940,7 @@ class SIPServer:
             )
         targets = None
         dest: tuple[str, int] | Flow | None = destination
-        if dest is None and not host_is_ip(uri.host):
+        if dest is None:
             dest, targets = await self._locate(uri)
         return await self.manager.place_call(
             uri,
@@ -628,25 +995,47 @@ class SIPServer:
                 return candidate
         return None
 
-    async def _locate(self, uri: SIPURI) -> tuple[Flow, TargetList | None]:
-        """Where requests for ``uri`` go: its IP, or RFC 3263 destinations for a host name.
+    async def _locate(self, uri: SIPURI) -> tuple[Flow, TargetList]:
+        """Where requests for ``uri`` go (RFC 3263): the first flow and the targets to walk.
 
         Raises:
-            LocationError: Nothing usable was found.
+            CallFailed: Nothing could be located (503).
         """
-        transport = uri.get_param("transport") or ("tls" if uri.scheme == "sips" else "udp")
-        transport = transport.lower()
-        host, port = uri.host_port
-        if host_is_ip(host):
-            return Flow(transport.upper(), (host, port)), None
-        assert self.manager is not None
-        wanted = (transport,) if uri.get_param("transport") or uri.scheme == "sips" else ("udp",)
-        destinations = await self.manager.locator().locate(uri, transports=wanted)
-        targets = TargetList(destinations)
+        targets = await self.locate(uri)
         first = targets.current
-        if first is None:  # pragma: no cover - locate raises instead
-            raise LocationError(f"no destination for {uri}")
-        return Flow(first.transport.upper(), (first.ip, first.port)), targets
+        assert first is not None
+        return self._flow_to(first, uri), targets
+
+    async def locate(self, uri: str | SIPURI) -> TargetList:
+        """Where requests to ``uri`` go (RFC 3263), as a `TargetList` to walk on failure.
+
+        Raises:
+            CallFailed: Nothing could be located (503, the reason says why).
+            RuntimeError: The server is not started.
+        """
+        if self.locator is None:
+            raise RuntimeError("SIPServer.locate() before start()")
+        if not isinstance(uri, SIPURI):
+            uri = SIPURI.parse(uri)
+        transports: tuple[str, ...] = self.transports
+        if uri.scheme == "sips" and "tls" not in transports:
+            # Outbound TLS needs no listener of ours (replies come back on the
+            # connection; RFC 5923 alias asks the peer to reuse it).
+            transports = (*transports, "tls")
+        try:
+            return TargetList(await self.locator.locate(uri, transports=transports))
+        except LocationError as exc:
+            raise CallFailed(str(exc), 503) from None
+
+    def _flow_to(self, destination: Destination, uri: SIPURI) -> Flow:
+        """The flow to a located destination; TLS checks the URI's host (RFC 5922 s.7.2)."""
+        transport = destination.transport.upper()
+        name = None
+        if transport == "TLS":
+            host = uri.get_param("maddr") or uri.host
+            host = host[1:-1] if host.startswith("[") else host
+            name = host if ip_version(host) is None else None
+        return Flow(transport, (destination.ip, destination.port), server_name=name)
 
     # --- Signalling (what the call manager uses) ------------------------------------
     def now(self) -> float:
@@ -663,6 +1052,7 @@ class SIPServer:
             endpoint = self.endpoint
             for data, flow in ua.datagrams_to_send():
                 if endpoint is not None:
+                    self.sip_messages[("out", *classify_sip(data))] += 1
                     endpoint.send(data, flow)
             event = ua.next_event()
             if event is None:
@@ -678,9 +1068,37 @@ class SIPServer:
             self._timer = None
             self._timer_at = deadline
             if deadline is not None and self._loop is not None:
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._timer = self._loop.call_at(
+                    deadline, self._on_timer, context=self._timer_context
+                )
 
     # --- incoming messages and the timer ---------------------------------------------
+    def _on_refused(self, head: bytes, status: int, reason: str, flow: Flow) -> None:
+        """A stream message refused by the framer (too large, unframeable): answer it."""
+        ua = self.ua
+        if ua is None or self._loop is None:
+            return
+        ua.refuse(head, status, reason, flow, self._loop.time())
+        self.flush()
+
+    def _on_connection_closed(self, flow: Flow, reason: str) -> None:
+        """A connection closed: a registration over it registers again over a new flow."""
+        ua = self.ua
+        if ua is None or self._loop is None or not ua.registrations.registration_on(flow):
+            return
+        ua.registrations.flow_failed(flow, reason, self._loop.time())
+        self.flush()
+
+    def _on_transport_error(self, flow: Flow, reason: str) -> None:
+        """A connection could not be opened: the requests waiting on it fail now."""
+        ua = self.ua
+        if ua is None or self._loop is None:
+            return
+        now = self._loop.time()
+        ua.registrations.transport_failed(flow, reason, now)
+        ua.layer.transport_failed(flow, now)
+        self.flush()
+
     def _on_message(self, data: bytes, flow: Flow) -> None:
         ua = self.ua
         if ua is None or self._loop is None:
@@ -692,6 +1110,7 @@ class SIPServer:
         if limiter is not None and not limiter.allow(flow.host, now):
             self._note_rate_limited(flow, now)
             return
+        self.sip_messages[("in", *classify_sip(data))] += 1
         ua.receive(data, flow, now)
         self.flush()
 
@@ -723,7 +1142,12 @@ class SIPServer:
         elif isinstance(event, Registered | RegistrationFailed):
             self._on_registration(event)
         elif self.manager is not None:
-            self.manager.dispatch(event)
+            call_id = getattr(event, "call_id", None)
+            if call_id is None:
+                self.manager.dispatch(event)
+            else:  # the call's log lines, and the tasks started for it, carry its Call-ID
+                with logger.contextualize(call_id=call_id):
+                    self.manager.dispatch(event)
 
     def _log_notice(self, notice: Notice) -> None:
         """Log what the user agent reported: peer text escaped, repeats counted."""
@@ -737,23 +1161,23 @@ class SIPServer:
         where = f"SIP {escape(notice.call_id, 80)}: " if notice.call_id else "SIP: "
         more = f" ({suppressed} more like it not logged)" if suppressed else ""
         text = f"{where}{escape(notice.message)}{more}"
+        log = logger.bind(call_id=notice.call_id) if notice.call_id else logger
         if notice.error is not None:
-            logger.opt(exception=notice.error).log(level, text)
+            log.opt(exception=notice.error).log(level, text)
         else:
-            logger.log(level, text)
+            log.log(level, text)
 
     # --- registration ------------------------------------------------------------
     async def _register(self) -> None:
-        """Look the registrar up and start the registration (the UA refreshes and retries)."""
+        """Locate the registrar and start the registration (the UA refreshes and retries)."""
         assert self.registration is not None and self._loop is not None
         reg = self.registration
         try:
             uri = SIPURI.parse(reg.registrar)
-            host, port = uri.host_port
-            family = socket.AF_INET6 if ":" in self.public_address else socket.AF_INET
-            infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-            destination = infos[0][4][:2]
-        except (ValueError, OSError) as exc:
+            flows = await self._registrar_flows(uri)
+        except (SIPParseError, CallFailed, RuntimeError) as exc:
+            if self.ua is None:
+                return
             logger.warning(f"registrar {reg.registrar}: {exc}; retrying in {_REGISTER_RETRY_S} s")
             self._loop.call_later(_REGISTER_RETRY_S, lambda: self._spawn(self._register()))
             return
@@ -761,14 +1185,57 @@ class SIPServer:
             return
         self._registration_id = self.ua.register(
             uri,
-            (destination[0], destination[1]),
+            flows[0],
             self._loop.time(),
             expires=reg.expires,
             user=reg.username or self.user,
             username=reg.username,
             password=reg.password,
+            targets=flows,
         )
         self.flush()
+
+    async def _registrar_flows(self, uri: SIPURI) -> list[Flow]:
+        targets = await self.locate(uri)
+        return [self._flow_to(d, uri) for d in targets]
+
+    async def _relocate_registrar(self) -> None:
+        """After a failed attempt: look the registrar up again for the next retry (new SRV data)."""
+        if self._relocating or self.registration is None:
+            return
+        self._relocating = True
+        try:
+            uri = SIPURI.parse(self.registration.registrar)
+            if ip_version(uri.host) is not None:
+                return
+            flows = await self._registrar_flows(uri)
+        except (SIPParseError, CallFailed, RuntimeError) as exc:
+            logger.debug(f"registrar {self.registration.registrar}: {exc}")
+            return
+        finally:
+            self._relocating = False
+        if self.ua is not None and self._registration_id is not None:
+            self.ua.registrations.set_targets(self._registration_id, flows)
+
+    def _keep_registration_alive(self) -> None:
+        """Keep-alives on the flow the registration now uses (RFC 5626 s.4.4.1)."""
+        ua, endpoint = self.ua, self.endpoint
+        if ua is None or endpoint is None or self._registration_id is None:
+            return
+        reg = ua.registrations.registrations.get(self._registration_id)
+        flow = reg.flow if reg is not None else None
+        if flow == self._keepalive_flow:
+            return
+        if self._keepalive_flow is not None:
+            endpoint.stop_keep_alive(self._keepalive_flow)
+        self._keepalive_flow = flow
+        if flow is not None and self.keepalive_interval > 0:
+            endpoint.keep_alive(flow, self.keepalive_interval)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_flow is not None and self.endpoint is not None:
+            self.endpoint.stop_keep_alive(self._keepalive_flow)
+        self._keepalive_flow = None
 
     def _on_registration(self, event: Registered | RegistrationFailed) -> None:
         assert self.registration is not None
@@ -776,24 +1243,38 @@ class SIPServer:
         if isinstance(event, Registered):
             if event.expires == 0:
                 self.registered = False
+                self._stop_keepalive()
                 logger.info(f"unregistered from {where}")
                 if self._unregistered is not None:
                     self._unregistered.set()
                 return
             self.registered = True
-            logger.info(f"registered at {where} as {self.uri} for {event.expires} s")
+            self._keep_registration_alive()
+            flow = self._keepalive_flow
+            via = f" over {flow}" if flow is not None else ""
+            logger.info(f"registered at {where}{via} as {self.uri} for {event.expires} s")
             return
         self.registered = False
+        self._stop_keepalive()
         if event.retry_in is None:  # stopping: the unregister failed, move on
             if self._unregistered is not None:
                 self._unregistered.set()
             return
         logger.warning(
-            f"registration at {where} failed ({escape(event.reason, 120)}); "
+            f"registration at {where} failed ({escape(event.reason, 200)}); "
             f"retrying in {event.retry_in:g} s"
         )
+        self._spawn(self._relocate_registrar())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` takes a keyword argument ``name``."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False

@@ -57,6 +57,21 @@ def test_load_quick(tmp_path):
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.interop
+def test_dispatch_quick():
+    require_sipp()
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio is not installed")
+    rows = [
+        r for r in run_script(str(BENCH / "dispatch.py"), "--quick") if r.get("bench") == "dispatch"
+    ]
+    assert [r["setup"] for r in rows] == ["direct", "dispatched"]
+    for row in rows:
+        for key in ("calls_failed", "split", "cpu_per_call_pct", "dev_p99_ms"):
+            assert key in row, row
+    assert sum(rows[1]["split"]) == rows[1]["calls_ok"]
+
+
 def test_latency_quick():
     rows = run_script(str(BENCH / "latency.py"), "--quick", "--rates", "16000")
     (row,) = rows
@@ -88,3 +103,21 @@ def test_pipeline_cpu_quick():
     assert {r["mode"] for r in rows} == {"null", "sip", "media"}
     for row in rows:
         assert row["per_call_pct"] > 0 and row["echo_pct"] > 0, row
+
+
+def test_bench_media_srtp_quick():
+    rows = run_script(
+        str(BENCH / "bench_media.py"),
+        "--srtp", "--iterations", "200", "--sessions", "10", "--seconds", "0.5", "--rounds", "1",
+    )  # fmt: skip
+    (ratio,) = [r for r in rows if r["bench"] == "srtp_ratio"]
+    for key in ("session_receive", "session_send", "loaded_us_per_packet"):
+        assert ratio[key] > 0, ratio
+    loaded = [r for r in rows if r["bench"] == "sessions"]
+    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+SRTP"}
+    assert all(r["srtp_drops"] == 0 and r["packets_received"] > 0 for r in loaded), loaded
+
+
+def test_bench_srtp_quick():
+    rows = run_script(str(BENCH / "srtp.py"), "--quick")
+    assert any(r["figure"] == "loopback_ratio" for r in rows)

@@ -407,22 +407,27 @@ async def test_item04_sdp_host_name_is_resolved_off_the_loop_or_answered_488():
 async def test_item05_multicast_own_ports_and_a_foreign_family_are_refused_488():
     server = await _echo_server()
     caller = await Caller.open(server)
+    other = await Caller.open(server)
     try:
+        await other.establish("live-1")  # a live call: its RTP/RTCP ports are ours now
+        live_port = _server_rtp_port(other.responses(200, "live-1")[0])
         cases = {
             "mc": caller.sdp(c_host="224.0.0.1"),
             "bcast": caller.sdp(c_host="255.255.255.255"),
             "own-sip": caller.sdp(c_host="127.0.0.1", port=server.port),
-            "own-rtp": caller.sdp(c_host="127.0.0.1", port=server.ports.start),
+            "own-rtp": caller.sdp(c_host="127.0.0.1", port=live_port),
+            "own-rtcp": caller.sdp(c_host="127.0.0.1", port=live_port + 1),
             "v6-only": caller.sdp(c_host="::1"),  # this server has no IPv6 address
         }
         for call_id, sdp in cases.items():
             caller.invite(call_id, sdp)
         for call_id in cases:
             assert await wait_for(lambda c=call_id: caller.responses(488, c), 3.0), call_id
-        assert not caller.responses(200) and server.ports.in_use == 0
+        assert not caller.responses(200) and server.ports.in_use == 1  # the live call's
         assert not caller.rtp.datagrams  # nothing streamed anywhere
     finally:
         caller.close()
+        other.close()
         await server.stop()
 
 

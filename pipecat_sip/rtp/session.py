@@ -10,7 +10,10 @@
 - :class:`~pipecat_sip.rtp.reports.RtcpReporter`: RTCP reports and
   reception statistics (RFC 3550 s.6);
 - :class:`~pipecat_sip.rtp.dtmf.DtmfReceiver`: RFC 4733 events to keys;
-- an optional jitter buffer (see :class:`JitterBuffer`).
+- an optional jitter buffer (see :class:`JitterBuffer`);
+- an optional :class:`~pipecat_sip.rtp.srtp.SrtpContext` (SRTP/SRTCP,
+  RFC 3711): what is sent is protected last, what arrives is checked and
+  decrypted first (after a cheap source check), see :class:`MediaSession`.
 
 Its owner (the asyncio adapter :class:`pipecat_sip.media.RTPSession`, or a
 test) calls :meth:`MediaSession.receive_rtp` and
@@ -45,6 +48,7 @@ from pipecat_sip.rtp.packetizer import Packetizer
 from pipecat_sip.rtp.plc import Concealer
 from pipecat_sip.rtp.reports import RtcpReporter
 from pipecat_sip.rtp.sender import RtpSender
+from pipecat_sip.rtp.srtp import SrtpContext, SrtpStats
 
 __all__ = [
     "MAX_AHEAD_S",
@@ -268,6 +272,17 @@ class MediaSession:
     concealed with ``codec.conceal(samples)`` when the codec has it, else
     silence; comfort noise: silence; telephone-events: keys).
 
+    SRTP (``srtp`` given, RFC 3711): every RTP packet and RTCP compound
+    (the BYE too) is protected just before it is returned for sending, so
+    nothing is protected while the call is held or unconfirmed. A received
+    datagram's source is checked first (the latched source's host, or
+    before latching a plausible host, as for RTCP), then it is
+    authenticated, replay-checked and decrypted, and only then parsed: so
+    latching, the RTP timeout and the statistics see authenticated packets
+    only. Drops are counted in :attr:`srtp_stats` (never one event per
+    packet: a :class:`Notice` ``"srtp_drop"`` at the 1st, 10th, 100th...
+    drop).
+
     Args:
         codec: The negotiated codec (``codec.for_stream()`` is used when it
             has one: a stateful codec gets its own encoder and decoder).
@@ -300,6 +315,8 @@ class MediaSession:
         confirmed: False: send nothing (RTP or RTCP) until :meth:`confirm`
             (the call's ACK) or an accepted RTP packet from the peer shows
             it owns the address; the RTP timeout counts from then.
+        srtp: The call's SRTP context (from SDES, :mod:`pipecat_sip.sdes`),
+            or None for plain RTP.
 
     Raises:
         ValueError: A payload type is out of range, ``ptime_ms`` does not
@@ -335,6 +352,7 @@ class MediaSession:
         signaling_address: str | tuple | None = None,
         latching: str = "signaling",
         confirmed: bool = True,
+        srtp: SrtpContext | None = None,
     ):
         rng = rng or secrets.SystemRandom()
         self.codec = codec
@@ -433,6 +451,9 @@ class MediaSession:
         self._active = False  # started, confirmed and not closed: the clock's ticks count
         self.stats = RtpStats()
         """The session's counters."""
+        self._srtp = srtp
+        self._srtp_drops = 0  # received datagrams SRTP dropped (for the notices' pace)
+        self._srtp_notice_at = 1
         self.events: deque[Event] = deque()
         """Events not taken yet, oldest first (``popleft()`` them, or :meth:`next_event`)."""
 
@@ -505,6 +526,25 @@ class MediaSession:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """The SRTP context packets are protected with, or None (plain RTP)."""
+        return self._srtp
+
+    @property
+    def srtp_stats(self) -> SrtpStats | None:
+        """The SRTP context's counters (protected, authenticated, dropped), or None."""
+        return self._srtp.stats if self._srtp is not None else None
+
+    def set_srtp(self, srtp: SrtpContext | None) -> None:
+        """Protect with another SRTP context from now on (a re-offer changed our key or suite).
+
+        A re-offer that only changes the peer's key is
+        :meth:`SrtpContext.update_remote_key` on :attr:`srtp` instead: our
+        outbound state then goes on.
+        """
+        self._srtp = srtp
 
     def next_event(self) -> Event | None:
         """The oldest event not taken yet, or None."""
@@ -663,6 +703,16 @@ class MediaSession:
         if size < 12:
             stats.packets_invalid += 1
             return None
+        srtp = self._srtp
+        if srtp is not None:
+            # The source first (one comparison for a stranger), then the crypto.
+            if addr != self._latch.source and not self._latch.rtcp_allowed(addr[0]):
+                stats.packets_wrong_source += 1
+                return None
+            data = srtp.unprotect_rtp(data)
+            if data is None:
+                self._srtp_dropped()
+                return None
         first, second, seq, timestamp, ssrc = _unpack_header(data)
         packet = None
         if first == 0x80:  # V=2, no padding, extension or CSRC: the common case
@@ -756,6 +806,11 @@ class MediaSession:
         if not self._latch.rtcp_allowed(addr[0]):
             stats.packets_wrong_source += 1
             return
+        if self._srtp is not None:  # SRTCP (RFC 3711 s.3.4), after the host check
+            data = self._srtp.unprotect_rtcp(data)
+            if data is None:
+                self._srtp_dropped()
+                return
         stats.packets_rtcp += 1
         reporter = self._reporter
         if reporter is None:
@@ -798,6 +853,26 @@ class MediaSession:
                 )
             )
         return True
+
+    def _srtp_dropped(self) -> None:
+        """Count a datagram SRTP refused; a notice at the 1st, 10th, 100th... only."""
+        self._srtp_drops += 1
+        if self._srtp_drops < self._srtp_notice_at:
+            return
+        self._srtp_notice_at *= 10
+        s = self._srtp.stats if self._srtp is not None else None
+        detail = (
+            f": {s.auth_failures} failed authentication, {s.replays} replayed, {s.other} other"
+            if s is not None
+            else ""
+        )
+        self.events.append(
+            Notice(
+                "srtp_drop",
+                f"SRTP dropped {self._srtp_drops} received packet(s) so far{detail}",
+                "warning",
+            )
+        )
 
     def _feed_dtmf(self, packet: RtpPacket) -> None:
         receiver = self._dtmf_in
@@ -844,10 +919,14 @@ class MediaSession:
         if self._sending and remote is not None:
             packet = self._next_packet()
             if packet is not None:
-                out = [(packet, remote, False)]
                 stats = self.stats
                 stats.packets_sent += 1
                 stats.octets_sent += len(packet) - 12
+                srtp = self._srtp
+                if srtp is not None:
+                    packet = srtp.protect_rtp(packet)  # last, just before the wire
+                if packet is not None:
+                    out = [(packet, remote, False)]
             if sends > 1:
                 out = self._burst(out, sends - 1, remote)
         else:
@@ -869,14 +948,19 @@ class MediaSession:
         """The packets after the first of a late tick."""
         packetizer = self._packetizer
         stats = self.stats
+        srtp = self._srtp
         for _ in range(count):
             packet = packetizer.next_packet()
             if packet is not None:
+                stats.packets_sent += 1
+                stats.octets_sent += len(packet) - 12
+                if srtp is not None:
+                    packet = srtp.protect_rtp(packet)
+                    if packet is None:
+                        continue  # counted in srtp.stats.other
                 if out is _NOTHING:
                     out = []
                 out.append((packet, remote, False))
-                stats.packets_sent += 1
-                stats.octets_sent += len(packet) - 12
         return out
 
     def _rtcp_report(self, now: float, bye: bool = False) -> Sequence[Datagram]:
@@ -884,6 +968,10 @@ class MediaSession:
         if reporter is None:
             return _NOTHING
         data = reporter.report(now, now + self.wall_offset, bye=bye)
+        if self._srtp is not None:  # SRTCP: the whole compound (RFC 3711 s.3.4)
+            data = self._srtp.protect_rtcp(data)
+            if data is None:
+                return _NOTHING
         destination = self._rtcp_source
         if destination is None:
             remote = self._remote

@@ -848,7 +848,7 @@ class InviteUsage:
         h.add("To", to)
         h.add("Call-ID", call_id)
         h.add("CSeq", CSeq(ua.ids.cseq(), "INVITE"))
-        h.add("Contact", ua.contact_for(flow))
+        h.add("Contact", ua.contact_for(flow, secure=uri.scheme == "sips"))
         ua.add_common_headers(h)
         if SUPPORTED:
             h.add("Supported", ", ".join(SUPPORTED))

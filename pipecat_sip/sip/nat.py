@@ -129,7 +129,10 @@ class PublicAddress:
         mapping = mapping_from_response(response)
         if mapping is None:
             return None
-        if mapping.port is None:
+        if mapping.port is None or mapping.transport in ("TCP", "TLS"):
+            # Over TCP/TLS rport is the source port of our outgoing connection, not a
+            # port anyone can connect to: a registrar reaches us over that connection
+            # (RFC 5923 alias, RFC 5626), and our Contact keeps our listening port.
             mapping = Mapping(mapping.transport, mapping.host, local[1])
         previous = self.mappings.get(mapping.transport)
         if previous == mapping:

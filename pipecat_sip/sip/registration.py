@@ -6,11 +6,24 @@ answers 401/407 challenges with Digest credentials once per nonce
 each binding at half the time the registrar granted, and retries a failed
 registration after ``retry_s``; all of it on the user agent's one timer
 queue, so the I/O layer arms one timer for everything.
+
+Failover (RFC 3263 s.4.3): a registration may have several destinations
+(the registrar's SRV targets and addresses, in order). A timeout (Timer F,
+reported as 408), a 503 or a transport error moves it to the next one at
+once; when every one has failed, the registration fails and is retried after
+``retry_s`` from the first again. A success stays on the destination that
+answered.
+
+Flows (RFC 5626 s.4.4.1, s.4.5): when the connection a registration was
+made over closes or stops answering keep-alives, :meth:`RegistrationClient.flow_failed`
+re-registers at once over a new flow (the next REGISTER opens one), and no
+more often than once per ``retry_s`` when flows keep failing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipecat_sip.sip.auth import DigestChallenge, digest_authorization, parse_challenge
@@ -32,6 +45,9 @@ DEFAULT_RETRY_S = 30.0
 
 _MIN_REFRESH_S = 1.0
 
+#: Final responses to REGISTER after which the next destination is tried (RFC 3263 s.4.3).
+FAILOVER_CODES = frozenset({408, 503})
+
 
 @dataclass(eq=False)
 class Registration:
@@ -46,6 +62,9 @@ class Registration:
         password: Digest password, or None to answer no challenge.
         expires: Seconds asked for the binding (0 while unregistering).
         registered: Whether the registrar holds the binding now.
+        targets: Every destination, in order (``flow`` is one of them).
+        target_index: The index of ``flow`` in ``targets``.
+        failures: Destinations given up on in the current attempt, with why.
     """
 
     registration_id: str
@@ -64,6 +83,10 @@ class Registration:
     challenges_answered: int = 0
     timer: Timer | None = None
     in_flight: Transaction | None = None
+    targets: list[Flow] = field(default_factory=list)
+    target_index: int = 0
+    failures: list[tuple[Flow, str]] = field(default_factory=list)
+    last_flow_recovery: float | None = None
 
 
 class RegistrationClient:
@@ -90,9 +113,25 @@ class RegistrationClient:
         user: str,
         username: str | None = None,
         password: str | None = None,
+        targets: Iterable[Flow] = (),
     ) -> str:
-        """Start keeping our Contact bound at ``registrar``; returns the registration id."""
+        """Start keeping our Contact bound at ``registrar``; returns the registration id.
+
+        Args:
+            registrar: The REGISTER's Request-URI.
+            flow: Where to send it first.
+            now: The current time, seconds.
+            expires: Seconds asked for the binding.
+            user: The address-of-record's user part.
+            username: Digest user name, default ``user``.
+            password: Digest password; None answers no challenge.
+            targets: Every destination in order, for failover; ``flow`` is
+                put first when it is not among them.
+        """
         ua = self.ua
+        all_targets = list(targets)
+        if flow not in all_targets:
+            all_targets.insert(0, flow)
         reg = Registration(
             registration_id=ua.ids.call_id(ua.host),
             registrar=registrar,
@@ -103,6 +142,8 @@ class RegistrationClient:
             expires=expires,
             from_tag=ua.ids.tag(),
             cseq=ua.ids.cseq(),
+            targets=all_targets,
+            target_index=all_targets.index(flow),
         )
         self.registrations[reg.registration_id] = reg
         self._start(reg, expires, now)
@@ -126,6 +167,78 @@ class RegistrationClient:
         reg = self.registrations.get(registration_id)
         if reg is not None:
             reg.flow = flow
+            if flow not in reg.targets:
+                reg.targets.insert(0, flow)
+            reg.target_index = reg.targets.index(flow)
+
+    def set_targets(self, registration_id: str, targets: Iterable[Flow]) -> None:
+        """Replace the destinations (a new lookup); the next attempt starts at the first.
+
+        A registration in place stays on its flow until it fails.
+        """
+        reg = self.registrations.get(registration_id)
+        flows = list(targets)
+        if reg is None or not flows:
+            return
+        reg.targets = flows
+        if not reg.registered and reg.in_flight is None:
+            reg.flow, reg.target_index = flows[0], 0
+        elif reg.flow in flows:
+            reg.target_index = flows.index(reg.flow)
+        else:
+            reg.targets.insert(0, reg.flow)
+            reg.target_index = 0
+
+    def registration_on(self, flow: Flow) -> list[Registration]:
+        """The registrations whose REGISTERs go to ``flow``'s transport and address."""
+        return [r for r in self.registrations.values() if r.flow.same_destination(flow)]
+
+    def transport_failed(self, flow: Flow, reason: str, now: float) -> None:
+        """REGISTERs to ``flow``'s destination could not be sent: fail over (RFC 3263 s.4.3).
+
+        Args:
+            flow: The flow that failed.
+            reason: Why, for the events ("connection refused", ...).
+            now: The current time, seconds.
+        """
+        for reg in self.registration_on(flow):
+            txn = reg.in_flight
+            if txn is None:
+                continue
+            self._by_txn.pop(txn, None)
+            reg.in_flight = None
+            self._fail_over(reg, 503, f"transport error: {reason}", now)
+
+    def flow_failed(self, flow: Flow, reason: str, now: float) -> None:
+        """The connection under registrations closed or stopped answering (RFC 5626 s.4.4.1).
+
+        A REGISTER in flight on it fails over (as a transport error); a
+        binding in place is registered again at once over a new flow (the
+        next REGISTER opens one), or after ``retry_s`` when the last recovery
+        was less than ``retry_s`` ago, so a registrar that drops every
+        connection is not hammered.
+        """
+        for reg in self.registration_on(flow):
+            if reg.in_flight is not None:
+                if reg.in_flight.state in ("calling", "trying", "proceeding"):
+                    self.transport_failed(flow, reason, now)
+                continue
+            if reg.expires == 0 or not reg.registered:
+                continue
+            last = reg.last_flow_recovery
+            at = now if last is None or now - last >= self.retry_s else last + self.retry_s
+            reg.last_flow_recovery = at
+            reg.flow = Flow(reg.flow.transport, reg.flow.remote, server_name=reg.flow.server_name)
+            self.ua.notice(
+                "info",
+                f"registration flow to {flow} failed ({reason}); registering again"
+                + ("" if at == now else f" in {at - now:g} s"),
+                kind="registration_flow",
+            )
+            if at == now:
+                self._start(reg, reg.expires, now)
+            else:
+                self._schedule(reg, at, "REGISTER after flow failure")
 
     def rebind(self, transport: str, now: float) -> None:
         """Our Contact on ``transport`` changed (NAT mapping learned): REGISTER it now.
@@ -165,7 +278,11 @@ class RegistrationClient:
                 reg.expires = int(min_expires)
                 self._send(reg, now)
                 return
+        if code in FAILOVER_CODES and reg.expires:
+            self._fail_over(reg, code, f"{code} {response.reason}", now)
+            return
         if 200 <= code < 300:
+            reg.failures = []
             granted = self._granted_expires(reg, response)
             if reg.expires == 0:
                 reg.registered = False
@@ -186,7 +303,10 @@ class RegistrationClient:
         reg = self._by_txn.pop(txn, None)
         if reg is not None:
             reg.in_flight = None
-            self._failed(reg, 408, "the registrar did not answer", now)
+            if reg.expires:
+                self._fail_over(reg, 408, "the registrar did not answer", now)
+            else:
+                self._failed(reg, 408, "the registrar did not answer", now)
 
     def on_transaction_terminated(self, txn: Transaction, now: float) -> None:
         """Forget a finished REGISTER transaction."""
@@ -230,7 +350,7 @@ class RegistrationClient:
         h.add("To", aor)
         h.add("Call-ID", reg.registration_id)
         h.add("CSeq", CSeq(reg.cseq, "REGISTER"))
-        h.add("Contact", ua.contact_for(reg.flow))
+        h.add("Contact", ua.contact_for(reg.flow, secure=reg.registrar.scheme == "sips"))
         h.add("Expires", reg.expires)
         if reg.challenge is not None and reg.password is not None:
             reg.nonce_count += 1
@@ -252,7 +372,32 @@ class RegistrationClient:
         reg.in_flight = txn
         self._by_txn[txn] = reg
 
+    def _fail_over(self, reg: Registration, code: int, reason: str, now: float) -> None:
+        """Try the next destination at once, or fail when every one was tried (RFC 3263 s.4.3)."""
+        reg.failures.append((reg.flow, reason))
+        tried = len(reg.failures)
+        if tried < len(reg.targets):
+            reg.target_index = (reg.target_index + 1) % len(reg.targets)
+            failed, reg.flow = reg.flow, reg.targets[reg.target_index]
+            reg.registered = False
+            reg.challenge = None
+            self.ua.notice(
+                "warning",
+                f"registrar at {failed} failed ({reason}); trying {reg.flow}",
+                kind="registration_failover",
+            )
+            reg.challenges_answered = 0
+            self._send(reg, now)
+            return
+        if len(reg.targets) > 1:
+            reason = f"{reason} (all {len(reg.targets)} destinations failed)"
+        self._failed(reg, code, reason, now)
+
     def _failed(self, reg: Registration, code: int, reason: str, now: float) -> None:
+        reg.failures = []
+        if reg.targets:  # the next attempt starts again from the first destination
+            reg.target_index = 0
+            reg.flow = reg.targets[0]
         reg.registered = False
         if reg.expires == 0:  # an unregister failed: nothing more to do
             self.registrations.pop(reg.registration_id, None)
@@ -277,7 +422,7 @@ class RegistrationClient:
         """The binding's lifetime from a 2xx: our Contact's expires, else Expires (s.10.2.4)."""
         if reg.expires == 0:
             return 0
-        ours = self.ua.contact_for(reg.flow).uri
+        ours = self.ua.contact_for(reg.flow, secure=reg.registrar.scheme == "sips").uri
         assert isinstance(ours, SIPURI)
         for contact in response.contacts:
             uri = contact.uri

@@ -568,6 +568,28 @@ class TransactionLayer:
         self._report_terminated(now)
         return True
 
+    def transport_failed(self, flow: Flow, now: float) -> int:
+        """The transport could not carry requests to ``flow``'s destination (RFC 3261 s.17.1.1.2).
+
+        Every client transaction to that transport and address that has had no
+        response yet (Calling, Trying) goes to Terminated and its TU is told
+        through ``on_transaction_timeout``, as RFC 3261 s.17.1.1.2 and
+        s.17.1.2.2 ask for a transport error (s.8.1.3.1: treated as a 503).
+
+        Returns:
+            How many transactions failed.
+        """
+        failed = 0
+        for txn in list(self.client.values()):
+            if txn.state not in ("calling", "trying") or not txn.flow.same_destination(flow):
+                continue
+            txn.timers.clear()
+            txn._go("terminated")
+            self.tu.on_transaction_timeout(txn, now)
+            failed += 1
+        self._report_terminated(now)
+        return failed
+
     def get_timer(self) -> float | None:
         """The earliest deadline of any transaction, or None."""
         heap = self._heap

@@ -74,7 +74,7 @@ from pipecat_sip.sip.transaction import (
     TransactionLayer,
     server_key,
 )
-from pipecat_sip.sip.transport import Flow, response_flow, stamp_via
+from pipecat_sip.sip.transport import TRANSPORTS, Flow, response_flow, stamp_via
 from pipecat_sip.sip.uri import SIPURI, Address
 
 __all__ = [
@@ -233,6 +233,11 @@ class UserAgent:
         """Our public address per transport, from received/rport of responses (RFC 3581)."""
         self.contact = self.contact_for(Flow.udp((host, port)))
         """Our Contact for UDP."""
+        self.unavailable_retry_after: int | None = None
+        """While set (seconds), OPTIONS outside a dialog get 503 Service Unavailable
+        with this Retry-After instead of 200 (RFC 3261 s.11.2, s.21.5.4): a
+        draining server tells load balancers' probes to send no new calls. None
+        (default): available."""
 
     # --- I/O side -------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, Flow]]:
@@ -553,6 +558,7 @@ class UserAgent:
         user: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        targets: Iterable[Flow] = (),
     ) -> str:
         """Keep our Contact bound at a registrar (RFC 3261 s.10.2).
 
@@ -568,6 +574,8 @@ class UserAgent:
             user: The address-of-record's user part (To/From), default ours.
             username: Digest user name, default ``user``.
             password: Digest password; None answers no challenge.
+            targets: Further destinations to fail over to on 408, 503 or a
+                transport error, in order (RFC 3263 s.4.3).
 
         Returns:
             The registration id.
@@ -585,6 +593,7 @@ class UserAgent:
             user=user or self.user,
             username=username,
             password=password,
+            targets=targets,
         )
 
     def unregister(self, registration_id: str, now: float) -> None:
@@ -624,26 +633,38 @@ class UserAgent:
         return self._hosts.get(":" in flow.remote[0], self.via_host)
 
     def new_via(self, flow: Flow) -> Via:
-        """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581)."""
-        return Via(
-            flow.transport,
-            self.host_for(flow),
-            self.port_for(flow.transport),
-            {"branch": self.ids.branch(), "rport": None},
-        )
+        """A Via for a new request on ``flow``, with a fresh branch and rport (RFC 3581).
 
-    def contact_for(self, flow: Flow) -> Address:
-        """Our Contact for messages on ``flow`` (``transport=`` for TCP and TLS)."""
+        On TCP and TLS it also carries ``alias`` (RFC 5923): the peer may send
+        its requests for our sent-by address back over this connection.
+        """
+        params: dict[str, str | None] = {"branch": self.ids.branch(), "rport": None}
+        if flow.reliable:
+            params["alias"] = None
+        return Via(flow.transport, self.host_for(flow), self.port_for(flow.transport), params)
+
+    def contact_for(self, flow: Flow, *, secure: bool = False) -> Address:
+        """Our Contact for messages on ``flow``.
+
+        UDP: ``sip:user@host:port``; TCP and TLS: ``;transport=tcp``/``tls``
+        at our port for it. ``secure`` (the request or dialog is SIPS):
+        ``sips:user@host:tls_port``, as RFC 3261 s.8.1.1.8 and s.12.1.1 ask.
+        Behind NAT, the address the peer saw (RFC 3581) replaces ours.
+        """
         params: dict[str, str | None] = {}
-        if flow.transport != "UDP":
-            params["transport"] = flow.transport.lower()
-        port = self.port_for(flow.transport)
+        scheme = "sip"
+        transport = flow.transport
+        if secure:
+            scheme, transport = "sips", "TLS"
+        elif transport != "UDP":
+            params["transport"] = transport.lower()
+        port = self.port_for(transport)
         host = self.host_for(flow)
-        mapping = self.public.for_transport(flow.transport)
+        mapping = self.public.for_transport(transport)
         if mapping is not None and mapping.port is not None:  # behind NAT (RFC 3581)
             host = f"[{mapping.host}]" if ":" in mapping.host else mapping.host
             port = mapping.port
-        return Address(SIPURI(host, user=self.user, port=port, params=params))
+        return Address(SIPURI(host, user=self.user, port=port, params=params, scheme=scheme))
 
     def ua_headers(self) -> Headers:
         """User-Agent, for requests inside a dialog."""
@@ -683,7 +704,12 @@ class UserAgent:
         headers: list[tuple[str, object]] = [
             ("Record-Route", v) for v in req.headers.get_all("Record-Route")
         ]
-        headers.append(("Contact", self.contact_for(flow) if flow is not None else self.contact))
+        secure = isinstance(req.uri, SIPURI) and req.uri.scheme == "sips"
+        if flow is None:
+            transport = req.top_via.transport.upper()
+            flow = Flow(transport, ("", 0)) if transport in TRANSPORTS else None
+        contact = self.contact_for(flow, secure=secure) if flow is not None else self.contact
+        headers.append(("Contact", contact))
         headers.append(("Allow", ", ".join(self.allowed_methods())))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
@@ -797,6 +823,8 @@ class UserAgent:
         if req.method == "INVITE":
             assert isinstance(txn, ServerInviteTransaction)
             self.invites.on_invite(req, txn, flow, now, user=user)
+        elif req.method == "OPTIONS" and self.unavailable_retry_after is not None:
+            self.respond(txn, 503, now, headers=[("Retry-After", self.unavailable_retry_after)])
         elif req.method == "OPTIONS":
             self.respond(txn, 200, now, headers=self.capabilities())
         elif req.method == "REGISTER":
@@ -864,6 +892,29 @@ class UserAgent:
             self.invites.stray_2xx(resp)
 
     # --- bad input ---------------------------------------------------------------------
+    def refuse(self, head: bytes, status: int, reason: str, flow: Flow, now: float) -> None:
+        """Answer a message the transport layer refused, from its head alone.
+
+        For streams (RFC 3261 s.18.3): a message over the size limit (413,
+        its body skipped) or one that cannot be framed (400, then the
+        connection closes). Answered when the head has what a response needs,
+        otherwise reported as a dropped message. Never raises.
+
+        Args:
+            head: The message's start line and headers.
+            status: The status to answer with (413, 400).
+            reason: Why, for the reason phrase and the notice.
+            flow: Where it came from.
+            now: The current time, seconds.
+        """
+        if status == 413:
+            self.refused_oversized += 1
+        try:
+            partial = parse_message(head + b"\r\n\r\n")
+        except SIPParseError as exc:
+            partial = exc.partial
+        self._reject_malformed(SIPParseError(reason, status, partial), flow, now)
+
     def _over_limits(self, data: bytes, flow: Flow, now: float) -> bool:
         """Refuse a message over the size or header-count limit (answered when readable).
 

@@ -132,6 +132,7 @@ class Baresip:
         start_timeout: float = 10.0,
         extra_modules: Sequence[str] = (),
         audio_codecs: str | None = None,
+        media_encryption: str | None = None,
     ) -> None:
         """Prepare (not start) a baresip instance.
 
@@ -149,6 +150,10 @@ class Baresip:
                 :func:`require_module`.
             audio_codecs: Restrict the account's codecs, in order
                 (``;audio_codecs=g722,pcmu``), or None for all loaded ones.
+            media_encryption: The account's ``;mediaenc=`` (``"srtp"``: SDES
+                best effort on RTP/AVP, ``"srtp-mand"``: RTP/SAVP only,
+                ``"srtp-mandf"``: RTP/SAVPF); loads the ``srtp`` module (see
+                :func:`require_module`). None: plain RTP.
         """
         self.name = name
         self.directory = Path(directory)
@@ -161,6 +166,9 @@ class Baresip:
         self._start_timeout = start_timeout
         self._extra_modules = [m if m.endswith(".so") else f"{m}.so" for m in extra_modules]
         self._audio_codecs = audio_codecs
+        self._media_encryption = media_encryption
+        if media_encryption is not None and media_encryption.startswith("srtp"):
+            self._extra_modules.append("srtp.so")
         self.sip_port = 0
         self.ctrl_port = 0
         self.rtp_ports = (0, 0)
@@ -246,6 +254,8 @@ class Baresip:
         params = ";regint=0" + (";answermode=auto" if self._answer else ";answermode=manual")
         if self._audio_codecs is not None:
             params += f";audio_codecs={self._audio_codecs}"
+        if self._media_encryption is not None:
+            params += f";mediaenc={self._media_encryption}"
         account = f"<sip:{self.name}@127.0.0.1:{self.sip_port}>{params}"
         (self.config_dir / "accounts").write_text(account + "\n")
         (self.config_dir / "contacts").write_text("")

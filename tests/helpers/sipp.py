@@ -203,6 +203,18 @@ class SippResult:
         return "\n".join(lines)
 
 
+def _tcp_port_taken(host: str, port: int) -> bool:
+    """Whether some process listens on TCP ``host:port`` (our bind fails), without connecting."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _to_int(text: str | None) -> int:
     try:
         return int(float(text or 0))
@@ -291,7 +303,10 @@ class SippProcess:
     async def _wait_listening(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        stream = any(a in ("t1", "tn", "l1", "ln") for a in self.args)  # -t: TCP/TLS
         while self.running and loop.time() < deadline:
+            if stream and _tcp_port_taken(self.local_ip, self.local_port):
+                return
             if await wait_udp_bound(self.local_port, self.local_ip, timeout=0.05):
                 return
         # Exited or never bound: leave it to wait() to report why.
