@@ -428,3 +428,21 @@ def test_interval_too_small_gets_422_and_the_invite_is_retried_with_min_se():
     pair.act("a", "hangup", call_id)
     pair.run_for(40)
     assert isinstance(first, SIPRequest) and isinstance(too_small, SIPResponse)
+
+
+def test_a_prack_crossing_the_2xx_still_gets_200():
+    # The 180 is reliable and carries no SDP, so the 2xx goes at once; the PRACK
+    # for the 180 arrives after it (RFC 3262 s.3 stops retransmission, not PRACKs).
+    pair = SIPPair(a_to_b=Link(latency=0.05))
+    ids = incoming_ids(pair)
+    call_id = pair.a.invite(pair.uri_of("b"), SDP_OFFER, pair.now, headers=[("Require", "100rel")])
+    pair.run_for(0.05)
+    pair.b.ringing(ids[0], pair.now)
+    pair.b.answer(ids[0], SDP_ANSWER, pair.now)
+    pair.run_for(1)
+    prack_answers = [m for m in msgs(pair, "b", "SIP/2.0") if m.cseq.method == "PRACK"]
+    assert [m.status_code for m in prack_answers] == [200]
+    assert pair.of_type("a", CallAnswered)
+    pair.act("a", "hangup", call_id)
+    pair.run()
+    pair.assert_no_leaks()

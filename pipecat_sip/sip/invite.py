@@ -678,6 +678,9 @@ class InviteUsage:
             ua.respond(txn, 400, now, reason=f"Bad Request ({exc})"[:80])
             return
         rel = session.reliable
+        if rel is not None and rel.acknowledges_late(rack, session.invite.cseq.seq):
+            ua.respond(txn, 200, now)  # it crossed our final response: nothing more to do
+            return
         if (
             rel is None
             or session.role is not Role.UAS

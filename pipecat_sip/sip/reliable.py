@@ -129,6 +129,9 @@ class ReliableProvisionals:
     outstanding: UnacknowledgedResponse | None = None
     queue: deque[UnacknowledgedResponse] = field(default_factory=deque)
     acknowledged: int = 0
+    late: set[int] = field(default_factory=set)
+    """RSeqs sent but unacknowledged when the final response went out: their
+    PRACKs may still arrive (crossing the 2xx) and get 200, not 481."""
 
     def prepare(self, response: SIPResponse) -> UnacknowledgedResponse:
         """Stamp ``Require: 100rel`` and the next RSeq on ``response`` (RFC 3262 s.3)."""
@@ -158,7 +161,16 @@ class ReliableProvisionals:
             return True
         return any(item.has_sdp for item in self.queue)
 
+    def acknowledges_late(self, rack: RAck, invite_cseq: int) -> bool:
+        """Whether ``rack`` acknowledges one sent before the final response (then forgets it)."""
+        if rack.rseq in self.late and rack.cseq == invite_cseq and rack.method == "INVITE":
+            self.late.discard(rack.rseq)
+            return True
+        return False
+
     def clear(self) -> None:
-        """Forget everything (a final response was sent)."""
+        """Stop: a final response was sent (the one in flight may still be PRACKed)."""
+        if self.outstanding is not None:
+            self.late.add(self.outstanding.rseq)
         self.outstanding = None
         self.queue.clear()
