@@ -14,7 +14,9 @@ process on loopback:
 - DTMF by SIP INFO both ways, once per key;
 - PJSIP registering to the bot with a password, then called by the bot at
   its address-of-record;
-- SIPp as a carrier challenging our INVITE with 401 (``verifyauth``);
+- SIPp as a carrier challenging our INVITE with 401 (``verifyauth``); SIPp
+  requiring 100rel (PRACK with RAck), asking a session timer and sending
+  UPDATEs; SIPp as a transferee answering REFER 202 and NOTIFYing sipfrag;
 - linphonec (in a namespace with only lo): INFO key presses reach the
   pipeline as InputDTMFFrames in order, and it follows the bot's blind
   transfer to a third server.
@@ -375,3 +377,34 @@ async def test_linphone_follows_the_bots_blind_transfer(linphone_and_netns, tmp_
             finally:
                 await human_server.stop()
                 await server.stop()
+
+
+async def test_sipp_requiring_100rel_prack_session_expires_and_updates():
+    bot = Bot(answer_after=0.3)  # after the 180's PRACK, so SIPp sees them in order
+    server = await start_server(bot)
+    try:
+        result = await run_sipp("uac_100rel_update.xml", f"127.0.0.1:{server.port}", timeout=15)
+        assert result.ok, result.summary()
+        sent = result.messages("received")
+        ringing = next(m for m in sent if m.startswith("SIP/2.0 180"))
+        assert "RSeq:" in ringing and "Require: 100rel" in ringing
+        assert bot.calls and bot.calls[0].end_reason == "remote_bye"
+    finally:
+        await server.stop()
+
+
+async def test_sipp_transferee_reports_by_notify_and_the_transfer_succeeds():
+    uas = await start_sipp("uas_refer_notify.xml", "")
+    server = await start_server(None)
+    try:
+        call = await server.call(f"sip:sipp@{uas.target}", timeout=5)
+        states: list[tuple[str, int | None]] = []
+        call.add_transfer_handler(lambda state, code: states.append((state, code)))
+        await call.transfer("sip:agent@127.0.0.1:5999", timeout=10)
+        assert states == [("accepted", 202), ("trying", 100), ("succeeded", 200)]
+        assert await wait_for(lambda: call.ended) and call.end_reason == "transferred"
+        result = await uas.wait(timeout=10)
+        assert result.ok, result.summary()
+    finally:
+        await server.stop()
+        await uas.stop()
