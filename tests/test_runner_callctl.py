@@ -95,3 +95,24 @@ def test_registrar_flag():
     assert not config().accept_registrations
     with pytest.raises(ConfigError, match="SIP_ACCEPT_REGISTRATIONS: 'maybe'"):
         config(env={"SIP_ACCEPT_REGISTRATIONS": "maybe"})
+
+
+def test_server_arguments_carry_the_call_control_settings(tmp_path):
+    from pipecat_sip.runner import server_arguments
+
+    users = tmp_path / "users"
+    users.write_text("alice:wonderland\n")
+    cfg = config(
+        ["--auth-users", str(users), "--accept-registrations"],
+        {"SIP_TRUNK_PROXY": "sip:192.0.2.10", "SIP_TRUNK_PASSWORD": "pw",
+         "SIP_TRUNK_USERNAME": "u", "SIP_AUTH_EXEMPT_NETWORKS": "192.0.2.0/28"},
+    )  # fmt: skip
+    arguments = server_arguments(cfg)
+    assert [t.proxy for t in arguments["trunks"]] == ["sip:192.0.2.10"]
+    assert arguments["auth_users"] == {"alice": "wonderland"}
+    assert arguments["accept_registrations"] is True
+    assert arguments["auth_exempt_networks"] == ("192.0.2.0/28",)
+    from pipecat_sip.server import SIPServer
+
+    server = SIPServer(None, **arguments)  # every argument is one SIPServer takes
+    assert server.trunks["default"].credentials.username == "u" and server.registrar is not None
