@@ -19,6 +19,12 @@ On Pipecat Cloud, a session body asking for SIP (a dial-out, or a
 registration) runs this same bot on a SIPTransport (see README, "Pipecat Cloud").
 With SIP_RECORD_DIR set, each SIP call is recorded there as a stereo WAV
 (caller left, bot right), named by time and Call-ID (pipecat_sip.recording).
+
+With TRANSFER_TARGET set (a SIP URI, e.g. sip:agent@pbx.example.com), the AI
+agent on a SIP call gets a ``transfer_to_human`` function: when the caller
+asks for a person, the LLM calls it, the bot says so and hands the call over
+with a SIP REFER (blind transfer); if the transfer fails the bot says sorry
+and carries on.
 """
 
 import os
@@ -26,7 +32,12 @@ import sys
 
 from dotenv import load_dotenv
 from loguru import logger
-from pipecat.frames.frames import LLMRunFrame, OutputAudioRawFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    LLMMessagesAppendFrame,
+    LLMRunFrame,
+    OutputAudioRawFrame,
+    TTSSpeakFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -52,6 +63,49 @@ SYSTEM_PROMPT = (
     "You are a friendly AI assistant on a phone call. Keep your answers short and "
     "conversational; your words are spoken aloud, so avoid lists, symbols and emojis."
 )
+
+
+TRANSFER_PROMPT = (
+    " If the caller asks to speak to a person, or you cannot help, call the "
+    "transfer_to_human function."
+)
+
+
+def transfer_target() -> str | None:
+    """Where ``transfer_to_human`` sends the caller (TRANSFER_TARGET), or None."""
+    return os.getenv("TRANSFER_TARGET") or None
+
+
+def transfer_tool(transport: BaseTransport, target: str):
+    """The ``transfer_to_human`` LLM function: its schema and its handler.
+
+    The handler speaks a line, then pushes a ``SIPTransferFrame``: the output
+    transport sends the REFER once that line has been played. On success the
+    call ends ("transferred"); on failure ``on_transfer_failed`` asks the LLM
+    to apologise and go on.
+    """
+    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+    from pipecat.frames.frames import FunctionCallResultProperties
+
+    from pipecat_sip.transport import SIPTransferFrame
+
+    schema = FunctionSchema(
+        name="transfer_to_human",
+        description="Transfer the caller to a human agent.",
+        properties={"reason": {"type": "string", "description": "Why the caller wants a person."}},
+        required=[],
+    )
+
+    async def transfer_to_human(params) -> None:
+        reason = params.arguments.get("reason", "")
+        logger.info(f"transfer_to_human ({reason!r}) to {target}")
+        await params.llm.push_frame(TTSSpeakFrame("One moment, I'll put you through."))
+        await params.llm.push_frame(SIPTransferFrame(target))
+        await params.result_callback(
+            {"status": "transferring"}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+
+    return schema, transfer_to_human
 
 
 DEFAULT_VOICE = "71a7ad14-091c-4e8e-a314-022ece01c121"
@@ -107,7 +161,9 @@ transport_params = {
 }
 
 
-def _ai_pipeline(transport: BaseTransport, settings: dict | None = None):
+def _ai_pipeline(
+    transport: BaseTransport, settings: dict | None = None, transfer_to: str | None = None
+):
     settings = settings or {}
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -120,12 +176,20 @@ def _ai_pipeline(transport: BaseTransport, settings: dict | None = None):
     from pipecat.services.openai.llm import OpenAILLMService
 
     stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    prompt = settings.get("system_prompt") or SYSTEM_PROMPT
+    tools = None
+    if transfer_to:
+        from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+        schema, handler = transfer_tool(transport, transfer_to)
+        tools = ToolsSchema(standard_tools=[schema])
+        prompt += TRANSFER_PROMPT
     llm = OpenAILLMService(
         api_key=os.environ["OPENAI_API_KEY"],
-        settings=OpenAILLMService.Settings(
-            system_instruction=settings.get("system_prompt") or SYSTEM_PROMPT
-        ),
+        settings=OpenAILLMService.Settings(system_instruction=prompt),
     )
+    if transfer_to:
+        llm.register_function("transfer_to_human", handler)
     tts = CartesiaTTSService(
         api_key=os.environ["CARTESIA_API_KEY"],
         settings=CartesiaTTSService.Settings(
@@ -133,7 +197,7 @@ def _ai_pipeline(transport: BaseTransport, settings: dict | None = None):
         ),
     )
     greeting = settings.get("greeting")
-    context = LLMContext()
+    context = LLMContext(tools=tools) if tools is not None else LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     )
@@ -150,6 +214,15 @@ def _ai_pipeline(transport: BaseTransport, settings: dict | None = None):
     )
 
     async def greet(worker: PipelineWorker) -> None:
+        if transfer_to:
+
+            @transport.event_handler("on_transfer_failed")
+            async def on_transfer_failed(transport, status_code):
+                note = f"The transfer failed ({status_code or 'no answer'}). Apologise, go on."
+                await worker.queue_frames(
+                    [LLMMessagesAppendFrame([{"role": "user", "content": note}], run_llm=True)]
+                )
+
         if greeting:  # the route's own words, spoken as they are
             context.add_message({"role": "assistant", "content": greeting})
             await worker.queue_frames([TTSSpeakFrame(greeting)])
@@ -208,7 +281,9 @@ async def run_bot(
         options = {"enable_rtvi": False, "enable_turn_tracking": False}
         metrics = False
     else:
-        pipeline, greet = _ai_pipeline(transport, settings)
+        # Transfers need a SIP call: on other transports the agent has no such function.
+        target = transfer_target() if isinstance(runner_args, SIPRunnerArguments) else None
+        pipeline, greet = _ai_pipeline(transport, settings, target)
         options, metrics = {}, True
     if recorder is not None:  # after transport.output(): hears both sides as played
         pipeline = Pipeline([pipeline, recorder.processor])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
+from pipecat_sip.sip.info import DtmfMerger
 from pipecat_sip.sip.invite import CallState
 
 if TYPE_CHECKING:
@@ -27,7 +28,21 @@ if TYPE_CHECKING:
     from pipecat_sip.rtp.quality import CallQualityStats
     from pipecat_sip.sdp import NegotiatedMedia, SessionDescription
 
-__all__ = ["CallControl", "CallFailed", "CallInfo", "CallState", "SIPCall", "SignallingState"]
+__all__ = [
+    "CallControl",
+    "CallFailed",
+    "CallInfo",
+    "CallState",
+    "SIPCall",
+    "SignallingState",
+    "TransferFailed",
+    "TransferRequest",
+]
+
+#: Keys a call sends and receives as DTMF (RFC 4733 events 0-15).
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+#: What a transfer reports to its handlers, in order (RFC 3515 s.2.4.4-2.4.5).
+TRANSFER_STATES = ("accepted", "trying", "succeeded", "failed")
 
 
 class CallFailed(Exception):
@@ -42,6 +57,58 @@ class CallFailed(Exception):
         super().__init__(f"{reason} ({status_code})" if status_code else reason)
         self.reason = reason
         self.status_code = status_code
+
+
+class TransferFailed(Exception):
+    """A transfer (REFER, RFC 3515) did not succeed; the call stays up.
+
+    Attributes:
+        status_code: The REFER's final status (403, 405, 603...), the status
+            the transfer target answered (from the NOTIFY's sipfrag: 486,
+            480, ...), or None (no answer in time, the call ended first).
+        reason: Why, in words.
+    """
+
+    def __init__(self, status_code: int | None, reason: str) -> None:
+        suffix = f" ({status_code})" if status_code else ""
+        super().__init__(f"transfer failed: {reason}{suffix}")
+        self.status_code = status_code
+        self.reason = reason
+
+
+@dataclass
+class TransferRequest:
+    """A REFER the far end sent us (RFC 3515): it asks us to call ``refer_to``.
+
+    The call's refer handler gets it and returns True to accept (202, then
+    the new call is placed and its progress reported back with NOTIFY) or
+    False to refuse (603 Declined). Without a handler every REFER is refused.
+
+    Attributes:
+        transfer_id: The subscription's id (the REFER's CSeq number).
+        refer_to: The Refer-To URI (the transfer target).
+        referred_by: The Referred-By value (RFC 3892), or None.
+        replaces: The Replaces header carried in Refer-To (attended
+            transfer, RFC 3891), or None.
+        new_call: Set once the call to ``refer_to`` is placed: await
+            ``wait_new_call()`` for it (established) or its CallFailed.
+    """
+
+    transfer_id: str
+    refer_to: str
+    referred_by: str | None = None
+    replaces: str | None = None
+    _new_call: asyncio.Future | None = field(default=None, repr=False)
+
+    async def wait_new_call(self) -> SIPCall:
+        """The established call to ``refer_to`` once the transfer was accepted.
+
+        Raises:
+            CallFailed: The new call failed (or the transfer was refused).
+        """
+        if self._new_call is None:
+            raise CallFailed("transfer not accepted")
+        return await asyncio.shield(self._new_call)
 
 
 @dataclass(frozen=True)
@@ -63,6 +130,11 @@ class CallInfo:
         telephone_event: Whether the peer offered RFC 4733 telephone-event.
         headers: The INVITE's headers, canonical names to values (X- headers included).
         transport: The SIP transport the INVITE came or went on ("UDP", "TCP", "TLS").
+        auth_user: The Digest user name an inbound INVITE authenticated as
+            (``auth_users`` configured), else None.
+        replaces: The Call-ID of our call this inbound INVITE replaces
+            (attended transfer to us, RFC 3891; that call is ended with BYE
+            once this one is up), else None.
     """
 
     call_id: str
@@ -79,6 +151,8 @@ class CallInfo:
     telephone_event: bool = False
     headers: dict[str, list[str]] = field(default_factory=dict)
     transport: str = "UDP"
+    auth_user: str | None = None
+    replaces: str | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of an INVITE header (case-insensitive name), or None."""
@@ -127,6 +201,27 @@ class CallControl(Protocol):
 
     def release(self, call: SIPCall) -> None:
         """The call is over: give back what it held (RTP port, timers)."""
+
+    def ring(self, call: SIPCall) -> None:
+        """Send 180 Ringing for an incoming call (reliably when 100rel is used)."""
+
+    async def progress(self, call: SIPCall, early_media: bool) -> None:
+        """Send 183 Session Progress; with ``early_media`` its SDP answer, media started.
+
+        Raises:
+            CallFailed: The call ended first.
+        """
+
+    def transfer(self, call: SIPCall, target: str, replaces: SIPCall | None) -> str:
+        """Send REFER (RFC 3515) for ``target``; return the transfer id for updates.
+
+        Raises:
+            TransferFailed: It cannot be sent (no dialog, a bad target).
+        """
+        ...
+
+    def send_info(self, call: SIPCall, content_type: str, body: bytes) -> None:
+        """Send INFO with ``body`` inside the call's dialog (RFC 6086)."""
 
 
 class SIPCall:
@@ -185,6 +280,14 @@ class SIPCall:
         self._established = loop.create_future()
         self._ended_handlers: list[Callable[[str], Any]] = []
         self._hold_handlers: list[Callable[[bool], Any]] = []
+        self._progress_handlers: list[Callable[[str, int], Any]] = []
+        self._transfer_handlers: list[Callable[[str, int | None], Any]] = []
+        self._dtmf_handlers: list[Callable[[str], Any]] = []
+        self._refer_handler: Callable[[TransferRequest], Any] | None = None
+        self._transfers: dict[str, asyncio.Future] = {}
+        self._dtmf_merge = DtmfMerger()
+        self.progress_events: list[tuple[str, int]] = []
+        """The provisional responses reported so far, as ``(kind, status_code)``."""
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -282,6 +385,148 @@ class SIPCall:
             self._control.reject(self, status_code, reason, retry_after)
         await done
 
+    async def ring(self) -> None:
+        """Send 180 Ringing for an incoming call before answering it (RFC 3261 s.13.3.1.1).
+
+        Reliable (100rel, RFC 3262) when the caller requires it, or supports
+        it and the server is configured to use it.
+
+        Raises:
+            RuntimeError: The call is not ringing (answered, ended, or outbound).
+        """
+        self._check_ringing("ring")
+        self._control.ring(self)
+
+    async def progress(self, early_media: bool = True) -> None:
+        """Send 183 Session Progress before answering; with ``early_media`` media starts now.
+
+        With ``early_media`` the 183 carries our SDP answer and the call's
+        RTP session starts, so the bot can play an announcement or ringback
+        before (or instead of) answering (RFC 3960's gateway model). Media
+        is sent once the caller's address is confirmed: at once when the SDP
+        address is the caller's signalling address, else when RTP comes from
+        it. ``answer()`` then sends 200 OK with the same answer.
+
+        Raises:
+            CallFailed: The call ended meanwhile.
+            RuntimeError: The call is not ringing.
+        """
+        self._check_ringing("send progress for")
+        await self._control.progress(self, early_media)
+
+    def _check_ringing(self, what: str) -> None:
+        if (
+            self._finished
+            or self.info.direction != "inbound"
+            or self.state not in (CallState.INCOMING, CallState.EARLY)
+        ):
+            raise RuntimeError(f"{self}: cannot {what} a call that is {self.state}")
+
+    async def transfer(
+        self, target: str, *, replaces: SIPCall | None = None, timeout: float = 30.0
+    ) -> None:
+        """Transfer the far end to ``target`` (RFC 3515 REFER, RFC 3892 Referred-By).
+
+        Blind transfer: the far end is asked to call ``target`` and reports
+        how that goes (NOTIFY with message/sipfrag); once it reports a 2xx,
+        this call ends with reason ``"transferred"`` (we send BYE) and this
+        returns. Attended transfer: pass the call to the target as
+        ``replaces`` (an established call of ours): the REFER's Refer-To then
+        carries ``Replaces`` (RFC 3891) so the far end's INVITE takes that
+        call's place at the target.
+
+        Args:
+            target: The SIP URI (``sip:agent@pbx.example``); a number or
+                ``tel:`` URI is sent as given.
+            replaces: Our established call to the target (attended transfer).
+            timeout: Seconds to wait for the outcome.
+
+        Raises:
+            TransferFailed: The REFER was refused (403, 405, 603...), the
+                target did not answer (the sipfrag status, e.g. 486), or no
+                outcome came in ``timeout`` seconds (status None). The call
+                stays up.
+        """
+        if not self.established:
+            raise TransferFailed(None, f"the call is {self.state}, not established")
+        if replaces is not None and not replaces.established:
+            raise TransferFailed(None, "the call to replace is not established")
+        transfer_id = self._control.transfer(self, target, replaces)
+        future = self._transfers[transfer_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self.transfer_update(transfer_id, "failed", None, "no outcome in time")
+            raise TransferFailed(None, f"no outcome in {timeout:g} s") from None
+        finally:
+            self._transfers.pop(transfer_id, None)
+
+    def add_transfer_handler(self, handler: Callable[[str, int | None], Any]) -> None:
+        """Call ``handler(state, status_code)`` as a transfer goes on (coroutines awaited).
+
+        ``state`` is "accepted" (202 to our REFER), "trying" (the far end's
+        call to the target is under way: a 1xx sipfrag), "succeeded" (2xx
+        sipfrag) or "failed" (the REFER refused, a 3xx-6xx sipfrag, or no
+        outcome); ``status_code`` is the status that said so, or None.
+        """
+        self._transfer_handlers.append(handler)
+
+    def set_refer_handler(self, handler: Callable[[TransferRequest], Any] | None) -> None:
+        """Decide on REFERs the far end sends (RFC 3515): ``handler(request) -> bool``.
+
+        The handler (a coroutine function or a plain one) returns True to
+        accept: 202, the call to ``request.refer_to`` is placed and its
+        progress reported with NOTIFY; ``await request.wait_new_call()`` gives
+        the new call. False (or no handler, or an error) refuses with 603.
+        """
+        self._refer_handler = handler
+
+    @property
+    def refer_handler(self) -> Callable[[TransferRequest], Any] | None:
+        """The handler deciding on the far end's REFERs, or None (all refused 603)."""
+        return self._refer_handler
+
+    def send_info_dtmf(self, key: str, duration_ms: int = 100) -> None:
+        """Send one key press as SIP INFO ``application/dtmf-relay`` (RFC 6086 carriage).
+
+        Args:
+            key: ``"0"``-``"9"``, ``"*"``, ``"#"`` or ``"A"``-``"D"``.
+            duration_ms: The press's duration, ms (10-5000).
+
+        Raises:
+            ValueError: Unknown key or a duration out of range.
+            RuntimeError: The call is not established.
+        """
+        from pipecat_sip.sip.info import dtmf_relay_body
+
+        body = dtmf_relay_body(key, duration_ms)
+        if not self.established:
+            raise RuntimeError(f"{self}: cannot send DTMF on a call that is {self.state}")
+        self._control.send_info(self, "application/dtmf-relay", body)
+
+    def add_dtmf_handler(self, handler: Callable[[str], Any]) -> None:
+        """Call ``handler(key)`` once per key press, whether it came as RFC 4733 or INFO.
+
+        A press the far end sends both ways (RFC 4733 events and an INFO) is
+        reported once. Handlers run synchronously in the packet's callback;
+        a coroutine function's coroutine is run in a task.
+        """
+        self._dtmf_handlers.append(handler)
+
+    def remove_dtmf_handler(self, handler: Callable[[str], Any]) -> None:
+        """Stop calling ``handler`` for key presses (no error if it was not added)."""
+        if handler in self._dtmf_handlers:
+            self._dtmf_handlers.remove(handler)
+
+    def add_progress_handler(self, handler: Callable[[str, int], Any]) -> None:
+        """Call ``handler(kind, status_code)`` for each provisional response of an outbound call.
+
+        ``kind`` is "ringing" (180-182 without SDP), "progress" (183 without
+        SDP) or "early_media" (a 18x with SDP: the media session started, so
+        the pipeline can hear announcements or ringback). Coroutines awaited.
+        """
+        self._progress_handlers.append(handler)
+
     async def hangup(self, reason: str = "local_bye") -> None:
         """End the call from our side; idempotent.
 
@@ -344,6 +589,52 @@ class SIPCall:
             self._up = True
             self._established.set_result(None)
 
+    def notify_progress(self, kind: str, status_code: int) -> None:
+        """A provisional response arrived (outbound): run the progress handlers."""
+        self.progress_events.append((kind, status_code))
+        for handler in list(self._progress_handlers):
+            self._run_handler2(handler, kind, status_code, "progress handler")
+
+    def transfer_update(
+        self, transfer_id: str, state: str, status_code: int | None, reason: str = ""
+    ) -> None:
+        """A transfer moved on: run the handlers; end the call on success.
+
+        Args:
+            transfer_id: What :meth:`CallControl.transfer` returned.
+            state: One of :data:`TRANSFER_STATES`.
+            status_code: The status that said so, or None.
+            reason: For a failure, why (for ``TransferFailed``).
+        """
+        future = self._transfers.get(transfer_id)
+        if future is None or future.done():
+            return  # not ours, or the outcome is known already (a late NOTIFY, a timeout)
+        for handler in list(self._transfer_handlers):
+            self._run_handler2(handler, state, status_code, "transfer handler")
+        if state == "succeeded":
+            future.set_result(status_code)
+            if not self._finished:
+                self.finish("transferred")
+                self._control.hangup(self)
+        elif state == "failed":
+            future.set_exception(TransferFailed(status_code, reason or "refused"))
+            future.exception()  # retrieved: no warning when nobody waits
+
+    def receive_dtmf(self, key: str, source: str, now: float | None = None) -> bool:
+        """A key press arrived by ``source`` ("rfc4733" or "info"): run the DTMF handlers once.
+
+        Returns:
+            False when it was the same press already reported by the other source.
+        """
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        if not self._dtmf_merge.accept(key, source, now):
+            logger.debug(f"{self}: DTMF {key!r} by {source} is a duplicate, dropped")
+            return False
+        for handler in list(self._dtmf_handlers):
+            self._run_handler(handler, key, "DTMF handler")
+        return True
+
     def set_held(self, held: bool) -> None:
         """The far end held (True) or resumed (False) the call: run the hold handlers."""
         if self.held == held:
@@ -388,6 +679,10 @@ class SIPCall:
         except Exception:
             logger.exception(f"{self}: error releasing the call")
         self.local_rtp_port = None
+        for future in self._transfers.values():
+            if not future.done():
+                future.set_exception(TransferFailed(None, f"the call ended ({reason})"))
+                future.exception()
         if not self._ended.done():
             self._ended.set_result(reason)
         handlers, self._ended_handlers = self._ended_handlers, []
@@ -399,6 +694,14 @@ class SIPCall:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _run_handler2(self, handler: Callable[..., Any], a: Any, b: Any, what: str) -> None:
+        try:
+            result = handler(a, b)
+            if inspect.isawaitable(result):
+                self.spawn(result)
+        except Exception:
+            logger.exception(f"{self}: error in {what}")
 
     def _run_handler(self, handler: Callable[[Any], Any], arg: Any, what: str) -> None:
         try:

@@ -35,6 +35,7 @@ plain in a plain one (else 488). Keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from pipecat_sip.call import CallFailed, CallInfo, SIPCall
+from pipecat_sip.call import CallFailed, CallInfo, SIPCall, TransferFailed, TransferRequest
 from pipecat_sip.codecs import get_codec
 from pipecat_sip.media import RTPSession
 from pipecat_sip.ports import PortLease, PortPool, PortPoolExhausted
@@ -63,8 +64,11 @@ from pipecat_sip.sdp import (
     NoCommonCodec,
     SDPParseError,
     SessionDescription,
+    apply_answer,
 )
 from pipecat_sip.security import Network, escape, in_networks
+from pipecat_sip.sip.auth import Credentials
+from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
 from pipecat_sip.sip.events import (
     CallAnswered,
     CallEnded,
@@ -74,18 +78,26 @@ from pipecat_sip.sip.events import (
     Event,
     IncomingCall,
     InfoReceived,
+    ModificationAnswered,
+    ReferReceived,
     ReofferReceived,
+    TransferProgress,
 )
+from pipecat_sip.sip.info import parse_dtmf_info
 from pipecat_sip.sip.invite import CallState
-from pipecat_sip.sip.locate import ip_version
+from pipecat_sip.sip.locate import TargetList, ip_version
 from pipecat_sip.sip.message import SIPRequest
+from pipecat_sip.sip.refer import Replaces
 from pipecat_sip.sip.transport import Flow
-from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
 
 __all__ = ["CallHandler", "CallManager", "Signalling"]
 
 CallHandler = Callable[[SIPCall], Awaitable[Any]]
+ProgressHandler = Callable[[str, int], Any]
+#: Seconds a refer handler may take to decide (the UA refuses 603 a little later).
+REFER_DECISION_S = 5.0
 _RINGING = (CallState.INCOMING, CallState.EARLY)
 _SECURE_TRANSPORTS = frozenset({"TLS", "WSS"})  # signalling SDES keys may travel on
 _PLAIN_RETRY_STATUSES = (488, 606)  # a refused RTP/SAVP offer: retry with RTP/AVP
@@ -236,6 +248,9 @@ class CallManager:
         self.srtp_insecure_signaling = srtp_insecure_signaling
         self.srtp_rng = srtp_rng
         self.calls: dict[str, SIPCall] = {}
+        self.dial: Callable[..., Awaitable[SIPCall]] | None = None
+        """Places the call a REFER asks for (the server's routing: trunks, DNS); None:
+        :meth:`place_call` to the URI itself."""
         self.rejected_forbidden = 0
         self.accepting = True
         self.rejected_unavailable = 0
@@ -262,6 +277,7 @@ class CallManager:
                 if call.media is not None:
                     call.media.confirm()  # the ACK: the caller owns its address, media may flow
                 call.mark_established()
+            self._end_replaced(call)
         elif isinstance(event, CallAnswered):
             self._on_answered(record, event)
         elif isinstance(event, ReofferReceived):
@@ -271,10 +287,158 @@ class CallManager:
         elif isinstance(event, CallUpdated):
             logger.debug(f"{call}: re-INVITE answered (CSeq {event.request.cseq.seq})")
         elif isinstance(event, CallProgress):
-            response = event.response
-            logger.debug(f"{call}: {response.status_code} {escape(response.reason, 80)}")
+            self._on_progress(record, event)
+        elif isinstance(event, ModificationAnswered):
+            self._on_modification_answered(record, event)
         elif isinstance(event, InfoReceived):
-            logger.debug(f"{call}: INFO {escape(event.request.content_type, 80)}")
+            self._on_info(call, event)
+        elif isinstance(event, TransferProgress):
+            reason = f"{event.state} ({event.status_code})" if event.status_code else event.state
+            logger.info(f"{call}: transfer {event.transfer_id}: {reason}")
+            call.transfer_update(event.transfer_id, event.state, event.status_code, reason)
+        elif isinstance(event, ReferReceived):
+            self._on_refer(call, event)
+
+    def _on_info(self, call: SIPCall, event: InfoReceived) -> None:
+        """INFO in a call: a key press (dtmf-relay, dtmf) goes to the call, merged with RFC 4733."""
+        request = event.request
+        pressed = parse_dtmf_info(request.content_type, request.body)
+        if pressed is None:
+            logger.debug(f"{call}: INFO {escape(request.content_type, 80)} (no DTMF)")
+            return
+        key, duration = pressed
+        logger.debug(f"{call}: DTMF {key!r} by INFO ({duration} ms)")
+        call.receive_dtmf(key, "info")
+
+    def _end_replaced(self, call: SIPCall) -> None:
+        """A call that replaced another (RFC 3891) is up: BYE the one it replaced."""
+        old_id = call.info.replaces
+        old = self.calls.get(old_id) if old_id else None
+        if old is not None and not old.ended:
+            logger.info(f"{call}: replaces {old}: BYE to it")
+            old.finish("replaced")
+            self.hangup(old)
+
+    # --- transfer (RFC 3515) ------------------------------------------------------------
+    def transfer(self, call: SIPCall, target: str, replaces: SIPCall | None) -> str:
+        """Send REFER for ``target``; with ``replaces``, Refer-To carries its dialog (RFC 3891).
+
+        Raises:
+            TransferFailed: The call or the one to replace has no confirmed
+                dialog, or ``target`` is not a SIP/tel URI.
+        """
+        ua = self.signalling.ua
+        rep = None
+        if replaces is not None:
+            session = ua.session(replaces.call_id)
+            dialog = session.dialog if session is not None else None
+            if dialog is None:
+                raise TransferFailed(None, "the call to replace has no dialog")
+            # As the target sees its dialog with us: its tag is "to", ours "from".
+            rep = Replaces(dialog.call_id, to_tag=dialog.remote_tag, from_tag=dialog.local_tag)
+        try:
+            transfer_id = ua.refer(call.call_id, target, self.signalling.now(), replaces=rep)
+        except (LocalProtocolError, SIPParseError) as exc:
+            raise TransferFailed(None, str(exc)) from None
+        logger.info(
+            f"{call}: transferring to {escape(target, 120)}"
+            + (f" (replacing {replaces})" if replaces is not None else "")
+        )
+        self.signalling.flush()
+        return transfer_id
+
+    def send_info(self, call: SIPCall, content_type: str, body: bytes) -> None:
+        """Send INFO in the call's dialog (DTMF by INFO)."""
+        try:
+            self.signalling.ua.send_info(call.call_id, content_type, body, self.signalling.now())
+        except LocalProtocolError as exc:
+            logger.warning(f"{call}: INFO not sent: {exc}")
+            return
+        self.signalling.flush()
+
+    def _on_refer(self, call: SIPCall, event: ReferReceived) -> None:
+        """The far end asks us to call someone (RFC 3515): the call's refer handler decides.
+
+        Without a handler (or when it says no or fails) the REFER gets 603.
+        """
+        ua = self.signalling.ua
+        handler = call.refer_handler
+        logger.info(
+            f"{call}: REFER to {escape(event.refer_to, 120)}"
+            + (f" by {escape(event.referred_by, 120)}" if event.referred_by else "")
+        )
+        if handler is None:
+            ua.reject_refer(call.call_id, event.transfer_id, self.signalling.now())
+            logger.info(f"{call}: REFER refused (603): no refer handler")
+            return
+        request = TransferRequest(
+            event.transfer_id, event.refer_to, event.referred_by, event.replaces
+        )
+        self._spawn(self._decide_refer(call, request, handler))
+
+    async def _decide_refer(self, call: SIPCall, request: TransferRequest, handler) -> None:
+        ua = self.signalling.ua
+        try:
+            accepted = handler(request)
+            if inspect.isawaitable(accepted):
+                accepted = await asyncio.wait_for(accepted, REFER_DECISION_S)
+        except Exception:
+            logger.exception(f"{call}: refer handler failed: 603")
+            accepted = False
+        now = self.signalling.now()
+        try:
+            if not accepted:
+                ua.reject_refer(call.call_id, request.transfer_id, now)
+                logger.info(f"{call}: REFER refused (603) by the refer handler")
+                return
+            ua.accept_refer(call.call_id, request.transfer_id, now)
+        except LocalProtocolError as exc:  # the call ended, or the REFER timed out meanwhile
+            logger.info(f"{call}: REFER not answered: {exc}")
+            return
+        finally:
+            self.signalling.flush()
+        request._new_call = asyncio.get_running_loop().create_future()
+        self._spawn(self._follow_refer(call, request))
+
+    async def _follow_refer(self, call: SIPCall, request: TransferRequest) -> None:
+        """Place the call the REFER asked for and NOTIFY the transferor how it goes."""
+        ua = self.signalling.ua
+        tid = request.transfer_id
+        assert request._new_call is not None
+
+        def notify(code: int, reason: str) -> None:
+            try:
+                ua.notify_refer(call.call_id, tid, code, reason, self.signalling.now())
+            except LocalProtocolError:
+                return  # the call with the transferor ended
+            self.signalling.flush()
+
+        headers: list[tuple[str, str]] = []
+        if request.referred_by:
+            headers.append(("Referred-By", request.referred_by))
+        if request.replaces:
+            headers.append(("Replaces", request.replaces))
+        dial = self.dial or self.place_call
+        try:
+            new_call = await dial(
+                request.refer_to,
+                headers=headers,
+                progress_handler=lambda kind, code: (
+                    notify(code, "Ringing") if kind == "ringing" else None
+                ),
+            )
+        except CallFailed as exc:
+            notify(exc.status_code or 503, exc.reason[:60] or "Service Unavailable")
+            request._new_call.set_exception(exc)
+            request._new_call.exception()
+            return
+        except Exception as exc:  # a bad URI, no port: the transfer failed here
+            notify(503, "Service Unavailable")
+            request._new_call.set_exception(CallFailed(f"transfer call failed: {exc}"))
+            request._new_call.exception()
+            return
+        notify(200, "OK")
+        request._new_call.set_result(new_call)
 
     # --- CallControl ---------------------------------------------------------------
     async def answer(self, call: SIPCall) -> None:
@@ -291,7 +455,8 @@ class CallManager:
             self._send_answer(record)
             await call.wait_answered()
             return
-        await self._start_media(record, confirmed=False)
+        if call.media is None:  # else started with early media
+            await self._start_media(record, confirmed=False)
         if call.ended or call.state not in _RINGING:  # cancelled while media was starting
             raise CallFailed(f"call ended before answer ({call.end_reason})")
         self._send_answer(record)
@@ -318,6 +483,43 @@ class CallManager:
         """BYE, CANCEL or 480, as the call's state requires."""
         self.signalling.ua.hangup(call.call_id, self.signalling.now())
         self.signalling.flush()
+
+    def ring(self, call: SIPCall) -> None:
+        """Send 180 Ringing (if the call still rings)."""
+        signalling = self.signalling
+        if signalling.ua.call_state(call.call_id) in _RINGING:
+            signalling.ua.ringing(call.call_id, signalling.now())
+        signalling.flush()
+
+    async def progress(self, call: SIPCall, early_media: bool) -> None:
+        """Send 183 Session Progress; with ``early_media`` the SDP answer, media started.
+
+        Early media is sent once the caller is confirmed to own its SDP
+        address: at once when that is the INVITE's source host, else once RTP
+        from it arrives (the RTP session's latching), never to an address
+        only the SDP names.
+
+        Raises:
+            CallFailed: The call ended meanwhile.
+        """
+        record = self._records.get(call.call_id)
+        if record is None or call.ended:
+            raise CallFailed(f"call ended before progress ({call.end_reason})")
+        signalling = self.signalling
+        sdp = b""
+        if early_media and call.negotiated is not None and record.answer is not None:
+            if call.media is None:
+                remote = call.negotiated.remote_address[0]
+                await self._start_media(
+                    record, confirmed=_same_ip(remote, call.info.remote_address[0])
+                )
+            sdp = record.answer.serialize()
+        elif early_media:
+            logger.info(f"{call}: no SDP offer in the INVITE: 183 without early media")
+        if call.ended or signalling.ua.call_state(call.call_id) not in _RINGING:
+            raise CallFailed(f"call ended before progress ({call.end_reason})")
+        signalling.ua.ringing(call.call_id, signalling.now(), status_code=183, sdp=sdp)
+        signalling.flush()
 
     def release(self, call: SIPCall) -> None:
         """Give back the call's RTP port, stop its timers, forget it; log the end."""
@@ -349,29 +551,63 @@ class CallManager:
     # --- outbound ---------------------------------------------------------------------
     async def place_call(
         self,
-        target: str,
+        target: str | SIPURI,
         *,
         destination: tuple[str, int] | Flow | None = None,
         from_user: str | None = None,
+        from_host: str | None = None,
         display_name: str | None = None,
+        to: Address | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        credentials: Credentials | None = None,
+        targets: TargetList | None = None,
         timeout: float | None = 60.0,
+        progress_handler: ProgressHandler | None = None,
+        wait: bool = True,
         _plain_retry: bool = False,
     ) -> SIPCall:
-        """Send an INVITE with our offer and wait until it is answered and media runs.
+        """Send an INVITE with our offer; wait until it is answered and media runs.
+
+        Args:
+            target: The Request-URI.
+            destination: Where to send it (default: the first of ``targets``,
+                else the URI's host, which must be an IP address).
+            from_user: From user part.
+            from_host: From host part.
+            display_name: From display name.
+            to: The To address (default the Request-URI).
+            headers: Extra headers.
+            credentials: Answer 401/407 with these.
+            targets: RFC 3263 destinations to fail over along.
+            timeout: Seconds to wait for the answer; then CANCEL and
+                ``CallFailed("no answer", 408)``. None waits forever.
+            progress_handler: ``handler(kind, status_code)`` for provisional
+                responses ("ringing", "progress", "early_media"), added before
+                the INVITE goes out.
+            wait: False returns the call at once (``await call.wait_answered()``
+                later); the timeout still applies (and no plain-RTP retry of a
+                refused SRTP offer is made).
 
         Under the ``"optional"`` SRTP policy an ``RTP/SAVP`` offer refused
         with 488 or 606 is followed at once by a second call with a plain
         offer (within the same ``timeout``); the call returned is that one.
 
         Raises:
-            CallFailed: Rejected, cancelled or not answered in time, or SRTP
-                is required and the signalling is not TLS.
+            CallFailed: Rejected, cancelled, not answered in time, the
+                credentials were refused (``reason="auth_failed"``, 401/407),
+                or SRTP is required and the signalling is not TLS.
             PortPoolExhausted: No RTP port is free.
         """
         signalling = self.signalling
         ua = signalling.ua
-        mode = self._srtp_mode_for(_outbound_transport(target, destination))
+        if isinstance(destination, Flow) or destination is not None:
+            transport_of = destination
+        elif targets is not None and targets.current is not None:
+            first = targets.current
+            transport_of = Flow(first.transport.upper(), (first.ip, first.port))
+        else:
+            transport_of = None
+        mode = self._srtp_mode_for(_outbound_transport(str(target), transport_of))
         if mode is None:
             raise CallFailed(
                 "SRTP is required but the signalling is not TLS: SDES keys would travel "
@@ -395,8 +631,12 @@ class CallManager:
                 signalling.now(),
                 destination=destination,
                 from_user=from_user,
+                from_host=from_host,
                 display_name=display_name,
+                to=to,
                 headers=headers,
+                credentials=credentials,
+                targets=targets,
             )
         except Exception:
             lease.close()
@@ -408,16 +648,23 @@ class CallManager:
         call = SIPCall(self, info, session)
         call.local_sdp = offer
         call.local_rtp_port = lease.port
-        self._records[call_id] = _Record(call, lease, offer=offer, srtp_mode=mode, cryptos=cryptos)
+        if progress_handler is not None:
+            call.add_progress_handler(progress_handler)
+        record = _Record(call, lease, offer=offer, srtp_mode=mode, cryptos=cryptos)
+        self._records[call_id] = record
         self.calls[call_id] = call
         self._notify(self.on_call_started, call)
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
+            record.ring_timer = loop.call_later(timeout, self._no_answer, call, timeout)
         signalling.flush()
+        if not wait:
+            return call
         try:
-            await call.wait_answered(timeout)
-        except TimeoutError:
-            await call.hangup()
-            raise CallFailed("no answer", 408) from None
+            await call.wait_answered()
         except CallFailed as exc:
+            if exc.reason == "no_answer":
+                raise CallFailed("no answer", 408) from None
             if mode != "optional" or exc.status_code not in _PLAIN_RETRY_STATUSES:
                 raise
             if timeout is not None:
@@ -427,12 +674,28 @@ class CallManager:
                 target,
                 destination=destination,
                 from_user=from_user,
+                from_host=from_host,
                 display_name=display_name,
+                to=to,
                 headers=headers,
+                credentials=credentials,
+                targets=targets,
                 timeout=timeout,
+                progress_handler=progress_handler,
                 _plain_retry=True,
             )
         return call
+
+    def _no_answer(self, call: SIPCall, timeout: float) -> None:
+        """The outbound call was not answered in time: CANCEL (RFC 3261 s.9.1)."""
+        record = self._records.get(call.call_id)
+        if record is not None:
+            record.ring_timer = None
+        if call.ended or call.established:
+            return
+        logger.info(f"{call}: not answered in {timeout:g} s, cancelling")
+        call.finish("no_answer", 408)
+        self.hangup(call)
 
     async def hangup_all(self, reason: str) -> None:
         """Hang up every live call (server shutdown)."""
@@ -729,6 +992,8 @@ class CallManager:
         session = ua.session(call_id)
         assert session is not None
         info = call_info(event.request, "inbound", event.flow, negotiated)
+        if event.user is not None or event.replaces is not None:
+            info = replace(info, auth_user=event.user, replaces=event.replaces)
         call = SIPCall(self, info, session)
         call.negotiated = negotiated
         call.local_sdp = answer
@@ -812,8 +1077,59 @@ class CallManager:
         logger.info(f"{call}: ACK answered our offer ({negotiated.encoding_name})")
         self._spawn(self._start_and_establish(record))
 
+    def _on_progress(self, record: _Record, event: CallProgress) -> None:
+        """A provisional response to our INVITE: ringing, progress, or early media (RFC 3960).
+
+        A 18x with SDP is the answer to our offer for the early session: the
+        media starts (so the pipeline hears announcements or ringback) and
+        the 2xx's SDP, normally the same answer, updates it if it differs.
+        """
+        call = record.call
+        response = event.response
+        code = response.status_code
+        logger.debug(f"{call}: {code} {escape(response.reason, 80)}")
+        if code <= 100 or call.ended:
+            return
+        if response.body and response.content_type == "application/sdp":
+            try:
+                assert record.offer is not None
+                answer = SessionDescription.parse(response.body)
+                negotiated, sdes = apply_srtp_answer(
+                    record.offer, record.cryptos, answer, record.srtp_mode
+                )
+            except (SDPParseError, NoCommonCodec) as exc:
+                logger.warning(f"{call}: unusable SDP in {code} ({exc}): no early media")
+            else:
+                if call.media is None:
+                    record.sdes = sdes
+                self._start_early_media(record, negotiated, code)
+                return
+        call.notify_progress("progress" if code == 183 else "ringing", code)
+
+    def _start_early_media(self, record: _Record, negotiated: NegotiatedMedia, code: int) -> None:
+        call = record.call
+        if call.media is not None:  # a second 18x with SDP (the same answer, or a new fork's)
+            self._update_remote(call, negotiated)
+            call.notify_progress("early_media", code)
+            return
+        call.negotiated = negotiated
+        call.info = _with_codec(call.info, negotiated, None)
+        logger.info(
+            f"{call}: early media ({code}) from {negotiated.remote_address[0]}:"
+            f"{negotiated.remote_address[1]}, {negotiated.encoding_name}"
+        )
+        media = self._create_media(record)  # now: a 2xx right behind finds it
+
+        async def start() -> None:
+            await media.start()
+            if not call.ended:
+                call.notify_progress("early_media", code)
+
+        self._spawn(start())
+
     def _on_answered(self, record: _Record, event: CallAnswered) -> None:
         call = record.call
+        self._cancel_ring_timer(record)
         try:
             answer = SessionDescription.parse(event.response.body)
             assert record.offer is not None
@@ -821,12 +1137,26 @@ class CallManager:
                 record.offer, record.cryptos, answer, record.srtp_mode
             )
         except (SDPParseError, NoCommonCodec) as exc:
-            logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
-            self._spawn(call.hangup())
-            return
-        call.negotiated = negotiated
+            if call.media is not None and call.negotiated is not None:
+                negotiated = call.negotiated  # no new answer: the early one stands
+            else:
+                logger.warning(f"{call}: unusable SDP answer ({exc}), hanging up")
+                self._spawn(call.hangup())
+                return
         call.info = _with_codec(call.info, negotiated, event.response.to.display_name)
         call.mark_answered()
+        if call.media is not None:  # early media ran: keep the session, follow the answer
+            if (
+                call.negotiated is None
+                or negotiated.remote_address != call.negotiated.remote_address
+            ):
+                self._update_remote(call, negotiated)
+            else:
+                call.negotiated = negotiated
+            self._limit_duration(record)
+            call.mark_established()
+            return
+        call.negotiated = negotiated
         self._limit_duration(record)
         self._spawn(self._start_and_establish(record))
 
@@ -856,6 +1186,24 @@ class CallManager:
             return
         await self._start_media(record)
         call.mark_established()
+
+    def _on_modification_answered(self, record: _Record, event: ModificationAnswered) -> None:
+        """Our re-INVITE or UPDATE was answered: follow the answer's media (RFC 3264 s.8)."""
+        call = record.call
+        response = event.response
+        if not 200 <= event.status_code < 300:
+            logger.info(f"{call}: {event.method} answered {event.status_code}")
+            return
+        if response is None or not response.body or call.local_sdp is None:
+            return
+        if response.content_type != "application/sdp":
+            return
+        try:
+            negotiated = apply_answer(call.local_sdp, SessionDescription.parse(response.body))
+        except (SDPParseError, NoCommonCodec) as exc:
+            logger.warning(f"{call}: unusable SDP answer to our {event.method} ({exc})")
+            return
+        self._update_remote(call, negotiated)
 
     def _on_reoffer(self, record: _Record, event: ReofferReceived) -> None:
         """Answer a re-INVITE's offer (RFC 3264 s.8): move, hold or resume the media.
@@ -933,7 +1281,15 @@ class CallManager:
 
     # --- media ---------------------------------------------------------------------
     async def _start_media(self, record: _Record, *, confirmed: bool = True) -> None:
-        """Create and start the call's RTP session.
+        """Create and start the call's RTP session (see :meth:`_create_media`)."""
+        media = self._create_media(record, confirmed=confirmed)
+        await media.start()
+
+    def _create_media(self, record: _Record, *, confirmed: bool = True) -> RTPSession:
+        """Create the call's RTP session (``call.media``) now; it starts with ``start()``.
+
+        RFC 4733 key presses go to the call (``receive_dtmf``), which merges
+        them with INFO ones and reports each press once.
 
         Args:
             record: The call.
@@ -966,9 +1322,10 @@ class CallManager:
             srtp=srtp,
         )
         media.on_timeout = lambda: self._on_rtp_timeout(call)
+        media.on_dtmf = lambda key: call.receive_dtmf(key, "rfc4733")
         call.media = media
         self._apply_direction(call, neg)
-        await media.start()
+        return media
 
     def _rekey(self, call: SIPCall, record: _Record, keys: SdesKeys | None) -> None:
         """Follow a re-offer's SDES outcome: keep, update the peer's key, or a new context.
@@ -1109,6 +1466,17 @@ class CallManager:
                 hook(call)
             except Exception:
                 logger.exception(f"{call}: error in a call observer")
+
+
+def _same_ip(a: str, b: str) -> bool:
+    """Whether two address texts name the same IP (IPv4-mapped IPv6 equal to IPv4)."""
+    try:
+        ip_a, ip_b = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    ip_a = getattr(ip_a, "ipv4_mapped", None) or ip_a
+    ip_b = getattr(ip_b, "ipv4_mapped", None) or ip_b
+    return ip_a == ip_b
 
 
 def _offered_telephone_event_pts(offer: SessionDescription | None) -> list[int]:

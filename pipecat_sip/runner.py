@@ -29,6 +29,15 @@ Configuration (flags override environment, `.env` is read with python-dotenv):
 | `--username` | `SIP_USERNAME` | registration user (AoR user part and Digest user name) |
 | | `SIP_PASSWORD` | Digest password (environment or .env only, never a flag) |
 | `--register-expires` | `SIP_REGISTER_EXPIRES` | 300 (seconds asked per registration) |
+| `--trunk-proxy` | `SIP_TRUNK_PROXY` | none: no trunk (default trunk's proxy URI) |
+| | `SIP_TRUNK_USERNAME`, `_AUTH_USER`, `_FROM_USER` | the trunk's account |
+| | `SIP_TRUNK_FROM_HOST`, `_PAI`, `_TRANSPORT` | see `Trunk.from_env` |
+| | `SIP_TRUNK_PASSWORD` | the trunk's Digest password (environment only) |
+| `--caller-id` | `SIP_CALLER_ID` | none (the number outbound calls present) |
+| `--auth-users` | `SIP_AUTH_USERS` | none: no inbound Digest (`user:password` lines) |
+| `--auth-realm` | `SIP_AUTH_REALM` | pipecat-sip (the realm of our challenges) |
+| `--auth-exempt-networks` | `SIP_AUTH_EXEMPT_NETWORKS` | none (CIDRs not challenged) |
+| `--accept-registrations` | `SIP_ACCEPT_REGISTRATIONS` | false (a registrar for softphones) |
 | `--codecs` | `SIP_CODECS` | G722,PCMU,PCMA (add `opus` with the `opus` extra) |
 | `--rtp-latching` | `SIP_RTP_LATCHING` | signaling (also: any, off) |
 | `--hold-timeout` | `SIP_HOLD_TIMEOUT` | 600 (seconds a call may stay held; 0: no limit) |
@@ -101,10 +110,12 @@ from pipecat_sip.server import (
     parse_networks,
     parse_transports,
 )
+from pipecat_sip.sip.auth import users_from_text
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.uri import SIPURI
 from pipecat_sip.tls import TLSConfig, TLSConfigError
 from pipecat_sip.transport import DialoutRequest, parse_dialout_settings
+from pipecat_sip.trunk import Trunk
 
 BotFunction = Callable[[Any], Awaitable[Any]]
 
@@ -149,6 +160,13 @@ class SIPRunnerConfig:
         server_name: Server/User-Agent header value, or None for none.
         event_loop: "uvloop" or "asyncio" (resolved from "auto").
         registration: Where to register, or None.
+        trunk: The default trunk for outbound calls, or None.
+        auth_users: Users (name to password) whose INVITEs are accepted
+            after a Digest challenge; None: no authentication.
+        auth_realm: The realm of our challenges.
+        auth_exempt_networks: CIDRs whose requests are not challenged.
+        accept_registrations: Be a registrar for softphones (with auth_users:
+            authenticated).
         public_address_v6: The IPv6 address of a dual-stack server (second
             address of SIP_PUBLIC_ADDRESS), or None.
         rtp_latching: "signaling", "any" or "off" (pipecat_sip.rtp.latching).
@@ -187,6 +205,11 @@ class SIPRunnerConfig:
     server_name: str | None = "pipecat-sip"
     event_loop: str = "asyncio"
     registration: Registration | None = None
+    trunk: Trunk | None = None
+    auth_users: dict[str, str] | None = field(default=None, repr=False)
+    auth_realm: str = "pipecat-sip"
+    auth_exempt_networks: tuple[str, ...] = ()
+    accept_registrations: bool = False
     public_address_v6: str | None = None
     rtp_latching: str = "signaling"
     hold_timeout_s: float = 600.0
@@ -282,6 +305,11 @@ def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any
         "hold_timeout_s": config.hold_timeout_s,
         "max_call_duration_s": config.max_call_duration_s,
         "max_unconfirmed_per_source": config.max_unconfirmed_per_source,
+        "trunks": [config.trunk] if config.trunk is not None else [],
+        "auth_users": config.auth_users,
+        "auth_realm": config.auth_realm,
+        "auth_exempt_networks": config.auth_exempt_networks,
+        "accept_registrations": config.accept_registrations,
         "srtp": config.srtp,
         "srtp_insecure_signaling": config.srtp_insecure_signaling,
         "transports": config.transports,
@@ -408,6 +436,39 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
             password=env.get("SIP_PASSWORD") or None,
             expires=expires,
         )
+    trunk = _trunk_config(args, env)
+    auth_users = None
+    value, name = pick("auth_users", "SIP_AUTH_USERS")
+    if value:
+        try:
+            with open(value.strip(), encoding="utf-8") as f:
+                auth_users = users_from_text(f.read())
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {value!r}: {exc.strerror}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: {value!r}: {exc}") from None
+        if not auth_users:
+            raise ConfigError(f"{name}: {value!r} lists no user:password line")
+    value, name = pick("auth_realm", "SIP_AUTH_REALM")
+    auth_realm = "pipecat-sip"
+    if value is not None:
+        auth_realm = value.strip()
+        if not auth_realm or any(c in auth_realm for c in '"\\\r\n') or len(auth_realm) > 64:
+            raise ConfigError(f"{name}: {value!r} must be 1-64 characters without quotes")
+    value, name = pick("accept_registrations", "SIP_ACCEPT_REGISTRATIONS")
+    accept_registrations = False
+    if value is not None:
+        text = value.strip().lower()
+        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+        accept_registrations = text in ("1", "true", "yes", "on")
+    value, name = pick("auth_exempt_networks", "SIP_AUTH_EXEMPT_NETWORKS")
+    exempt: tuple[str, ...] = ()
+    if value:
+        try:
+            exempt = tuple(str(n) for n in parse_networks(value))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     value, name = pick("rtp_latching", "SIP_RTP_LATCHING")
     rtp_latching = (value or "signaling").strip().lower()
     if rtp_latching not in ("signaling", "any", "off"):
@@ -483,6 +544,11 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         server_name=server_name,
         event_loop=choice,
         registration=registration,
+        trunk=trunk,
+        auth_users=auth_users,
+        auth_realm=auth_realm,
+        auth_exempt_networks=exempt,
+        accept_registrations=accept_registrations,
         public_address_v6=public_v6,
         rtp_latching=rtp_latching,
         hold_timeout_s=hold_timeout,
@@ -499,6 +565,27 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         log_format=log_format,
         **transports_config,
     )
+
+
+def _trunk_config(args: argparse.Namespace, env: Mapping[str, str]) -> Trunk | None:
+    """The default trunk from ``SIP_TRUNK_*`` (``--trunk-proxy``, ``--caller-id`` win).
+
+    Raises:
+        ConfigError: A bad value, named in one line.
+    """
+    merged = dict(env)
+    for flag, var in (("trunk_proxy", "SIP_TRUNK_PROXY"), ("caller_id", "SIP_CALLER_ID")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            merged[var] = str(value)
+    try:
+        return Trunk.from_env(merged)
+    except ValueError as exc:
+        text = str(exc)
+        for flag, var in (("--trunk-proxy", "SIP_TRUNK_PROXY"), ("--caller-id", "SIP_CALLER_ID")):
+            if getattr(args, flag[2:].replace("-", "_"), None) is not None:
+                text = text.replace(f"{var}:", f"{flag}:", 1)
+        raise ConfigError(text) from None
 
 
 _TLS_VARIABLES = {
@@ -623,6 +710,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
+    )
+    parser.add_argument(
+        "--trunk-proxy",
+        help="default trunk for outbound calls, e.g. sip:sip.carrier.example (SIP_TRUNK_PROXY; "
+        "SIP_TRUNK_USERNAME, SIP_TRUNK_AUTH_USER, SIP_TRUNK_PASSWORD, SIP_TRUNK_FROM_USER)",
+    )
+    parser.add_argument("--caller-id", help="number outbound calls present (SIP_CALLER_ID)")
+    parser.add_argument(
+        "--auth-users", help="file of user:password lines: Digest for INVITEs (SIP_AUTH_USERS)"
+    )
+    parser.add_argument("--auth-realm", help="Digest realm (SIP_AUTH_REALM, default pipecat-sip)")
+    parser.add_argument(
+        "--accept-registrations",
+        nargs="?",
+        const="true",
+        help="be a registrar for softphones (SIP_ACCEPT_REGISTRATIONS; with --auth-users: "
+        "authenticated)",
+    )
+    parser.add_argument(
+        "--auth-exempt-networks",
+        help="CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)",
     )
     parser.add_argument(
         "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"

@@ -43,7 +43,7 @@ import asyncio
 import contextvars
 import inspect
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,17 +65,33 @@ from pipecat_sip.security import (
     RateLimiter,
     RepeatFilter,
     escape,
+    in_networks,
     parse_networks,
 )
+from pipecat_sip.sip.auth import DigestServer
 from pipecat_sip.sip.errors import SIPParseError
 from pipecat_sip.sip.events import Event, Notice, Registered, RegistrationFailed
 from pipecat_sip.sip.locate import Destination, TargetList, ip_version
 from pipecat_sip.sip.message import is_keepalive
+from pipecat_sip.sip.registrar import Binding, Registrar
+from pipecat_sip.sip.session_timer import (
+    DEFAULT_MIN_SE,
+    DEFAULT_SESSION_EXPIRES,
+    SessionTimerPolicy,
+)
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.transport import Flow
-from pipecat_sip.sip.uri import SIPURI
+from pipecat_sip.sip.uri import SIPURI, Address
 from pipecat_sip.sip.useragent import UserAgent
 from pipecat_sip.tls import TLSConfig, TLSConfigError
+from pipecat_sip.trunk import (
+    Trunk,
+    check_header,
+    host_is_ip,
+    is_phone_number,
+    normalize_number,
+    trunks_by_name,
+)
 
 __all__ = [
     "DEFAULT_KEEPALIVE_INTERVAL",
@@ -247,6 +263,31 @@ class SIPServer:
             (default: the SDP host or the call's signalling source, after a
             short run of consecutive packets), "any", or "off" (the SDP
             address only).
+        trunks: Trunks for outbound calls (:class:`~pipecat_sip.trunk.Trunk`),
+            a list or a mapping by name; the first is the default for numbers.
+        auth_users: Challenge incoming INVITEs (and REGISTERs) with Digest
+            (RFC 3261 s.22.4): user name to password, or a function
+            ``lookup(username) -> password | None``. None (default): no
+            authentication.
+        auth_realm: The realm of our challenges (default ``"pipecat-sip"``).
+        auth_exempt_networks: Sources (CIDRs) whose requests are not
+            challenged, e.g. a trunk's signalling addresses.
+        auth_max_failures: Failed authentications of one source within a
+            minute before its requests are refused (403) for the rest of it.
+        session_expires: Session timer (RFC 4028) interval we ask for and
+            grant at most, seconds; the refresher refreshes at half of it (by
+            UPDATE, else re-INVITE) and a call nobody refreshes ends with BYE.
+            0 asks for none (a peer's request is still honoured).
+        min_se: The shortest session interval accepted (>= 90 s); shorter
+            requests get 422 with it.
+        reliable_provisionals: Send 180/183 reliably (RFC 3262 PRACK) to
+            callers that support 100rel; callers that require it always get
+            reliable ones.
+        accept_registrations: Be a registrar for softphones (RFC 3261 s.10.3):
+            REGISTER accepted (Digest-authenticated when ``auth_users`` is
+            set: each user may register its own name only), bindings kept in
+            memory; ``call("sip:alice@bot")`` then reaches alice's Contact
+            through the flow she registered on. False answers REGISTER 405.
         public_address_v6: For a dual-stack server (``host="::"``), our IPv6
             address when ``public_address`` is the IPv4 one (or the other way
             round); detected like ``public_address`` when None. Each call is
@@ -316,6 +357,15 @@ class SIPServer:
         locator: ServerLocator | None = None,
         stream_settings: StreamSettings | None = None,
         rtp_latching: str = "signaling",
+        trunks: Mapping[str, Trunk] | Sequence[Trunk] = (),
+        auth_users: Mapping[str, str] | Callable[[str], str | None] | None = None,
+        auth_realm: str = "pipecat-sip",
+        auth_exempt_networks: Iterable[str | Network] | str = (),
+        auth_max_failures: int = 10,
+        session_expires: int = DEFAULT_SESSION_EXPIRES,
+        min_se: int = DEFAULT_MIN_SE,
+        reliable_provisionals: bool = False,
+        accept_registrations: bool = False,
         public_address_v6: str | None = None,
         max_unconfirmed_per_source: int = 5,
         hold_timeout_s: float = 600.0,
@@ -393,6 +443,20 @@ class SIPServer:
         if rtp_latching not in ("signaling", "any", "off"):
             raise ValueError(f"rtp_latching must be signaling, any or off, not {rtp_latching!r}")
         self.rtp_latching = rtp_latching
+        self.trunks = trunks_by_name(trunks)
+        self.auth_users = auth_users
+        self.auth_realm = auth_realm
+        self.auth_exempt_networks = parse_networks(auth_exempt_networks)
+        self.auth_max_failures = auth_max_failures
+        self.session_timers = SessionTimerPolicy(
+            enabled=session_expires > 0,
+            session_expires=max(session_expires, min_se),
+            min_se=min_se,
+        )
+        self.reliable_provisionals = reliable_provisionals
+        self.registrar: Registrar | None = Registrar() if accept_registrations else None
+        """The softphones' bindings (``accept_registrations``), or None."""
+        self.authenticator: DigestServer | None = None
         if srtp not in SRTP_MODES:
             raise ValueError(f"srtp must be one of {', '.join(SRTP_MODES)}, not {srtp!r}")
         self.srtp = srtp
@@ -490,6 +554,7 @@ class SIPServer:
             max_headers=self.max_headers,
             trust_in_dialog_from=self.trust_in_dialog_from,
             registration_retry_s=_REGISTER_RETRY_S,
+            **self._ua_options(),
             other_host=next((a for a in self.addresses.values() if a != self.public_address), None),
         )
         self.manager = CallManager(
@@ -516,6 +581,7 @@ class SIPServer:
             srtp_insecure_signaling=self.srtp_insecure_signaling,
             srtp_rng=self.srtp_rng,
         )
+        self.manager.dial = self.call  # REFER targets go through trunks and DNS too
         self.manager.on_call_started = lambda call: self._notify("started", call)
         self.manager.on_call_ended = lambda call: self._notify("ended", call)
         self._accepting = True
@@ -536,6 +602,25 @@ class SIPServer:
                 )
         if self.registration is not None:
             await self._register()
+
+    def _ua_options(self) -> dict[str, Any]:
+        """The user agent's call-control options (authentication, registrar, timers)."""
+        options: dict[str, Any] = {
+            "session_timers": self.session_timers,
+            "reliable_provisionals": self.reliable_provisionals,
+            "registrar": self.registrar,
+        }
+        if self.registrar is not None and self.auth_users is None:
+            logger.warning("registrar without auth_users: anyone may register any name")
+        if self.auth_users is not None:
+            self.authenticator = DigestServer(
+                self.auth_realm, self.auth_users, max_failures=self.auth_max_failures
+            )
+            options["authenticator"] = self.authenticator
+            if self.auth_exempt_networks:
+                networks = self.auth_exempt_networks
+                options["auth_exempt"] = lambda flow: in_networks(flow.host, networks)
+        return options
 
     async def _open_listeners(self) -> None:
         endpoint = self.endpoint
@@ -755,59 +840,171 @@ class SIPServer:
         self,
         target: str,
         *,
-        destination: tuple[str, int] | None = None,
-        from_user: str | None = None,
+        trunk: str | Trunk | None = None,
+        caller_id: str | None = None,
         display_name: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         timeout: float | None = 60.0,
+        destination: tuple[str, int] | None = None,
+        from_user: str | None = None,
+        progress_handler: Callable[[str, int], Any] | None = None,
+        wait: bool = True,
     ) -> SIPCall:
         """Place a call and wait until it is answered; media is then running.
 
-        The next hop is located with RFC 3263 (NAPTR, SRV, A/AAAA) from the
-        target URI (``sip:+4930123@trunk.example.com``, ``sips:...`` for TLS,
-        ``;transport=tcp``); an IP address or an explicit port skips SRV.
+        Where the INVITE goes:
+
+        - through a trunk: ``trunk`` given (a name or a :class:`Trunk`), or a
+          bare number (``+4930123``) or ``tel:`` URI (the first trunk), or a
+          SIP URI whose host is a trunk's name or proxy host
+          (``sip:+4930123@carrier``): the Request-URI is the number at the
+          trunk's proxy, 401/407 are answered with the trunk's credentials,
+          and From / P-Asserted-Identity show its caller ID;
+        - to a softphone registered with us (``accept_registrations``): a URI
+          whose user has a binding and whose host is ours or a name reaches
+          the binding's Contact, through the flow it registered on;
+        - else to the URI itself: ``destination``, or the next hop located
+          with RFC 3263 (NAPTR, SRV, A/AAAA; ``sips:`` for TLS,
+          ``;transport=tcp``) and failed over on a timeout or 503.
 
         Args:
-            target: SIP URI to call (`sip:bot@127.0.0.1:6060`).
-            destination: (host, port) or `Flow` to send the INVITE to,
-                skipping the lookup; defaults to what the URI locates to.
-            from_user: User part of our From URI.
+            target: A SIP URI (``sip:bot@127.0.0.1:6060``), a number or a tel: URI.
+            trunk: The trunk to call through, by name or itself.
+            caller_id: The number to present (instead of the trunk's).
             display_name: Our display name.
             headers: Extra headers for the INVITE.
-            timeout: Seconds to wait for an answer; then the call is cancelled.
+            timeout: Seconds to wait for an answer; then the call is cancelled
+                (``CallFailed("no answer", 408)``).
+            destination: (host, port) to send the INVITE to (no trunk).
+            from_user: User part of our From URI.
+            progress_handler: ``handler(kind, status_code)`` for 180/183:
+                "ringing", "progress", "early_media" (media started).
+            wait: False returns the call as soon as the INVITE is out.
 
         Returns:
-            The established call.
+            The established call (or, with ``wait=False``, the call placed).
 
         Raises:
-            CallFailed: Rejected, cancelled, not answered in time, or the
-                target could not be located (503).
+            CallFailed: Rejected, cancelled, not answered in time, the
+                credentials were refused (``reason="auth_failed"``, 401/407),
+                a number with no trunk configured, or the target could not be
+                located (503).
             PortPoolExhausted: No RTP port is free.
+            ValueError: An unknown trunk name, a bad target or header.
+            LocationError: The host name could not be located.
             RuntimeError: The server is not started.
             SIPParseError: `target` is not a SIP URI.
         """
         if self.manager is None:
             raise RuntimeError("SIPServer.call() before start()")
-        extra: dict[str, Any] = {}
-        if destination is None:
-            uri = SIPURI.parse(target)
-            targets = await self.locate(uri)
-            first = targets.current
-            assert first is not None
-            destination = self._flow_to(first, uri)
-            # RFC 3263 s.4.3 failover across the targets is the INVITE usage's work;
-            # hand them over when it takes them, else the first is used alone.
-            if _accepts(self.manager.place_call, "targets"):
-                extra["targets"] = targets
+        chosen = self._trunk_for(target, trunk)
+        if chosen is not None:
+            route = chosen.route(
+                target,
+                caller_id=caller_id,
+                display_name=display_name,
+                from_user=from_user,
+                headers=headers,
+            )
+            flow, targets = await self._locate(route.proxy)
+            return await self.manager.place_call(
+                route.request_uri,
+                destination=flow,
+                from_user=route.from_user,
+                from_host=route.from_host,
+                display_name=route.display_name,
+                to=route.to,
+                headers=route.headers,
+                credentials=route.credentials,
+                targets=targets,
+                timeout=timeout,
+                progress_handler=progress_handler,
+                wait=wait,
+            )
+        for name, value in headers:
+            check_header(name, value)
+        extra = list(headers)
+        uri = SIPURI.parse(target)
+        binding = self._registered(uri) if destination is None else None
+        if binding is not None:  # a softphone registered with us: its Contact, its flow
+            return await self.manager.place_call(
+                binding.contact,
+                destination=binding.flow,
+                to=Address(uri),
+                from_user=from_user or (normalize_number(caller_id) if caller_id else None),
+                display_name=display_name,
+                headers=extra,
+                timeout=timeout,
+                progress_handler=progress_handler,
+                wait=wait,
+            )
+        targets = None
+        dest: tuple[str, int] | Flow | None = destination
+        if dest is None:
+            dest, targets = await self._locate(uri)
         return await self.manager.place_call(
-            target,
-            destination=destination,
-            from_user=from_user,
+            uri,
+            destination=dest,
+            from_user=from_user or (normalize_number(caller_id) if caller_id else None),
             display_name=display_name,
-            headers=headers,
+            headers=extra,
+            targets=targets,
             timeout=timeout,
-            **extra,
+            progress_handler=progress_handler,
+            wait=wait,
         )
+
+    def _registered(self, uri: SIPURI) -> Binding | None:
+        """The newest binding of a registered user a URI names (its host ours or a name)."""
+        if self.registrar is None or not uri.user:
+            return None
+        host = uri.host.strip("[]")
+        ours = {self.public_address, self.host, *getattr(self, "addresses", {}).values()}
+        if host_is_ip(host) and host not in ours:
+            return None
+        bindings = self.registrar.lookup(uri.user, self.now())
+        return bindings[0] if bindings else None
+
+    def _trunk_for(self, target: str, trunk: str | Trunk | None) -> Trunk | None:
+        """The trunk a call goes through, or None for a direct call.
+
+        Raises:
+            ValueError: An unknown trunk name, or a number and no trunk.
+        """
+        if isinstance(trunk, Trunk):
+            return trunk
+        if trunk is not None:
+            found = self.trunks.get(trunk)
+            if found is None:
+                known = ", ".join(self.trunks) or "none"
+                raise ValueError(f"no trunk named {trunk!r} (known: {known})")
+            return found
+        text = target.strip()
+        if is_phone_number(text) or text.lower().startswith("tel:"):
+            if not self.trunks:
+                raise CallFailed(
+                    f"{target!r} is a number: configure a trunk to call numbers (SIP_TRUNK_PROXY)"
+                )
+            return next(iter(self.trunks.values()))
+        try:
+            uri = SIPURI.parse(text)
+        except SIPParseError:
+            raise ValueError(f"{target!r} is neither a SIP URI nor a number") from None
+        for candidate in self.trunks.values():
+            if candidate.matches(uri.host):
+                return candidate
+        return None
+
+    async def _locate(self, uri: SIPURI) -> tuple[Flow, TargetList]:
+        """Where requests for ``uri`` go (RFC 3263): the first flow and the targets to walk.
+
+        Raises:
+            CallFailed: Nothing could be located (503).
+        """
+        targets = await self.locate(uri)
+        first = targets.current
+        assert first is not None
+        return self._flow_to(first, uri), targets
 
     async def locate(self, uri: str | SIPURI) -> TargetList:
         """Where requests to ``uri`` go (RFC 3263), as a `TargetList` to walk on failure.

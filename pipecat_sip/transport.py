@@ -39,6 +39,7 @@ from pipecat.frames.frames import (
     CancelFrame,
     CancelWorkerFrame,
     ClientConnectedFrame,
+    DataFrame,
     EndFrame,
     Frame,
     InputAudioRawFrame,
@@ -58,12 +59,36 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.utils.utils import obj_id
 from pydantic import Field
 
+from pipecat_sip.codecs.tones import dtmf_tone
+from pipecat_sip.rtp.dtmf import event_for_key
 from pipecat_sip.security import escape
 
 if TYPE_CHECKING:
     from pipecat_sip.call import CallInfo, SIPCall
     from pipecat_sip.media import RTPSession
     from pipecat_sip.rtp.quality import CallQualityStats
+
+# Silence after an in-band DTMF tone (dtmf_mode="inband"), ms, so repeated keys stay apart.
+_INBAND_GAP_MS = 60
+
+
+@dataclass
+class SIPTransferFrame(DataFrame):
+    """Transfer the call (REFER, RFC 3515) once the audio queued before it has played.
+
+    Push it after the words that announce the transfer ("Let me put you
+    through"): the output transport plays them, then sends REFER. On
+    success the call ends (reason ``"transferred"``); on failure it goes on,
+    and ``on_transfer_failed`` tells the bot.
+
+    Parameters:
+        target: The SIP URI to transfer to (``sip:agent@pbx.example``).
+        timeout: Seconds to wait for the outcome.
+    """
+
+    target: str
+    timeout: float = 30.0
+
 
 __all__ = [
     "DAILY_TELEPHONY_EVENTS",
@@ -73,6 +98,7 @@ __all__ = [
     "SIPInputTransport",
     "SIPOutputTransport",
     "SIPParams",
+    "SIPTransferFrame",
     "SIPTransport",
     "parse_dialout_settings",
     "place_dialout",
@@ -248,6 +274,11 @@ class SIPParams(TransportParams):
             before ``write_audio_frame`` returns; the rest waits in Pipecat's
             queues, where an interruption drops it. Default 20 (one packet).
         dtmf_duration_ms: Duration of each sent DTMF key press, ms.
+        dtmf_mode: How ``OutputDTMFFrame`` keys are sent: ``"rfc4733"``
+            (telephone-events; in-band when the peer offered none),
+            ``"info"`` (SIP INFO ``application/dtmf-relay``), ``"inband"``
+            (Q.23 tones in the audio) or ``"auto"`` (default: RFC 4733 when
+            negotiated, else in-band).
         hangup_timeout_s: How long pipeline shutdown waits for the BYE
             transaction before moving on (the BYE still completes).
         cancel_on_disconnect: When the far end ends the call (BYE, RTP
@@ -285,6 +316,7 @@ class SIPParams(TransportParams):
     rtp_timeout_s: float = Field(default=30.0, ge=0)
     max_backlog_ms: int = Field(default=20, ge=0)
     dtmf_duration_ms: int = Field(default=100, ge=10, le=5000)
+    dtmf_mode: Literal["rfc4733", "info", "inband", "auto"] = "auto"
     hangup_timeout_s: float = Field(default=2.0, ge=0)
     cancel_on_disconnect: bool = True
     audio_out_write_timeout_secs: float | None = Field(default=None, gt=0)
@@ -393,6 +425,7 @@ class SIPInputTransport(BaseInputTransport):
         self._media: RTPSession | None = None
         self._dropped = 0
         self._connect_task: asyncio.Task | None = None
+        self._dtmf_call: SIPCall | None = None
         self.started = False
 
     async def setup(self, setup: FrameProcessorSetup):
@@ -486,7 +519,10 @@ class SIPInputTransport(BaseInputTransport):
         await self._transport.cleanup()
 
     def detach(self) -> None:
-        """Stop taking callbacks from the RTP session (idempotent)."""
+        """Stop taking callbacks from the RTP session and the call (idempotent)."""
+        call, self._dtmf_call = self._dtmf_call, None
+        if call is not None:
+            call.remove_dtmf_handler(self._on_media_dtmf)
         media, self._media = self._media, None
         if media is None:
             return
@@ -496,13 +532,31 @@ class SIPInputTransport(BaseInputTransport):
             media.on_dtmf = None
 
     def _attach(self) -> None:
+        # Key presses come from the call: RFC 4733 and SIP INFO, merged (one per press).
+        call = self._transport.call
+        if call is not None and hasattr(call, "add_dtmf_handler") and self._dtmf_call is None:
+            self._dtmf_call = call
+            call.add_dtmf_handler(self._on_media_dtmf)
         media = self._transport.media
         if media is None:
+            if call is not None and getattr(call, "info", None) is not None and not call.ended:
+                if call.info.direction == "outbound":
+                    return  # early media or the answer attaches it (attach_media)
             logger.error(f"{self} the call has no RTP session; was it answered?")
             return
+        self.attach_media()
+
+    def attach_media(self) -> None:
+        """Take audio from the call's RTP session once it exists (early media, answer)."""
+        media = self._transport.media
+        if media is None or self._media is media or self._transport.far_end_gone:
+            return
+        if not self._rx_task:
+            return  # not started: set_transport_ready attaches
         self._media = media
         media.on_audio = self._on_media_audio
-        media.on_dtmf = self._on_media_dtmf
+        if self._dtmf_call is None:
+            media.on_dtmf = self._on_media_dtmf
 
     async def _teardown(self) -> None:
         self.detach()
@@ -529,6 +583,7 @@ class SIPInputTransport(BaseInputTransport):
             logger.debug(f"{self} call ended before it was established: {error!r}")
             return
         if not self._transport.call_ended:
+            self.attach_media()  # an outbound call's media starts with its answer
             await self._client_connected()
 
     def _on_media_audio(self, pcm: bytes) -> None:
@@ -706,7 +761,7 @@ class SIPOutputTransport(BaseOutputTransport):
         return True
 
     async def _write_dtmf_native(self, frame: OutputDTMFFrame | OutputDTMFUrgentFrame):
-        """Send each key of the frame through the RTP session, in order.
+        """Send each key of the frame, in order, as ``dtmf_mode`` says.
 
         Args:
             frame: The DTMF frame (``button`` or ``buttons``).
@@ -714,14 +769,38 @@ class SIPOutputTransport(BaseOutputTransport):
         media = self._transport.media
         if media is None or self._transport.call_ended:
             return
+        mode = self._params.dtmf_mode
+        duration = self._params.dtmf_duration_ms
         buttons = frame.buttons or ([frame.button] if frame.button else [])
         for button in buttons:
             key = button.value if isinstance(button, KeypadEntry) else str(button)
-            logger.debug(f"{self} sending DTMF {key!r}")
+            logger.debug(f"{self} sending DTMF {key!r} ({mode})")
             try:
-                media.send_dtmf(key, self._params.dtmf_duration_ms)
-            except ValueError as error:
+                call = self._transport.call
+                if mode == "info" and hasattr(call, "send_info_dtmf"):
+                    call.send_info_dtmf(key, duration)
+                elif mode == "inband":
+                    event_for_key(key)  # refuse unknown keys as the other modes do
+                    tone = dtmf_tone(key, duration, media.sample_rate)
+                    gap = bytes(2 * (media.sample_rate * _INBAND_GAP_MS // 1000))
+                    media.send_audio(tone + gap)
+                else:
+                    if mode == "rfc4733" and media.telephone_event_pt is None:
+                        logger.warning(f"{self} no telephone-event negotiated: {key!r} in-band")
+                    media.send_dtmf(key, duration)
+            except (ValueError, RuntimeError) as error:
                 logger.warning(f"{self} DTMF {key!r} not sent: {error}")
+
+    async def write_transport_frame(self, frame: Frame):
+        """Act on a frame queued behind the audio: a :class:`SIPTransferFrame` transfers.
+
+        Args:
+            frame: The frame, after the audio queued before it was sent.
+        """
+        if isinstance(frame, SIPTransferFrame):
+            self.create_task(self._transport.transfer_result(frame.target, timeout=frame.timeout))
+            return
+        await super().write_transport_frame(frame)
 
     def _to_codec_rate(self, frame: OutputAudioRawFrame) -> bytes:
         pcm = self._carry + frame.audio
@@ -1018,6 +1097,16 @@ class SIPTransport(BaseTransport):
     - on_dtmf(transport, key): the caller pressed a key ("0"-"9", "*", "#";
       RFC 4733 A-D and flash are logged and ignored, as Pipecat's keypad has
       no such keys); also pushed downstream as ``InputDTMFFrame``.
+    - on_ringing(transport, call) / on_early_media(transport, call): an
+      outbound call placed with ``server.call(..., wait=False)`` rings
+      (180) or got a 18x with SDP: its media runs before the answer, so the
+      pipeline hears announcements or ringback (``on_client_connected``
+      still waits for the answer).
+    - on_transfer_accepted / on_transfer_succeeded / on_transfer_failed
+      (transport, status_code): a transfer (``transport.transfer(...)`` or a
+      :class:`SIPTransferFrame`) was accepted by the far end (202), reached
+      the target (the call then ends: ``on_client_disconnected`` follows), or
+      failed (the call goes on).
     - on_hold(transport, call) / on_resume(transport, call): the far end put
       the call on hold (re-INVITE sendonly, inactive or c=0.0.0.0) or took it
       off. While held nothing reaches the caller: the bot's audio plays out
@@ -1151,6 +1240,11 @@ class SIPTransport(BaseTransport):
             self._register_event_handler(event)
         self._register_event_handler("on_resume")
         self._register_event_handler("on_call_quality_stats")
+        self._register_event_handler("on_ringing")
+        self._register_event_handler("on_early_media")
+        self._register_event_handler("on_transfer_accepted")
+        self._register_event_handler("on_transfer_succeeded")
+        self._register_event_handler("on_transfer_failed")
         for event in DAILY_TELEPHONY_EVENTS:
             self._register_event_handler(event)
         if call is not None:
@@ -1264,6 +1358,12 @@ class SIPTransport(BaseTransport):
         add_hold_handler = getattr(call, "add_hold_handler", None)
         if add_hold_handler is not None:
             add_hold_handler(self._on_call_hold)
+        add_progress_handler = getattr(call, "add_progress_handler", None)
+        if add_progress_handler is not None:
+            add_progress_handler(self._on_call_progress)
+        add_transfer_handler = getattr(call, "add_transfer_handler", None)
+        if add_transfer_handler is not None:
+            add_transfer_handler(self._on_call_transfer)
         if call.ended and self._end_reason is None:
             self._end_reason = getattr(call, "end_reason", None) or "ended"
 
@@ -1716,6 +1816,59 @@ class SIPTransport(BaseTransport):
             if processor.started:
                 self.schedule_far_end_hangup(processor)
                 break
+
+    async def transfer(
+        self, target: str, *, replaces: "SIPCall | None" = None, timeout: float = 30.0
+    ) -> None:
+        """Transfer the caller to ``target`` (REFER, RFC 3515); see :meth:`SIPCall.transfer`.
+
+        Returns once the transfer succeeded: the call then ends (reason
+        ``"transferred"``) and ``on_client_disconnected`` fires, which ends
+        the pipeline.
+
+        Args:
+            target: The SIP URI to transfer to.
+            replaces: Our established call to the target (attended transfer).
+            timeout: Seconds to wait for the outcome.
+
+        Raises:
+            TransferFailed: Refused, not answered by the target, or no outcome
+                in time; the call goes on.
+        """
+        await self._call.transfer(target, replaces=replaces, timeout=timeout)
+
+    async def transfer_result(self, target: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """:meth:`transfer`, returning a result for an LLM function call instead of raising.
+
+        Args:
+            target: The SIP URI to transfer to.
+            timeout: Seconds to wait for the outcome.
+
+        Returns:
+            ``{"transferred": True}``, or ``{"transferred": False, "status_code":
+            ..., "reason": ...}`` (the call goes on: tell the caller).
+        """
+        from pipecat_sip.call import TransferFailed
+
+        try:
+            await self.transfer(target, timeout=timeout)
+        except TransferFailed as exc:
+            logger.info(f"{self} transfer to {target} failed: {exc}")
+            return {"transferred": False, "status_code": exc.status_code, "reason": exc.reason}
+        return {"transferred": True}
+
+    async def _on_call_transfer(self, state: str, status_code: int | None) -> None:
+        """SIPCall transfer handler: ``on_transfer_accepted/succeeded/failed``."""
+        if state in ("accepted", "succeeded", "failed"):
+            await self._call_event_handler(f"on_transfer_{state}", status_code)
+
+    async def _on_call_progress(self, kind: str, status_code: int) -> None:
+        """SIPCall progress handler (outbound): ``on_ringing``, ``on_early_media``."""
+        if kind == "early_media":
+            self._input.attach_media()  # the pipeline hears announcements or ringback
+            await self._call_event_handler("on_early_media", self._call)
+        elif kind == "ringing":
+            await self._call_event_handler("on_ringing", self._call)
 
     async def _on_call_hold(self, held: bool) -> None:
         """SIPCall hold handler: fire ``on_hold`` / ``on_resume``."""

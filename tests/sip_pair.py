@@ -23,6 +23,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipecat_sip.sip.session_timer import SessionTimerPolicy
 from pipecat_sip.sip.transaction import TimerValues
 from pipecat_sip.sip.useragent import (
     CallEnded,
@@ -120,6 +121,9 @@ class SIPPair:
         b_to_a: The link from b to a.
         timer_values: T1, T2, T4 of both UAs.
         max_steps: Bound on clock steps in one `run` call.
+        a_options: Further `UserAgent` arguments for a (``authenticator=...``);
+            session timers are off unless ``session_timers`` is given.
+        b_options: Further `UserAgent` arguments for b.
     """
 
     HOST = "127.0.0.1"
@@ -131,10 +135,17 @@ class SIPPair:
         *,
         timer_values: TimerValues | None = None,
         max_steps: int = 100_000,
+        a_options: dict | None = None,
+        b_options: dict | None = None,
     ) -> None:
         self.timer_values = timer_values or TimerValues()
-        self.a = UserAgent(self.HOST, 5070, user="alice", timer_values=self.timer_values)
-        self.b = UserAgent(self.HOST, 5080, user="bot", timer_values=self.timer_values)
+        # No session timers unless a test asks: "run until quiet" must end.
+        a_options = {"session_timers": SessionTimerPolicy(enabled=False), **(a_options or {})}
+        b_options = {"session_timers": SessionTimerPolicy(enabled=False), **(b_options or {})}
+        self.a = UserAgent(
+            self.HOST, 5070, user="alice", timer_values=self.timer_values, **a_options
+        )
+        self.b = UserAgent(self.HOST, 5080, user="bot", timer_values=self.timer_values, **b_options)
         self.ua = {"a": self.a, "b": self.b}
         self.addr = {"a": (self.HOST, 5070), "b": (self.HOST, 5080)}
         self.links = {"a": a_to_b or Link(), "b": b_to_a or Link()}  # keyed by sender

@@ -24,9 +24,12 @@ __all__ = [
     "Event",
     "IncomingCall",
     "InfoReceived",
+    "ModificationAnswered",
     "Notice",
+    "ReferReceived",
     "ReofferReceived",
     "Registered",
+    "TransferProgress",
     "RegistrationFailed",
 ]
 
@@ -39,11 +42,17 @@ class IncomingCall:
         call_id: Its Call-ID.
         request: The INVITE.
         flow: Where it came from (transport, address, connection).
+        user: The Digest user name it authenticated as, or None when no
+            authentication was asked (RFC 3261 s.22.4).
+        replaces: The Call-ID of our call this INVITE replaces (its Replaces
+            header matched a dialog of ours, RFC 3891), or None.
     """
 
     call_id: str
     request: SIPRequest
     flow: Flow
+    user: str | None = None
+    replaces: str | None = None
 
     @property
     def source(self) -> tuple[str, int]:
@@ -102,6 +111,66 @@ class CallUpdated:
     """A re-INVITE was answered 200 (with the application's answer, or the current SDP)."""
 
     call_id: str
+    request: SIPRequest
+
+
+@dataclass
+class ModificationAnswered:
+    """Our re-INVITE or UPDATE (RFC 3311) got its final response (or none: 408).
+
+    Attributes:
+        method: "INVITE" or "UPDATE".
+        status_code: The final status; 408 when none came.
+        response: The response, or None.
+    """
+
+    call_id: str
+    method: str
+    status_code: int
+    response: SIPResponse | None = None
+
+
+@dataclass
+class TransferProgress:
+    """A transfer we asked for (REFER, RFC 3515) moved on.
+
+    Attributes:
+        transfer_id: What :meth:`UserAgent.refer` returned.
+        state: "accepted" (202), "trying" (a 1xx sipfrag), "succeeded" (a 2xx
+            sipfrag) or "failed" (the REFER refused or unanswered, a 3xx-6xx
+            sipfrag, or the subscription ended without an outcome).
+        status_code: The status that said so (the REFER's response or the
+            sipfrag's), or None.
+    """
+
+    call_id: str
+    transfer_id: str
+    state: str
+    status_code: int | None = None
+
+
+@dataclass
+class ReferReceived:
+    """The far end sent REFER (RFC 3515): it asks us to call ``refer_to``.
+
+    Accept it with :meth:`UserAgent.accept_refer` (202, NOTIFY 100) and
+    report the new call with :meth:`UserAgent.notify_refer`, or refuse it
+    with :meth:`UserAgent.reject_refer` (603). Undecided, it is refused 603
+    after a few seconds.
+
+    Attributes:
+        transfer_id: Its id (the REFER's CSeq number).
+        refer_to: The target URI (its URI headers removed).
+        referred_by: The Referred-By value (RFC 3892), or None.
+        replaces: The Replaces value carried in Refer-To (RFC 3891), or None.
+        request: The REFER.
+    """
+
+    call_id: str
+    transfer_id: str
+    refer_to: str
+    referred_by: str | None
+    replaces: str | None
     request: SIPRequest
 
 
@@ -187,6 +256,9 @@ Event = (
     | ReofferReceived
     | CallUpdated
     | InfoReceived
+    | ModificationAnswered
+    | TransferProgress
+    | ReferReceived
     | CallEnded
     | Registered
     | RegistrationFailed

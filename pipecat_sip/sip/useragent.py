@@ -27,9 +27,10 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from pipecat_sip.sip.auth import AuthDecision, Credentials, DigestServer
 from pipecat_sip.sip.dialog import MAX_CSEQ
 from pipecat_sip.sip.errors import LocalProtocolError, SIPParseError
 from pipecat_sip.sip.events import (
@@ -48,7 +49,8 @@ from pipecat_sip.sip.events import (
 )
 from pipecat_sip.sip.headers import Via
 from pipecat_sip.sip.ids import Identifiers
-from pipecat_sip.sip.invite import CallState, InviteSession, InviteUsage
+from pipecat_sip.sip.invite import SUPPORTED, CallState, InviteSession, InviteUsage
+from pipecat_sip.sip.locate import TargetList
 from pipecat_sip.sip.message import (
     Headers,
     SIPRequest,
@@ -58,7 +60,10 @@ from pipecat_sip.sip.message import (
     parse_message,
 )
 from pipecat_sip.sip.nat import Mapping, PublicAddress
+from pipecat_sip.sip.refer import ReferUsage, Replaces
+from pipecat_sip.sip.registrar import Registrar
 from pipecat_sip.sip.registration import DEFAULT_RETRY_S, RegistrationClient
+from pipecat_sip.sip.session_timer import SessionTimerPolicy
 from pipecat_sip.sip.timers import TimerQueue
 from pipecat_sip.sip.transaction import (
     ClientTransaction,
@@ -92,13 +97,17 @@ __all__ = [
 
 Addr = tuple[str, int]
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+ALLOWED_METHODS = (
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "PRACK", "UPDATE", "REFER", "NOTIFY",
+)  # fmt: skip
 # Methods we know but do not handle (405 with Allow); anything else gets 501.
 KNOWN_METHODS = frozenset(
     ALLOWED_METHODS
     + ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "UPDATE")
 )
-SUPPORTED_OPTIONS: tuple[str, ...] = ()
+SUPPORTED_OPTIONS: tuple[str, ...] = SUPPORTED
+# Requests outside a dialog that are challenged when an authenticator is set.
+AUTH_METHODS = frozenset({"INVITE", "REGISTER"})
 # Request-URI schemes we answer (sip and sips always); others get 416.
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 SDP = "application/sdp"
@@ -144,6 +153,16 @@ class UserAgent:
         transport_ports: Our port per transport (``{"TCP": 5060}``), for Via
             and Contact of messages on that transport; ``port`` for UDP and
             any transport not listed.
+        authenticator: Challenge new INVITEs and REGISTERs with Digest
+            (RFC 3261 s.22.4); None accepts them unauthenticated.
+        auth_exempt: ``exempt(flow) -> bool``: sources whose requests are not
+            challenged (a trunk's addresses); None exempts none.
+        session_timers: Session-timer policy (RFC 4028): what we ask for and
+            grant; default enabled, 1800 s, Min-SE 90 s.
+        registrar: Accept REGISTER from softphones and keep their bindings
+            (authenticated when ``authenticator`` is set); None answers 405.
+        reliable_provisionals: Send 18x reliably (RFC 3262) to callers that
+            support 100rel (to callers that require it, always).
         other_host: Our address in the other IP family, for a dual-stack
             server: messages to IPv4 peers carry the IPv4 address in Via and
             Contact, messages to IPv6 peers the IPv6 one.
@@ -170,7 +189,12 @@ class UserAgent:
         trust_in_dialog_from: str = "peer",
         registration_retry_s: float = DEFAULT_RETRY_S,
         transport_ports: dict[str, int] | None = None,
+        authenticator: DigestServer | None = None,
+        auth_exempt: Callable[[Flow], bool] | None = None,
+        session_timers: SessionTimerPolicy | None = None,
+        reliable_provisionals: bool = False,
         other_host: str | None = None,
+        registrar: Registrar | None = None,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -183,10 +207,20 @@ class UserAgent:
         self.user = user
         self.server_name = server_name
         self.transport_ports = {"UDP": port, **(transport_ports or {})}
+        self.authenticator = authenticator
+        self.auth_exempt = auth_exempt
+        self.session_timers = session_timers or SessionTimerPolicy()
+        self.registrar = registrar
+        self.refers: ReferUsage | None = ReferUsage(self)
+        self.refused_unauthenticated = 0
         self.ids = Identifiers(rng)
         self.timers = TimerQueue()
         self.layer = TransactionLayer(self, timer_values)
-        self.invites = InviteUsage(self, trust_in_dialog_from=trust_in_dialog_from)
+        self.invites = InviteUsage(
+            self,
+            trust_in_dialog_from=trust_in_dialog_from,
+            reliable_provisionals=reliable_provisionals,
+        )
         self.registrations = RegistrationClient(self, retry_s=registration_retry_s)
         self._events: deque[Event] = deque()
         self._owners: dict[Transaction, TransactionOwner] = {}
@@ -237,7 +271,8 @@ class UserAgent:
     @property
     def tracked(self) -> int:
         """Entries in the lookup tables (calls, dialogs, transaction owners): 0 when idle."""
-        return self.invites.tracked + self.registrations.tracked + len(self._owners)
+        refers = self.refers.tracked if self.refers is not None else 0
+        return self.invites.tracked + self.registrations.tracked + len(self._owners) + refers
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one UDP datagram from ``addr`` (see :meth:`receive`)."""
@@ -280,13 +315,40 @@ class UserAgent:
                 )
 
     # --- calls (InviteUsage) ---------------------------------------------------
-    def ringing(self, call_id: str, now: float) -> None:
-        """Send 180 Ringing for an incoming call.
+    def ringing(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        status_code: int = 180,
+        sdp: bytes = b"",
+        reliable: bool | None = None,
+    ) -> None:
+        """Send 180 Ringing (or another 1xx: 183 with ``sdp`` for early media).
+
+        Reliably (RFC 3262) when the INVITE requires 100rel, or supports it
+        and ``reliable`` (None: the ``reliable_provisionals`` setting) says so.
 
         Raises:
-            LocalProtocolError: Unknown call, or not ringing any more.
+            LocalProtocolError: Unknown call, not ringing any more, or not a 1xx.
         """
-        self.invites.ringing(call_id, now)
+        self.invites.ringing(call_id, now, status_code=status_code, sdp=sdp, reliable=reliable)
+
+    def update(self, call_id: str, now: float, *, sdp: bytes | None = None) -> None:
+        """Send UPDATE (RFC 3311), with an offer or (a session refresh) without.
+
+        Raises:
+            LocalProtocolError: No dialog, or an offer exchange in progress.
+        """
+        self.invites.update(call_id, now, sdp=sdp)
+
+    def reinvite(self, call_id: str, now: float, *, sdp: bytes | None = None) -> None:
+        """Send a re-INVITE with ``sdp`` (default our current description).
+
+        Raises:
+            LocalProtocolError: Not confirmed, or an offer exchange in progress.
+        """
+        self.invites.reinvite(call_id, now, sdp=sdp)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP; it is retransmitted until the ACK (RFC 3261 s.13.3.1.4).
@@ -356,8 +418,12 @@ class UserAgent:
         *,
         destination: Addr | Flow | None = None,
         from_user: str | None = None,
+        from_host: str | None = None,
         display_name: str | None = None,
+        to: str | SIPURI | Address | None = None,
         headers: Iterable[tuple[str, object]] = (),
+        credentials: Credentials | None = None,
+        targets: TargetList | None = None,
     ) -> str:
         """Place a call: send an INVITE with our SDP offer.
 
@@ -366,34 +432,120 @@ class UserAgent:
             sdp: Our offer.
             now: The current time, seconds.
             destination: Where to send it, an ``(ip, port)`` (over the URI's
-                transport, UDP by default) or a `Flow`; by default the URI's
-                host and port, which must then be an IP address.
+                transport, UDP by default) or a `Flow`; by default the first
+                of ``targets``, else the URI's host and port, which must then
+                be an IP address.
             from_user: User part of our From URI (defaults to our user).
+            from_host: Host part of our From URI (defaults to our address).
             display_name: Display name in From.
-            headers: Further headers (X- headers, ...).
+            to: The To address (default: the Request-URI without parameters);
+                differs for a call to a registered user's Contact.
+            headers: Further headers (X- headers, P-Asserted-Identity, ...).
+            credentials: Answer 401/407 challenges to the INVITE and to
+                requests inside its dialog with these (RFC 3261 s.22.2).
+            targets: RFC 3263 destinations: the INVITE goes to the first and
+                to the next one after a timeout (Timer B) or a 503 that came
+                before any provisional response (new branch, same Call-ID and
+                From tag, CSeq + 1).
 
         Returns:
             The new call's Call-ID.
 
         Raises:
-            LocalProtocolError: No destination and the URI's host is not an IP address.
-            SIPParseError: `target` is not a SIP URI.
+            LocalProtocolError: No destination and the URI's host is not an
+                IP address, or ``targets`` is empty.
+            SIPParseError: `target` or `to` is not a SIP URI.
         """
         uri = target if isinstance(target, SIPURI) else SIPURI.parse(target)
+        if destination is None and targets is not None:
+            first = targets.current
+            if first is None:
+                raise LocalProtocolError("no destination left to send the INVITE to")
+            destination = Flow(first.transport.upper(), (first.ip, first.port))
         flow = _flow_for(uri, destination)
+        to_address = Address.parse(to) if isinstance(to, str) else to
         return self.invites.invite(
             uri,
             sdp,
             now,
             flow=flow,
             from_user=from_user,
+            from_host=from_host,
             display_name=display_name,
+            to=to_address,
             headers=headers,
+            credentials=credentials,
+            targets=targets,
         )
 
     def hangup(self, call_id: str, now: float) -> None:
         """End a call from our side, whatever its state; idempotent (see InviteUsage.hangup)."""
         self.invites.hangup(call_id, now)
+
+    # --- transfer (ReferUsage) ----------------------------------------------------
+    def refer(
+        self,
+        call_id: str,
+        target: str,
+        now: float,
+        *,
+        replaces: Replaces | None = None,
+        referred_by: bool = True,
+    ) -> str:
+        """Transfer a confirmed call's far end to ``target`` (REFER, RFC 3515).
+
+        Progress arrives as :class:`TransferProgress` events with the
+        returned id. With ``replaces`` (our dialog with the target), an
+        attended transfer (RFC 3891).
+
+        Raises:
+            LocalProtocolError: Not a confirmed call, or too many transfers under way.
+            SIPParseError: ``target`` is not a SIP or tel URI.
+        """
+        assert self.refers is not None
+        return self.refers.refer(call_id, target, now, replaces=replaces, referred_by=referred_by)
+
+    def accept_refer(self, call_id: str, transfer_id: str, now: float) -> None:
+        """Accept a :class:`ReferReceived` (202 and NOTIFY 100 Trying).
+
+        Raises:
+            LocalProtocolError: No such REFER waiting.
+        """
+        assert self.refers is not None
+        self.refers.accept(call_id, transfer_id, now)
+
+    def reject_refer(
+        self, call_id: str, transfer_id: str, now: float, *, status_code: int = 603
+    ) -> None:
+        """Refuse a :class:`ReferReceived` (603 Declined by default).
+
+        Raises:
+            LocalProtocolError: No such REFER waiting.
+        """
+        assert self.refers is not None
+        self.refers.reject(call_id, transfer_id, status_code, now)
+
+    def notify_refer(
+        self, call_id: str, transfer_id: str, status_code: int, reason: str, now: float
+    ) -> None:
+        """Report the transferred call's status to the transferor (NOTIFY, sipfrag).
+
+        Raises:
+            LocalProtocolError: No live subscription for that REFER.
+        """
+        assert self.refers is not None
+        self.refers.notify(call_id, transfer_id, status_code, reason, now)
+
+    def send_info(self, call_id: str, content_type: str, body: bytes, now: float) -> None:
+        """Send INFO inside a call's dialog (RFC 6086; DTMF as application/dtmf-relay).
+
+        Raises:
+            LocalProtocolError: No such call with a dialog.
+        """
+        session = self.invites.session(call_id)
+        if session is None or session.current_dialog is None or session.state.ended:
+            raise LocalProtocolError(f"no call {call_id} to send INFO in")
+        self.invites.send_in_dialog(session, "INFO", now, body=body, content_type=content_type)
 
     # --- registration (RegistrationClient) ---------------------------------------
     def register(
@@ -521,9 +673,15 @@ class UserAgent:
             h.add("User-Agent", self.server_name)
         return h
 
+    def allowed_methods(self) -> tuple[str, ...]:
+        """The methods we accept (Allow): REGISTER too when we are a registrar."""
+        if getattr(self, "registrar", None) is not None:
+            return ALLOWED_METHODS + ("REGISTER",)
+        return ALLOWED_METHODS
+
     def add_common_headers(self, h: Headers) -> None:
         """Allow and User-Agent, for requests that start something (INVITE, REGISTER)."""
-        h.add("Allow", ", ".join(ALLOWED_METHODS))
+        h.add("Allow", ", ".join(self.allowed_methods()))
         if self.server_name:
             h.add("User-Agent", self.server_name)
 
@@ -534,7 +692,7 @@ class UserAgent:
     def capabilities(self) -> list[tuple[str, object]]:
         """What we answer OPTIONS with (RFC 3261 s.11.2)."""
         return [
-            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Allow", ", ".join(self.allowed_methods())),
             ("Accept", SDP),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en"),
@@ -552,7 +710,7 @@ class UserAgent:
             flow = Flow(transport, ("", 0)) if transport in TRANSPORTS else None
         contact = self.contact_for(flow, secure=secure) if flow is not None else self.contact
         headers.append(("Contact", contact))
-        headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+        headers.append(("Allow", ", ".join(self.allowed_methods())))
         headers.append(("Supported", ", ".join(SUPPORTED_OPTIONS)))
         return headers
 
@@ -579,7 +737,7 @@ class UserAgent:
     def refuse_method(self, txn: ServerTransaction, now: float) -> None:
         """405 with Allow for a method we know but do not handle, 501 for others."""
         if txn.request.method in KNOWN_METHODS:
-            self.respond(txn, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self.respond(txn, 405, now, headers=[("Allow", ", ".join(self.allowed_methods()))])
         else:
             self.respond(txn, 501, now)
 
@@ -651,17 +809,73 @@ class UserAgent:
         if req.to.tag:
             self.invites.on_in_dialog(req, txn, flow, now)
             return
+        user = None
+        if req.method == "REGISTER" and self.registrar is None:
+            self.refuse_method(txn, now)
+            return
+        if req.method in AUTH_METHODS and self.authenticator is not None:
+            if self.auth_exempt is None or not self.auth_exempt(flow):
+                decision = self.authenticator.check(req, flow.host, now)
+                if not decision.ok:
+                    self._refuse_unauthenticated(txn, decision, flow, now)
+                    return
+                user = decision.username
         if req.method == "INVITE":
             assert isinstance(txn, ServerInviteTransaction)
-            self.invites.on_invite(req, txn, flow, now)
+            self.invites.on_invite(req, txn, flow, now, user=user)
         elif req.method == "OPTIONS" and self.unavailable_retry_after is not None:
             self.respond(txn, 503, now, headers=[("Retry-After", self.unavailable_retry_after)])
         elif req.method == "OPTIONS":
             self.respond(txn, 200, now, headers=self.capabilities())
+        elif req.method == "REGISTER":
+            self._on_register(req, txn, flow, now, user)
         elif req.method == "BYE":
             self.respond(txn, 481, now)
         else:
             self.refuse_method(txn, now)
+
+    def _on_register(
+        self, req: SIPRequest, txn: ServerTransaction, flow: Flow, now: float, user: str | None
+    ) -> None:
+        """A softphone's REGISTER (RFC 3261 s.10.3): the registrar's answer."""
+        assert self.registrar is not None
+        answer = self.registrar.register(req, flow, now, user=user)
+        self.respond(txn, answer.status_code, now, reason=answer.reason, headers=answer.headers)
+        if answer.status_code == 200 and answer.changed:
+            contacts = len(answer.headers)
+            self.notice(
+                "info",
+                f"registrar: {answer.aor} from {flow}: {contacts} binding(s)",
+                kind="registrar",
+            )
+        elif answer.status_code >= 300:
+            self.notice(
+                "info",
+                f"registrar: REGISTER from {flow}: {answer.status_code} {answer.reason or ''}",
+                kind="registrar_refused",
+            )
+
+    def _refuse_unauthenticated(
+        self, txn: ServerTransaction, decision: AuthDecision, flow: Flow, now: float
+    ) -> None:
+        """401/407 with a challenge, or 403 for a source refused for its failures."""
+        self.refused_unauthenticated += 1
+        method = txn.request.method
+        if decision.status_code == 403:
+            self.notice(
+                "warning",
+                f"{method} from {flow.host} refused: {decision.reason}",
+                kind="auth_refused",
+            )
+            self.respond(txn, 403, now, reason="Forbidden (too many failed authentications)")
+            return
+        if decision.failure:
+            self.notice(
+                "warning",
+                f"{method} from {flow} failed authentication: {decision.reason}",
+                kind="auth_failed",
+            )
+        self.respond(txn, decision.status_code, now, headers=decision.headers)
 
     def _on_cancel(self, req: SIPRequest, reply: Flow, now: float) -> None:
         cancel_txn = self.layer.create_server(req, reply)
