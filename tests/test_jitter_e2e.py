@@ -120,7 +120,7 @@ async def test_jitter_buffer_gives_the_pipeline_one_frame_per_20ms_in_order_with
     gaps = np.diff(steady)
     assert gaps.max() < 0.06, gaps.max()  # never a stall: a frame at least every 3 ticks
     indices = [i for i in frame_indices(frames) if i is not None]
-    assert len(indices) > 0.9 * PACKETS
+    assert len(indices) > 0.8 * PACKETS  # the rest: lost, late, or blended after a loss
     runs = np.diff(indices)
     wraps = runs < -len(CODES) // 2
     assert np.all((runs > 0) | wraps), "frames out of order or duplicated"
