@@ -46,6 +46,7 @@ import inspect
 import ipaddress
 import socket
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal
@@ -464,6 +465,11 @@ class OperationsAPI:
         )
 
     def _build_app(self) -> FastAPI:
+        # The route functions reach this object through a weak proxy: FastAPI
+        # caches every dependency and endpoint callable in module-level LRU
+        # caches, which would otherwise keep this API, its server and every
+        # call it saw alive after stop().
+        api = weakref.proxy(self)
         app = FastAPI(
             title="pipecat-sip operations API",
             version="1",
@@ -477,7 +483,7 @@ class OperationsAPI:
         async def auth(
             credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
         ) -> None:
-            if not self._authorized(credentials.credentials if credentials else None):
+            if not api._authorized(credentials.credentials if credentials else None):
                 raise HTTPException(
                     401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
                 )
@@ -491,31 +497,31 @@ class OperationsAPI:
 
         @app.get("/health", tags=["status"], summary="The SIP server runs")
         async def health() -> JSONResponse:
-            up = self.server.endpoint is not None
-            body = {"status": "ok" if up else "stopped", "calls": len(self.server.calls)}
+            up = api.server.endpoint is not None
+            body = {"status": "ok" if up else "stopped", "calls": len(api.server.calls)}
             return JSONResponse(body, status_code=200 if up else 503)
 
         @app.get("/ready", tags=["status"], summary="New calls are taken (not draining)")
         async def ready() -> JSONResponse:
-            accepting = self.server.accepting
-            body = {"ready": accepting, "draining": not accepting, "calls": len(self.server.calls)}
+            accepting = api.server.accepting
+            body = {"ready": accepting, "draining": not accepting, "calls": len(api.server.calls)}
             return JSONResponse(body, status_code=200 if accepting else 503)
 
         @app.get("/metrics", tags=["status"], dependencies=protected, summary="Prometheus")
         async def metrics() -> Response:
-            return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+            return Response(api.metrics.render(), media_type=CONTENT_TYPE)
 
         @app.get("/calls", tags=["calls"], dependencies=protected, summary="Live calls")
         async def list_calls() -> dict[str, Any]:
-            calls = [call_view(call) for call in list(self.server.calls.values())]
+            calls = [call_view(call) for call in list(api.server.calls.values())]
             return {"calls": calls, "count": len(calls)}
 
         @app.get("/calls/{call_id}", tags=["calls"], dependencies=protected, summary="One call")
         async def get_call(call_id: str) -> dict[str, Any]:
-            call = self.server.calls.get(call_id)
+            call = api.server.calls.get(call_id)
             if call is not None:
                 return call_view(call)
-            ended = self._ended.get(call_id)
+            ended = api._ended.get(call_id)
             if ended is not None:
                 return ended
             raise HTTPException(404, "no such call")
@@ -529,12 +535,12 @@ class OperationsAPI:
             summary="Dial out",
         )
         async def dial(request: DialRequest) -> CallStarted:
-            call = await self._dial(request)
+            call = await api._dial(request)
             return CallStarted(call_id=call.call_id, state=str(call.state))
 
         @app.delete("/calls/{call_id}", tags=["calls"], dependencies=protected, summary="Hang up")
         async def hangup(call_id: str) -> dict[str, Any]:
-            call = self._live(call_id)
+            call = api._live(call_id)
             await call.hangup()
             return {"call_id": call_id, "end_reason": call.end_reason}
 
@@ -545,27 +551,27 @@ class OperationsAPI:
             summary="Blind transfer (REFER)",
         )
         async def transfer(call_id: str, request: TransferRequest) -> dict[str, Any]:
-            call = self._live(call_id)
+            call = api._live(call_id)
             method = getattr(call, "transfer", None)
             if method is None:
                 raise HTTPException(501, "transfer is not supported by this version")
             if not call.established:
                 raise HTTPException(409, f"the call is {call.state}, not established")
             failed = getattr(call_module, "TransferFailed", CallFailed)
-            self.emit("transfer", call, target=request.target, status="started")
+            api.emit("transfer", call, target=request.target, status="started")
             try:
                 await method(request.target, timeout=request.timeout)
             except failed as exc:
-                self.emit("transfer", call, target=request.target, status="failed", error=str(exc))
+                api.emit("transfer", call, target=request.target, status="failed", error=str(exc))
                 raise HTTPException(502, f"transfer failed: {exc}") from None
-            self.emit("transfer", call, target=request.target, status="done")
+            api.emit("transfer", call, target=request.target, status="done")
             return {"call_id": call_id, "target": request.target, "status": "done"}
 
         @app.post(
             "/calls/{call_id}/dtmf", tags=["calls"], dependencies=protected, summary="Send DTMF"
         )
         async def dtmf(call_id: str, request: DtmfRequest) -> dict[str, Any]:
-            call = self._live(call_id)
+            call = api._live(call_id)
             if not call.established or call.media is None:
                 raise HTTPException(409, f"the call is {call.state}, not established")
             digits = request.digits.upper()
@@ -588,16 +594,16 @@ class OperationsAPI:
             header = websocket.headers.get("authorization", "")
             if header.lower().startswith("bearer "):
                 presented = header[7:].strip()
-            if not self._authorized(presented):
+            if not api._authorized(presented):
                 await websocket.close(code=1008)
                 return
-            if len(self._clients) >= MAX_EVENT_CLIENTS:
+            if len(api._clients) >= MAX_EVENT_CLIENTS:
                 await websocket.close(code=1013)
                 return
             await websocket.accept()
             queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_QUEUE)
-            self._clients.add(queue)
-            reader = asyncio.ensure_future(self._drain_client(websocket))
+            api._clients.add(queue)
+            reader = asyncio.ensure_future(api._drain_client(websocket))
             try:
                 while True:
                     getter = asyncio.ensure_future(queue.get())
@@ -615,7 +621,7 @@ class OperationsAPI:
             except (WebSocketDisconnect, RuntimeError):
                 pass
             finally:
-                self._clients.discard(queue)
+                api._clients.discard(queue)
                 reader.cancel()
 
         return app

@@ -8,7 +8,9 @@ UDP SIP peer (tests/test_robustness.py's RawPeer) and SIPp.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import httpx
@@ -112,6 +114,23 @@ async def test_health_ready_docs_and_json_errors():
     finally:
         await api.stop()
         await server.stop()
+
+
+async def test_a_stopped_api_and_its_server_are_freed():
+    """Regression: FastAPI's module-level caches of endpoint callables held the
+    API (its route closures captured it), so every server and call it had seen
+    stayed alive after stop()."""
+    server, api = await running(Recorder())
+    async with httpx.AsyncClient(base_url=api.url, timeout=5) as http:
+        assert (await http.get("/calls")).status_code == 200
+        assert (await http.get("/calls/nope")).status_code == 404
+    await api.stop()
+    await server.stop()
+    gone_api, gone_server = weakref.ref(api), weakref.ref(server)
+    del api, server
+    await asyncio.sleep(0.05)  # the sockets' connection_lost callbacks run
+    gc.collect()
+    assert gone_api() is None and gone_server() is None
 
 
 async def test_inbound_call_listed_dtmf_both_ways_events_and_hangup():
