@@ -27,7 +27,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -1003,13 +1003,24 @@ def _trunk_from_env(env: Mapping[str, str]) -> tuple[str, int] | None:
     return host.strip("[]"), port
 
 
-async def place_dialout(server: Any, request: DialoutRequest) -> "SIPCall":
+async def place_dialout(
+    server: Any,
+    request: DialoutRequest,
+    progress_handler: Callable[[str, int], Any] | None = None,
+) -> "SIPCall":
     """Place ``request`` through ``server`` and wait for the answer.
 
     A SIP URI is called directly. A phone number goes through the trunk:
     with a server that knows trunks (``SIPServer.call(..., caller_id=...)``)
     the server's configured trunk; otherwise ``sip:NUMBER@`` the host of
     ``SIP_TRUNK_PROXY``, sent there.
+
+    Args:
+        server: The SIPServer (or anything with its ``call``).
+        request: What to dial.
+        progress_handler: ``handler(kind, status_code)`` for each provisional
+            response (see ``SIPCall.add_progress_handler``), when the
+            server's ``call`` takes one.
 
     Raises:
         CallFailed: Rejected, not answered in time, or no trunk for a number.
@@ -1021,7 +1032,10 @@ async def place_dialout(server: Any, request: DialoutRequest) -> "SIPCall":
         "headers": request.headers,
         "timeout": request.timeout_s,
     }
-    if "caller_id" in inspect.signature(server.call).parameters:
+    parameters = inspect.signature(server.call).parameters
+    if progress_handler is not None and "progress_handler" in parameters:
+        kwargs["progress_handler"] = progress_handler
+    if "caller_id" in parameters:
         return await server.call(request.target, caller_id=request.caller_id, **kwargs)
     target, destination = request.target, None
     if request.is_phone_number:
@@ -1556,8 +1570,18 @@ class SIPTransport(BaseTransport):
     async def _dial(self, request: DialoutRequest, end_on_failure: bool) -> None:
         server = self._server
         before = set(getattr(server, "calls", {}) or {})
+        connected: list[asyncio.Task] = []
+
+        def progress(kind: str, status_code: int) -> None:
+            # Daily's order: "connected" once the far end is reached (its first
+            # provisional response, RFC 3261 s.13.2.2.1), "answered" at the 200.
+            if not connected:
+                connected.append(
+                    self._spawn(self._call_event_handler("on_dialout_connected", self.dial_data()))
+                )
+
         try:
-            call = await place_dialout(server, request)
+            call = await place_dialout(server, request, progress_handler=progress)
         except asyncio.CancelledError:
             await self._cancel_ringing(before, request)
             raise
@@ -1578,7 +1602,10 @@ class SIPTransport(BaseTransport):
         self._announced = True
         self._take_call(call)
         self._output.call_attached()
-        await self._call_event_handler("on_dialout_connected", self.dial_data())
+        if connected:
+            await connected[0]
+        else:  # answered without a provisional response
+            await self._call_event_handler("on_dialout_connected", self.dial_data())
         await self._call_event_handler("on_dialout_answered", self.dial_data())
         await self._input.call_attached()
 

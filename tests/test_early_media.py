@@ -18,6 +18,7 @@ import pytest
 from pipecat_sip.call import CallFailed, SIPCall
 from pipecat_sip.sip.errors import LocalProtocolError
 from pipecat_sip.sip.events import CallProgress, IncomingCall
+from pipecat_sip.transport import SIPParams, SIPTransport
 from tests.helpers.callctl import start_beside
 from tests.helpers.server import start_server, wait_for
 from tests.sip_pair import SDP_ANSWER, SDP_OFFER, SIPPair
@@ -198,3 +199,37 @@ async def test_progress_is_refused_once_answered():
         await caller.stop()
         await server.stop()
     assert "cannot send progress" in str(done[0])
+
+
+async def test_dialout_is_connected_at_the_first_provisional_and_answered_at_the_200():
+    """Daily's order on a SIPTransport dial-out: ``on_dialout_connected`` when
+    the far end rings (its 180), ``on_dialout_answered`` at the 200, 0.6 s
+    later. Regression: both fired together at the answer."""
+    callee = EarlyMediaCallee(answer_after=0.6)
+    server = await start_server(callee)
+    caller = await start_beside(server)
+    transport = SIPTransport(params=SIPParams(), server=caller)
+    loop = asyncio.get_running_loop()
+    seen: dict[str, float] = {}
+
+    @transport.event_handler("on_dialout_connected")
+    async def on_connected(transport, data):
+        seen["connected"] = loop.time()
+
+    @transport.event_handler("on_dialout_answered")
+    async def on_answered(transport, data):
+        seen["answered"] = loop.time()
+
+    try:
+        session_id, error = await transport.start_dialout(
+            {"sipUri": f"sip:bot@127.0.0.1:{server.port}"}
+        )
+        assert session_id and error is None
+        assert await wait_for(lambda: "answered" in seen, 5), seen
+        assert seen["answered"] - seen["connected"] > 0.4, seen
+        assert callee.calls and await wait_for(lambda: callee.calls[0].established)
+        assert await transport.stop_dialout(session_id) is None
+        assert await wait_for(lambda: not server.calls and not caller.calls)
+    finally:
+        await caller.stop()
+        await server.stop()

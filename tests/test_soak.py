@@ -47,9 +47,17 @@ def rss_mb() -> float:
     return 0.0
 
 
-def live_objects(kind: type) -> int:
+def live_objects(kind: type, before: list[object] = ()) -> int:
+    """How many ``kind`` objects are alive, not counting those in ``before``
+    (what earlier tests in the same process left, compared by identity)."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, kind))
+    known = {id(o) for o in before}
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), kind) and id(o) not in known)
+
+
+def existing(*kinds: type) -> list[object]:
+    gc.collect()
+    return [o for o in gc.get_objects() if issubclass(type(o), kinds)]
 
 
 async def test_soak_calls_leave_nothing_behind():
@@ -87,6 +95,7 @@ async def test_soak_calls_leave_nothing_behind():
     try:
         await asyncio.sleep(0.2)  # the media clock and loggers settle
         pool_size = server.ports.available
+        preexisting = existing(SIPCall, RTPSession)  # held strongly: no id is reused
         tasks_before = len(asyncio.all_tasks())
         fds_before = open_fds()
         rss_before = rss_mb()
@@ -137,8 +146,9 @@ async def test_soak_calls_leave_nothing_behind():
 
         assert server.ports.in_use == 0 and server.ports.available == pool_size
         assert not server.calls and ua.active_calls == 0 and ua.tracked == 0, ua.tracked
-        assert live_objects(SIPCall) == 0, "SIPCall objects left alive"
-        assert live_objects(RTPSession) == 0, "RTPSession objects left alive"
+        assert live_objects(SIPCall, preexisting) == 0, "SIPCall objects left alive"
+        assert live_objects(RTPSession, preexisting) == 0, "RTPSession objects left alive"
+        del preexisting
         tasks_after = len(asyncio.all_tasks())
         fds_after = open_fds()
         rss_after = rss_mb()
