@@ -253,9 +253,10 @@ async def run_setup(ports: dict, ca_file: str, args: argparse.Namespace) -> list
     try:
         for case in ("persistent", "handshake"):
             shared = await Connection.open(port, context) if case == "persistent" else None
-            await one_call(
-                shared or await Connection.open(port, context), port, media_port, 0
-            )  # warm-up
+            warm = shared or await Connection.open(port, context)
+            await one_call(warm, port, media_port, 0)  # warm-up
+            if warm is not shared:
+                await warm.aclose()
             total = int(args.rate * args.seconds)
             interval = 1.0 / args.rate
             tasks = []
