@@ -1858,7 +1858,10 @@ class InviteUsage:
             h.add(name, inv.headers.get(name))
         h.add("CSeq", CSeq(inv.cseq.seq, "CANCEL"))
         cancel = SIPRequest("CANCEL", inv.uri, h)
-        txn = self.ua.send_request(cancel, session.flow, now, self)
+        # Where the INVITE went: over TCP if it was moved there for its size (s.18.1.1).
+        invite_txn = session.invite_txn
+        flow = invite_txn.flow if isinstance(invite_txn, ClientInviteTransaction) else session.flow
+        txn = self.ua.send_request(cancel, flow, now, self)
         self._by_txn[txn] = session
         session.apply(InviteEvent.CANCEL)
         if isinstance(session.invite_txn, ClientInviteTransaction):

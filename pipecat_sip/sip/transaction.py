@@ -300,6 +300,27 @@ class ClientTransaction(Transaction):
     def __init__(self, layer: TransactionLayer, key: tuple, request: SIPRequest, flow: Flow):
         super().__init__(layer, key, request, flow)
         self._request_bytes = bytes(request)
+        self.udp_fallback: tuple[Flow, str] | None = None
+        """For a request the UA moved from UDP to TCP for its size (RFC 3261
+        s.18.1.1): the UDP flow and top Via to send it with instead if the TCP
+        connection cannot be opened."""
+
+    def fall_back_to_udp(self, now: float) -> None:
+        """Send the request over UDP after all: its TCP connection failed (RFC 3261 s.18.1.1).
+
+        The top Via goes back to UDP (the request object is changed in place,
+        so a CANCEL or ACK built from it matches), the timers start again as
+        for a new UDP request.
+        """
+        assert self.udp_fallback is not None
+        flow, via = self.udp_fallback
+        self.udp_fallback = None
+        vias = self.request.headers.get_list("Via")
+        self.request.headers.set("Via", ", ".join([via, *vias[1:]]))
+        self.flow = flow
+        self._request_bytes = bytes(self.request)
+        self.timers.clear()
+        self.start(now)
 
     def start(self, now: float) -> None:  # pragma: no cover - overridden
         """Send the request and arm the timers."""
@@ -575,6 +596,8 @@ class TransactionLayer:
         response yet (Calling, Trying) goes to Terminated and its TU is told
         through ``on_transaction_timeout``, as RFC 3261 s.17.1.1.2 and
         s.17.1.2.2 ask for a transport error (s.8.1.3.1: treated as a 503).
+        A request that went over TCP only because of its size is sent over
+        UDP instead (s.18.1.1).
 
         Returns:
             How many transactions failed.
@@ -582,6 +605,10 @@ class TransactionLayer:
         failed = 0
         for txn in list(self.client.values()):
             if txn.state not in ("calling", "trying") or not txn.flow.same_destination(flow):
+                continue
+            if txn.udp_fallback is not None:
+                txn.fall_back_to_udp(now)  # moved to TCP for its size only (s.18.1.1)
+                self.reschedule(txn)
                 continue
             txn.timers.clear()
             txn._go("terminated")

@@ -74,7 +74,13 @@ from pipecat_sip.sip.transaction import (
     TransactionLayer,
     server_key,
 )
-from pipecat_sip.sip.transport import TRANSPORTS, Flow, response_flow, stamp_via
+from pipecat_sip.sip.transport import (
+    LARGE_REQUEST_BYTES,
+    TRANSPORTS,
+    Flow,
+    response_flow,
+    stamp_via,
+)
 from pipecat_sip.sip.uri import SIPURI, Address
 
 __all__ = [
@@ -166,6 +172,11 @@ class UserAgent:
         other_host: Our address in the other IP family, for a dual-stack
             server: messages to IPv4 peers carry the IPv4 address in Via and
             Contact, messages to IPv6 peers the IPv6 one.
+        large_requests_over_tcp: Send requests over
+            :data:`~pipecat_sip.sip.transport.LARGE_REQUEST_BYTES` (1300)
+            meant for UDP over TCP instead, when ``transport_ports`` has TCP
+            (RFC 3261 s.18.1.1: the path MTU is unknown); UDP again if the
+            connection fails.
 
     Attributes:
         refused_oversized: Messages refused for their size or header count.
@@ -195,6 +206,7 @@ class UserAgent:
         reliable_provisionals: bool = False,
         other_host: str | None = None,
         registrar: Registrar | None = None,
+        large_requests_over_tcp: bool = True,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid SIP port {port}")
@@ -207,6 +219,7 @@ class UserAgent:
         self.user = user
         self.server_name = server_name
         self.transport_ports = {"UDP": port, **(transport_ports or {})}
+        self.large_requests_over_tcp = large_requests_over_tcp
         self.authenticator = authenticator
         self.auth_exempt = auth_exempt
         self.session_timers = session_timers or SessionTimerPolicy()
@@ -619,10 +632,42 @@ class UserAgent:
     def send_request(
         self, request: SIPRequest, flow: Flow, now: float, owner: TransactionOwner
     ) -> ClientTransaction:
-        """Start a client transaction for ``request``; ``owner`` hears of its responses."""
+        """Start a client transaction for ``request``; ``owner`` hears of its responses.
+
+        A request for UDP larger than :data:`LARGE_REQUEST_BYTES` goes over
+        TCP when we listen on TCP (RFC 3261 s.18.1.1), its top Via changed to
+        match; if that connection cannot be opened it is sent over UDP after
+        all (same section). A CANCEL follows its INVITE's transport instead.
+        """
+        fallback = None
+        if (
+            flow.transport == "UDP"
+            and self.large_requests_over_tcp
+            and "TCP" in self.transport_ports
+            and request.method != "CANCEL"
+            and len(bytes(request)) > LARGE_REQUEST_BYTES
+        ):
+            fallback = (flow, self._move_to_tcp(request))
+            flow = Flow("TCP", flow.remote)
         txn = self.layer.start_client(request, flow, now)
+        if fallback is not None:
+            txn.udp_fallback = fallback
         self._owners[txn] = owner
         return txn
+
+    def _move_to_tcp(self, request: SIPRequest) -> str:
+        """Rewrite the top Via of ``request`` for TCP (our TCP port, RFC 5923 alias).
+
+        Returns:
+            The top Via it had.
+        """
+        vias = request.headers.get_list("Via")
+        top = Via.parse(vias[0])
+        top.transport = "TCP"
+        top.port = self.port_for("TCP")
+        top.params["alias"] = None
+        request.headers.set("Via", ", ".join([str(top), *vias[1:]]))
+        return vias[0]
 
     def port_for(self, transport: str) -> int:
         """Our port on ``transport``."""
