@@ -671,132 +671,94 @@ def _parse_transport_config(
     }
 
 
+_SIP_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--sip-host", "bind address (SIP_SERVER_HOST, default 0.0.0.0)"),
+    ("--sip-port", "SIP UDP port (SIP_SERVER_PORT, default 6060)"),
+    ("--rtp-ports", "RTP port range A-B (SIP_RTP_PORT_RANGE, default 10000-15000)"),
+    ("--public-address", "address for SDP and Contact (SIP_PUBLIC_ADDRESS)"),
+    ("--max-calls", "concurrent calls before 503 (SIP_MAX_CALLS)"),
+    ("--rtp-timeout", "seconds without RTP before hang-up (SIP_RTP_TIMEOUT)"),
+    (
+        "--allowed-networks",
+        "CIDRs allowed to call, comma-separated (SIP_ALLOWED_NETWORKS, default: all)",
+    ),
+    ("--rate-limit", "requests/s per source IP, 0 = off (SIP_RATE_LIMIT, default 100)"),
+    ("--rate-burst", "requests at once per source IP (SIP_RATE_BURST, default 200)"),
+    ("--server-name", "Server header value, 'none' for none (SIP_SERVER_NAME)"),
+    (
+        "--event-loop",
+        "auto (uvloop when installed), uvloop or asyncio (SIP_EVENT_LOOP, default auto)",
+    ),
+    ("--registrar", "register at this SIP URI, e.g. sip:pbx.example.com (SIP_REGISTRAR)"),
+    ("--username", "registration user / Digest user name (SIP_USERNAME; SIP_PASSWORD)"),
+    ("--register-expires", "seconds per registration (SIP_REGISTER_EXPIRES, default 300)"),
+    (
+        "--trunk-proxy",
+        "default trunk for outbound calls, e.g. sip:sip.carrier.example (SIP_TRUNK_PROXY; "
+        "SIP_TRUNK_USERNAME, SIP_TRUNK_AUTH_USER, SIP_TRUNK_PASSWORD, SIP_TRUNK_FROM_USER)",
+    ),
+    ("--caller-id", "number outbound calls present (SIP_CALLER_ID)"),
+    ("--auth-users", "file of user:password lines: Digest for INVITEs (SIP_AUTH_USERS)"),
+    ("--auth-realm", "Digest realm (SIP_AUTH_REALM, default pipecat-sip)"),
+    ("--auth-exempt-networks", "CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)"),
+    ("--codecs", "codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"),
+    (
+        "--drain-timeout",
+        "seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
+    ),
+    ("--api-port", "serve the operations API on this TCP port (SIP_API_PORT)"),
+    (
+        "--api-host",
+        "operations API address (SIP_API_HOST, default 127.0.0.1; others need SIP_API_TOKEN)",
+    ),
+    ("--log-format", "text or json (SIP_LOG_FORMAT, default text)"),
+    (
+        "--rtp-latching",
+        "RTP from elsewhere than the SDP address: signaling (default), any, off (SIP_RTP_LATCHING)",
+    ),
+    ("--hold-timeout", "seconds a call may stay held, 0 = no limit (SIP_HOLD_TIMEOUT)"),
+    (
+        "--max-call-duration",
+        "seconds a call may last, 0 = no limit (SIP_MAX_CALL_DURATION, default 14400)",
+    ),
+    (
+        "--max-unconfirmed",
+        "calls one source may have waiting for an ACK (SIP_MAX_UNCONFIRMED_PER_SOURCE, 5)",
+    ),
+    ("--stun-server", "STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"),
+    ("--srtp", "SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"),
+    (
+        "--srtp-insecure-signaling",
+        "yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
+    ),
+    ("--sip-transports", "transports to listen on: udp,tcp,tls (SIP_TRANSPORTS, default udp)"),
+    ("--sip-tcp-port", "SIP TCP port (SIP_TCP_PORT, default the SIP port)"),
+    ("--sip-tls-port", "SIP TLS port (SIP_TLS_PORT, default the SIP port + 1)"),
+    ("--tls-cert", "PEM certificate chain for TLS (SIP_TLS_CERT)"),
+    ("--tls-key", "PEM private key of the certificate (SIP_TLS_KEY)"),
+    ("--tls-ca", "PEM CA bundle peers must chain to (SIP_TLS_CA, default: system store)"),
+    ("--tls-verify", "verify peers' certificates: true or false (SIP_TLS_VERIFY, default true)"),
+    (
+        "--keepalive-interval",
+        "seconds between registration-flow keep-alives, 0 = off (SIP_KEEPALIVE_INTERVAL)",
+    ),
+    ("--dns-servers", "name servers for SIP lookups, e.g. 192.0.2.53,[::1]:53 (SIP_DNS_SERVERS)"),
+)
+"""The SIP options that take one value: (flag, help naming its environment variable)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python bot.py --transport sip`."""
     parser = argparse.ArgumentParser(description="Pipecat bot over SIP (pipecat-sip)")
     parser.add_argument("-t", "--transport", default="sip", help="transport: sip here")
-    parser.add_argument("--sip-host", help="bind address (SIP_SERVER_HOST, default 0.0.0.0)")
-    parser.add_argument("--sip-port", help="SIP UDP port (SIP_SERVER_PORT, default 6060)")
-    parser.add_argument(
-        "--rtp-ports", help="RTP port range A-B (SIP_RTP_PORT_RANGE, default 10000-15000)"
-    )
-    parser.add_argument("--public-address", help="address for SDP and Contact (SIP_PUBLIC_ADDRESS)")
-    parser.add_argument("--max-calls", help="concurrent calls before 503 (SIP_MAX_CALLS)")
-    parser.add_argument(
-        "--rtp-timeout", help="seconds without RTP before hang-up (SIP_RTP_TIMEOUT)"
-    )
-    parser.add_argument(
-        "--allowed-networks",
-        help="CIDRs allowed to call, comma-separated (SIP_ALLOWED_NETWORKS, default: all)",
-    )
-    parser.add_argument(
-        "--rate-limit", help="requests/s per source IP, 0 = off (SIP_RATE_LIMIT, default 100)"
-    )
-    parser.add_argument(
-        "--rate-burst", help="requests at once per source IP (SIP_RATE_BURST, default 200)"
-    )
-    parser.add_argument(
-        "--server-name", help="Server header value, 'none' for none (SIP_SERVER_NAME)"
-    )
-    parser.add_argument(
-        "--event-loop",
-        help="auto (uvloop when installed), uvloop or asyncio (SIP_EVENT_LOOP, default auto)",
-    )
-    parser.add_argument(
-        "--registrar", help="register at this SIP URI, e.g. sip:pbx.example.com (SIP_REGISTRAR)"
-    )
-    parser.add_argument(
-        "--username", help="registration user / Digest user name (SIP_USERNAME; SIP_PASSWORD)"
-    )
-    parser.add_argument(
-        "--register-expires", help="seconds per registration (SIP_REGISTER_EXPIRES, default 300)"
-    )
-    parser.add_argument(
-        "--trunk-proxy",
-        help="default trunk for outbound calls, e.g. sip:sip.carrier.example (SIP_TRUNK_PROXY; "
-        "SIP_TRUNK_USERNAME, SIP_TRUNK_AUTH_USER, SIP_TRUNK_PASSWORD, SIP_TRUNK_FROM_USER)",
-    )
-    parser.add_argument("--caller-id", help="number outbound calls present (SIP_CALLER_ID)")
-    parser.add_argument(
-        "--auth-users", help="file of user:password lines: Digest for INVITEs (SIP_AUTH_USERS)"
-    )
-    parser.add_argument("--auth-realm", help="Digest realm (SIP_AUTH_REALM, default pipecat-sip)")
+    for flag, help_text in _SIP_FLAGS:
+        parser.add_argument(flag, help=help_text)
     parser.add_argument(
         "--accept-registrations",
         nargs="?",
         const="true",
         help="be a registrar for softphones (SIP_ACCEPT_REGISTRATIONS; with --auth-users: "
         "authenticated)",
-    )
-    parser.add_argument(
-        "--auth-exempt-networks",
-        help="CIDRs not challenged, e.g. a trunk's (SIP_AUTH_EXEMPT_NETWORKS)",
-    )
-    parser.add_argument(
-        "--codecs", help="codecs to offer and accept, in order, e.g. G722,PCMU,PCMA (SIP_CODECS)"
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        help="seconds live calls may take to end after SIGTERM (SIP_DRAIN_TIMEOUT, default 0)",
-    )
-    parser.add_argument(
-        "--api-port", help="serve the operations API on this TCP port (SIP_API_PORT)"
-    )
-    parser.add_argument(
-        "--api-host",
-        help="operations API address (SIP_API_HOST, default 127.0.0.1; others need SIP_API_TOKEN)",
-    )
-    parser.add_argument("--log-format", help="text or json (SIP_LOG_FORMAT, default text)")
-    parser.add_argument(
-        "--rtp-latching",
-        help="RTP from elsewhere than the SDP address: signaling (default), any, off "
-        "(SIP_RTP_LATCHING)",
-    )
-    parser.add_argument(
-        "--hold-timeout", help="seconds a call may stay held, 0 = no limit (SIP_HOLD_TIMEOUT)"
-    )
-    parser.add_argument(
-        "--max-call-duration",
-        help="seconds a call may last, 0 = no limit (SIP_MAX_CALL_DURATION, default 14400)",
-    )
-    parser.add_argument(
-        "--max-unconfirmed",
-        help="calls one source may have waiting for an ACK (SIP_MAX_UNCONFIRMED_PER_SOURCE, 5)",
-    )
-    parser.add_argument(
-        "--stun-server", help="STUN server host[:port] for the RTP public address (SIP_STUN_SERVER)"
-    )
-    parser.add_argument(
-        "--srtp", help="SRTP with SDES keys: off, optional or required (SIP_SRTP, default off)"
-    )
-    parser.add_argument(
-        "--srtp-insecure-signaling",
-        help="yes: SDES keys over UDP/TCP too, labs only (SIP_SRTP_INSECURE_SIGNALING, default no)",
-    )
-    parser.add_argument(
-        "--sip-transports",
-        help="transports to listen on: udp,tcp,tls (SIP_TRANSPORTS, default udp)",
-    )
-    parser.add_argument("--sip-tcp-port", help="SIP TCP port (SIP_TCP_PORT, default the SIP port)")
-    parser.add_argument(
-        "--sip-tls-port", help="SIP TLS port (SIP_TLS_PORT, default the SIP port + 1)"
-    )
-    parser.add_argument("--tls-cert", help="PEM certificate chain for TLS (SIP_TLS_CERT)")
-    parser.add_argument("--tls-key", help="PEM private key of the certificate (SIP_TLS_KEY)")
-    parser.add_argument(
-        "--tls-ca", help="PEM CA bundle peers must chain to (SIP_TLS_CA, default: system store)"
-    )
-    parser.add_argument(
-        "--tls-verify",
-        help="verify peers' certificates: true or false (SIP_TLS_VERIFY, default true)",
-    )
-    parser.add_argument(
-        "--keepalive-interval",
-        help="seconds between registration-flow keep-alives, 0 = off (SIP_KEEPALIVE_INTERVAL)",
-    )
-    parser.add_argument(
-        "--dns-servers",
-        help="name servers for SIP lookups, e.g. 192.0.2.53,[::1]:53 (SIP_DNS_SERVERS)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
