@@ -1154,3 +1154,49 @@ def test_registration_granted_0_s_is_a_failure_and_retried():
     assert "granted 0" in failed.reason and failed.retry_in == 30
     again = r.run_until_request()
     assert again.call_id == rid and again.headers.get("Expires") == "300"
+
+
+# --- forking (RFC 3261 s.13.2.2.4) ---------------------------------------------------------
+
+
+def _ok_from_fork(invite: SIPRequest, tag: str, contact_port: int) -> bytes:
+    return (
+        f"SIP/2.0 200 OK\r\nVia: {invite.headers.get('Via')}\r\n"
+        f"From: {invite.headers.get('From')}\r\nTo: {invite.headers.get('To')};tag={tag}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: {invite.cseq.seq} INVITE\r\n"
+        f"Contact: <sip:bob@127.0.0.1:{contact_port}>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(SDP_ANSWER)}\r\n\r\n"
+    ).encode() + SDP_ANSWER
+
+
+def test_a_2xx_from_a_second_fork_is_acked_and_ended_with_bye():
+    """Regression: a second fork's 200 was ACKed on the first fork's dialog
+    (wrong To tag, wrong target), so that fork's UAS kept a call no one used."""
+    proxy = ("127.0.0.1", 5090)
+    ua = UserAgent("127.0.0.1", 5080)
+    call_id = ua.invite("sip:bob@127.0.0.1:5090", SDP_OFFER, 0.0)
+    [(data, _)] = ua.datagrams_to_send()
+    invite = parse(data)
+    assert isinstance(invite, SIPRequest)
+    ua.receive(_ok_from_fork(invite, "forkA", 5094), Flow.udp(proxy), 0.1)
+    [(ack_a, hop_a)] = ua.datagrams_to_send()
+    assert first_line(ack_a).startswith("ACK sip:bob@127.0.0.1:5094") and hop_a.remote[1] == 5094
+
+    second = _ok_from_fork(invite, "forkB", 5096)
+    ua.receive(second, Flow.udp(proxy), 0.2)
+    out = [(parse(d), flow) for d, flow in ua.datagrams_to_send()]
+    assert [(m.method, f.remote) for m, f in out] == [
+        ("ACK", ("127.0.0.1", 5096)),
+        ("BYE", ("127.0.0.1", 5096)),
+    ]
+    assert all(m.to.tag == "forkB" and m.call_id == call_id for m, _ in out)
+    assert out[0][0].cseq.seq == invite.cseq.seq
+
+    ua.receive(second, Flow.udp(proxy), 0.3)  # its retransmission: ACKed again, no second BYE
+    again = [parse(d) for d, _ in ua.datagrams_to_send()]
+    assert [m.method for m in again] == ["ACK"] and again[0].to.tag == "forkB"
+    session = ua.session(call_id)
+    assert session is not None and session.dialog is not None
+    assert session.dialog.remote_tag == "forkA"  # the call is the first fork's
+    answered = [e for e in iter(ua.next_event, None) if isinstance(e, CallAnswered)]
+    assert len(answered) == 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -94,6 +94,8 @@ __all__ = [
 ]
 
 SDP = "application/sdp"
+MAX_FORKS = 8
+"""Most 2xx from other forks of one INVITE that are ACKed and ended (RFC 3261 s.13.2.2.4)."""
 #: Option tags we put in Supported (RFC 3262, RFC 4028, RFC 3891).
 SUPPORTED: tuple[str, ...] = ("100rel", "timer", "replaces")
 
@@ -334,6 +336,8 @@ class InviteSession:
         session_timer: The running session timer (RFC 4028), or None.
         timer_answer: UAS: the session-timer headers for the 2xx being prepared.
         modification_txn: The re-INVITE or UPDATE we sent, while it waits.
+        fork_acks: UAC: the ACKs of 2xx responses from other forks (by their
+            To tag), re-sent for their retransmissions (RFC 3261 s.13.2.2.4).
     """
 
     call_id: str
@@ -368,6 +372,7 @@ class InviteSession:
     timer_answer: UASAnswer | None = None
     modification_txn: Transaction | None = None
     timer_retried: bool = False
+    fork_acks: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def current_dialog(self) -> Dialog | None:
@@ -1412,6 +1417,8 @@ class InviteUsage:
         elif code < 300:
             if session.dialog is None:
                 self._confirm_uac(session, response, now)
+            elif response.to.tag != session.dialog.remote_tag:
+                self._release_fork(session, response, now)
             elif session.ack_bytes is not None:  # 2xx retransmission: ACK again
                 self.ua.layer.send(session.ack_bytes, session.dialog.next_hop())
         elif session.dialog is None and session.state is not CallState.TERMINATED:
@@ -1704,6 +1711,46 @@ class InviteUsage:
         if cancelled:  # we hung up meanwhile (s.9.1, s.15)
             session.cancel_pending = False
             self._send_bye(session, now)
+
+    def _release_fork(self, session: InviteSession, response: SIPResponse, now: float) -> None:
+        """A 2xx from another fork than the call's (RFC 3261 s.13.2.2.4): ACK it, then BYE it.
+
+        Each 2xx makes a dialog of its own; the call keeps the first. The
+        others are acknowledged on their own dialog (their route set and
+        remote target) and ended with BYE at once; a retransmission of one
+        is ACKed again. At most :data:`MAX_FORKS` are answered per call.
+        """
+        tag = response.to.tag or ""
+        ua = self.ua
+        known = session.fork_acks.get(tag)
+        if known is not None:
+            try:
+                hop = Dialog.from_uac(session.invite, response, session.flow).next_hop()
+            except (RemoteProtocolError, LocalProtocolError):
+                return
+            ua.layer.send(known, hop)
+            return
+        if len(session.fork_acks) >= MAX_FORKS:
+            return
+        try:
+            dialog = Dialog.from_uac(session.invite, response, session.flow)
+            hop = dialog.next_hop()
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            ua.notice("info", f"2xx from another fork unusable: {exc}", session.call_id, "fork")
+            return
+        ack = dialog.create_request(
+            "ACK", ua.new_via(hop), cseq=session.invite.cseq.seq, headers=ua.ua_headers()
+        )
+        session.fork_acks[tag] = bytes(ack)
+        ua.layer.send(session.fork_acks[tag], hop)
+        bye = dialog.create_request("BYE", ua.new_via(hop), headers=ua.ua_headers())
+        ua.send_request(bye, hop, now, self)  # its response changes nothing
+        ua.notice(
+            "info",
+            "200 OK from a second fork: acknowledged and ended with BYE (one call per INVITE)",
+            session.call_id,
+            kind="fork",
+        )
 
     def _uas(self, call_id: str, states: tuple[CallState, ...]) -> InviteSession:
         session = self.sessions.get(call_id)
