@@ -30,6 +30,7 @@ from pipecat_sip.echo import load_greeting
 from tests.helpers.audio import dominant_frequency, read_wav, rms, tone_energy_ratio
 from tests.helpers.baresip import Baresip, make_wav_for_baresip
 from tests.helpers.peers import free_udp_port, require_binary
+from tests.helpers.process_log import FollowedLog
 
 pytestmark = pytest.mark.interop
 
@@ -56,24 +57,20 @@ def rtp_range(size: int = 100) -> tuple[int, int]:
     return base, base + size - 1
 
 
-class BotProcess:
+class BotProcess(FollowedLog):
     """`python bot.py --transport sip` on 127.0.0.1 as a subprocess, with its log collected."""
+
+    what = "the bot"
 
     def __init__(self) -> None:
         self.port = free_udp_port()
         self.rtp = rtp_range()
         self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._cond = asyncio.Condition()
-        self._pump: asyncio.Task[None] | None = None
+        self._init_log()
 
     @property
     def uri(self) -> str:
         return f"sip:bot@127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -85,38 +82,9 @@ class BotProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        self._pump = asyncio.ensure_future(self._read_log())
+        self.follow()
         ready = await self.wait_line("Ready: call", READY_TIMEOUT_S)
         assert f"127.0.0.1:{self.port}" in ready, ready
-
-    async def _read_log(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            async with self._cond:
-                self.lines.append(line.decode("utf-8", errors="replace").rstrip())
-                self._cond.notify_all()
-        async with self._cond:
-            self._cond.notify_all()
-
-    async def wait_line(self, text: str, timeout: float) -> str:
-        """Return the first log line containing `text`, waiting up to `timeout` s."""
-
-        async def waiter() -> str:
-            async with self._cond:
-                while True:
-                    for line in self.lines:
-                        if text in line:
-                            return line
-                    if self._pump is not None and self._pump.done():
-                        raise AssertionError(f"bot exited before {text!r}:\n{self.log}")
-                    await self._cond.wait()
-
-        try:
-            return await asyncio.wait_for(waiter(), timeout)
-        except TimeoutError:
-            raise AssertionError(
-                f"no {text!r} in the bot's log after {timeout} s:\n{self.log}"
-            ) from None
 
     def terminate(self) -> None:
         """Send SIGTERM to the bot (by its PID)."""
@@ -126,9 +94,7 @@ class BotProcess:
     async def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 2.0)
+        await self.log_ended()
         return code
 
     async def close(self) -> None:
@@ -143,10 +109,7 @@ class BotProcess:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGKILL)
                 await asyncio.wait_for(proc.wait(), 5.0)
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 2.0)
-            self._pump.cancel()
+        await self.log_ended()
 
 
 def greeting_match(heard: np.ndarray) -> float:

@@ -235,7 +235,7 @@ async def test_bot_py_records_the_call_with_sip_record_dir(tmp_path):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            self._pump = asyncio.ensure_future(self._read_log())
+            self.follow()
             await self.wait_line("Ready: call", 30)
 
     duration_s = 10.0

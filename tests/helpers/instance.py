@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.helpers.peers import free_udp_port
+from tests.helpers.process_log import FollowedLog
 
 REPO = Path(__file__).resolve().parents[2]
 BOT = REPO / "tests" / "helpers" / "instance_bot.py"
@@ -45,7 +46,7 @@ def instance_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Instance:
+class Instance(FollowedLog):
     """One instance process.
 
     Attributes:
@@ -54,6 +55,8 @@ class Instance:
         api_port: Its operations API port, or None.
         lines: Its log so far, one entry per line.
     """
+
+    what = "the instance"
 
     def __init__(
         self,
@@ -72,9 +75,7 @@ class Instance:
         self.args = list(args)
         self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._cond = asyncio.Condition()
-        self._pump: asyncio.Task[None] | None = None
+        self._init_log()
 
     def again(self) -> Instance:
         """A new (not started) instance on the same SIP port, RTP range and API port."""
@@ -91,10 +92,6 @@ class Instance:
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
 
     @property
     def pid(self) -> int | None:
@@ -118,36 +115,8 @@ class Instance:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        self._pump = asyncio.ensure_future(self._read_log())
+        self.follow()
         await self.wait_line("Ready: call", READY_TIMEOUT_S)
-
-    async def _read_log(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            async with self._cond:
-                if len(self.lines) < 200_000:
-                    self.lines.append(line.decode("utf-8", errors="replace").rstrip())
-                self._cond.notify_all()
-        async with self._cond:
-            self._cond.notify_all()
-
-    async def wait_line(self, text: str, timeout: float) -> str:
-        """The first log line containing ``text``, waiting up to ``timeout`` s."""
-
-        async def waiter() -> str:
-            async with self._cond:
-                while True:
-                    for line in self.lines:
-                        if text in line:
-                            return line
-                    if self._pump is not None and self._pump.done():
-                        raise AssertionError(f"instance exited before {text!r}:\n{self.log}")
-                    await self._cond.wait()
-
-        try:
-            return await asyncio.wait_for(waiter(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"no {text!r} in the log after {timeout} s:\n{self.log}") from None
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` to the instance, by its PID."""
@@ -158,9 +127,7 @@ class Instance:
     async def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 2.0)
+        await self.log_ended()
         return code
 
     async def close(self) -> None:
@@ -176,10 +143,7 @@ class Instance:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGKILL)
                 await asyncio.wait_for(proc.wait(), 5.0)
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 2.0)
-            self._pump.cancel()
+        await self.log_ended()
 
     async def __aenter__(self) -> Instance:
         await self.start()
