@@ -40,7 +40,7 @@ from tests.helpers.netns import NetLab, require_netns
 from tests.helpers.peers import free_udp_port, require_binary
 from tests.helpers.pjsua import Pjsua, require_pjsua2
 from tests.helpers.server import Recorder, start_server, wait_for
-from tests.helpers.sipp import run_sipp
+from tests.helpers.sipp import run_sipp, start_sipp
 
 pytestmark = pytest.mark.interop
 
@@ -148,6 +148,55 @@ async def test_server_calls_pjsua_through_proxy(kamailio, tmp_path: Path):
         assert sources(kam, "INVITE", call.call_id) == {server_src}
         assert sources(kam, "ACK", call.call_id) == {server_src}, kam.log_tail()
         assert sources(kam, "BYE", call.call_id) == {server_src}, kam.log_tail()
+        assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
+    finally:
+        await server.stop()
+
+
+async def test_a_second_forks_200_is_acknowledged_and_ended(kamailio, tmp_path: Path):
+    """Kamailio forks our INVITE to two SIPp phones that both answer at once
+    (RFC 3261 s.13.2.2.4): the call is the first fork's; the other 200 gets an
+    ACK and a BYE on its own dialog (through the proxy's Record-Route) while
+    the call goes on, and each phone's scenario ends cleanly."""
+    require_binary("sipp")
+    server = await start_server(None)
+    try:
+        async with (
+            await start_sipp("uas_fork", "", calls=1, timeout=30) as first,
+            await start_sipp("uas_fork", "", calls=1, timeout=30) as second,
+        ):
+            kam = Kamailio(
+                PROXY_CFG,
+                tmp_path / "kam",
+                defines={
+                    "BACKEND": quote(f"sip:{first.target}"),
+                    "FORK_TO": quote(f"sip:bob@{second.target}"),
+                },
+                children=1,  # one worker: our ACK and BYE reach the phone in the order sent
+            )
+            async with kam:
+                call = await server.call(
+                    f"sip:bob@127.0.0.1:{kam.port}",
+                    destination=("127.0.0.1", kam.port),
+                    timeout=5,
+                )
+                # One fork's phone is hung up while our call stays up.
+                assert await wait_for(lambda: not (first.running and second.running), 5), (
+                    kam.log_tail()
+                )
+                assert call.established
+                released, kept = (first, second) if not first.running else (second, first)
+                assert kept.running
+                result = await released.wait(5)
+                assert result.ok, result.summary() + "\n" + kam.log_tail()
+                await call.hangup()
+                assert (await kept.wait(5)).ok, kam.log_tail()
+                server_src = f"127.0.0.1:{server.port}"
+                # Two dialogs, each ACKed and ended by us through the proxy.
+                acks = [r for r in kam.requests("ACK") if r.get("callid") == call.call_id]
+                byes = [r for r in kam.requests("BYE") if r.get("callid") == call.call_id]
+                assert len(acks) == 2 and len(byes) == 2, kam.log_tail()
+                assert {r["src"] for r in acks + byes} == {server_src}
         assert await wait_for(lambda: server.ports.in_use == 0 and not server.calls)
     finally:
         await server.stop()
