@@ -336,8 +336,9 @@ class InviteSession:
         session_timer: The running session timer (RFC 4028), or None.
         timer_answer: UAS: the session-timer headers for the 2xx being prepared.
         modification_txn: The re-INVITE or UPDATE we sent, while it waits.
-        fork_acks: UAC: the ACKs of 2xx responses from other forks (by their
-            To tag), re-sent for their retransmissions (RFC 3261 s.13.2.2.4).
+        fork_acks: UAC: the ACKs of 2xx responses from other forks and where
+            they went (by the fork's To tag), re-sent for their
+            retransmissions (RFC 3261 s.13.2.2.4).
     """
 
     call_id: str
@@ -372,7 +373,7 @@ class InviteSession:
     timer_answer: UASAnswer | None = None
     modification_txn: Transaction | None = None
     timer_retried: bool = False
-    fork_acks: dict[str, bytes] = field(default_factory=dict)
+    fork_acks: dict[str, tuple[bytes, Flow]] = field(default_factory=dict)
 
     @property
     def current_dialog(self) -> Dialog | None:
@@ -1724,11 +1725,7 @@ class InviteUsage:
         ua = self.ua
         known = session.fork_acks.get(tag)
         if known is not None:
-            try:
-                hop = Dialog.from_uac(session.invite, response, session.flow).next_hop()
-            except (RemoteProtocolError, LocalProtocolError):
-                return
-            ua.layer.send(known, hop)
+            ua.layer.send(*known)
             return
         if len(session.fork_acks) >= MAX_FORKS:
             return
@@ -1741,8 +1738,8 @@ class InviteUsage:
         ack = dialog.create_request(
             "ACK", ua.new_via(hop), cseq=session.invite.cseq.seq, headers=ua.ua_headers()
         )
-        session.fork_acks[tag] = bytes(ack)
-        ua.layer.send(session.fork_acks[tag], hop)
+        session.fork_acks[tag] = (bytes(ack), hop)
+        ua.layer.send(*session.fork_acks[tag])
         bye = dialog.create_request("BYE", ua.new_via(hop), headers=ua.ua_headers())
         ua.send_request(bye, hop, now, self)  # its response changes nothing
         ua.notice(
