@@ -231,6 +231,7 @@ def dispatcher(tmp_path: Path, servers, **defines) -> Kamailio:
             "FR_TIMER_MS": 1000,
             **defines,
         },
+        children=1,  # in order: SIPp aborts a call on a 1xx relayed after its 2xx
     )
 
 
