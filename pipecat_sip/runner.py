@@ -267,17 +267,31 @@ def _address(value: str, name: str) -> str:
         raise ConfigError(f"{name}: {value!r} is not an IP address") from None
 
 
-def _seconds(value: str | None, name: str, *, default: float) -> float:
-    """A duration in seconds, 0 (off) or more; ``default`` when unset."""
+def _seconds(
+    value: str | None, name: str, *, default: float, maximum: float | None = None
+) -> float:
+    """A duration in seconds, 0 (off) up to ``maximum`` (or any finite); ``default`` when unset."""
     if not value:
         return default
     try:
         seconds = float(value)
     except ValueError:
         raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
+    if maximum is not None and not 0 <= seconds <= maximum:
+        raise ConfigError(f"{name}: {value!r} must be 0 (off) to {maximum:g} seconds")
     if not 0 <= seconds < float("inf"):
         raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
     return seconds
+
+
+def _networks(value: str | None, name: str) -> tuple[str, ...]:
+    """A comma-separated list of CIDRs, normalized; empty when unset."""
+    if not value:
+        return ()
+    try:
+        return tuple(str(n) for n in parse_networks(value))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def server_arguments(config: SIPRunnerConfig, **overrides: Any) -> dict[str, Any]:
@@ -367,22 +381,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         if not value.strip().isdigit() or int(value) < 1:
             raise ConfigError(f"{name}: {value!r} is not a positive whole number")
         max_calls = int(value)
-    value, name = pick("rtp_timeout", "SIP_RTP_TIMEOUT")
-    rtp_timeout = 30.0
-    if value:
-        try:
-            rtp_timeout = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
-        if rtp_timeout < 0:
-            raise ConfigError(f"{name}: {value!r} must be 0 (off) or more seconds")
-    value, name = pick("allowed_networks", "SIP_ALLOWED_NETWORKS")
-    networks: tuple[str, ...] = ()
-    if value:
-        try:
-            networks = tuple(str(n) for n in parse_networks(value))
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+    rtp_timeout = _seconds(*pick("rtp_timeout", "SIP_RTP_TIMEOUT"), default=30.0)
+    networks = _networks(*pick("allowed_networks", "SIP_ALLOWED_NETWORKS"))
     value, name = pick("rate_limit", "SIP_RATE_LIMIT")
     rate_limit = DEFAULT_RATE_LIMIT
     if value:
@@ -456,19 +456,8 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         if not auth_realm or any(c in auth_realm for c in '"\\\r\n') or len(auth_realm) > 64:
             raise ConfigError(f"{name}: {value!r} must be 1-64 characters without quotes")
     value, name = pick("accept_registrations", "SIP_ACCEPT_REGISTRATIONS")
-    accept_registrations = False
-    if value is not None:
-        text = value.strip().lower()
-        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
-            raise ConfigError(f"{name}: {value!r} is not true or false")
-        accept_registrations = text in ("1", "true", "yes", "on")
-    value, name = pick("auth_exempt_networks", "SIP_AUTH_EXEMPT_NETWORKS")
-    exempt: tuple[str, ...] = ()
-    if value:
-        try:
-            exempt = tuple(str(n) for n in parse_networks(value))
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+    accept_registrations = _flag(value, name) if value is not None else False
+    exempt = _networks(*pick("auth_exempt_networks", "SIP_AUTH_EXEMPT_NETWORKS"))
     value, name = pick("rtp_latching", "SIP_RTP_LATCHING")
     rtp_latching = (value or "signaling").strip().lower()
     if rtp_latching not in ("signaling", "any", "off"):
@@ -505,15 +494,9 @@ def parse_config(args: argparse.Namespace, env: Mapping[str, str]) -> SIPRunnerC
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(SRTP_MODES)}")
     value, name = pick("srtp_insecure_signaling", "SIP_SRTP_INSECURE_SIGNALING")
     srtp_insecure = _flag(value, name) if value is not None else False
-    value, name = pick("drain_timeout", "SIP_DRAIN_TIMEOUT")
-    drain_timeout = 0.0
-    if value:
-        try:
-            drain_timeout = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
-        if not 0 <= drain_timeout <= 86400:
-            raise ConfigError(f"{name}: {value!r} must be 0-86400 seconds")
+    drain_timeout = _seconds(
+        *pick("drain_timeout", "SIP_DRAIN_TIMEOUT"), default=0.0, maximum=86400
+    )
     value, name = pick("api_port", "SIP_API_PORT")
     api_port = _port(value, name, allow_zero=True) if value else None
     value, name = pick("api_host", "SIP_API_HOST")
@@ -643,15 +626,11 @@ def _parse_transport_config(
             flag, var = _TLS_VARIABLES.get(exc.setting, _TLS_VARIABLES["cert"])
             _, shown = pick(flag, var)  # the flag when given, else the variable
             raise ConfigError(f"{shown}: {exc}") from None
-    value, name = pick("keepalive_interval", "SIP_KEEPALIVE_INTERVAL")
-    keepalive = DEFAULT_KEEPALIVE_INTERVAL
-    if value:
-        try:
-            keepalive = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from None
-        if not 0 <= keepalive <= 86400:
-            raise ConfigError(f"{name}: {value!r} must be 0 (off) to 86400 seconds")
+    keepalive = _seconds(
+        *pick("keepalive_interval", "SIP_KEEPALIVE_INTERVAL"),
+        default=DEFAULT_KEEPALIVE_INTERVAL,
+        maximum=86400,
+    )
     value, name = pick("dns_servers", "SIP_DNS_SERVERS")
     dns_servers = None
     if value:

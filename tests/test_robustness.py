@@ -828,3 +828,22 @@ def test_runner_settings_for_limits():
             parse_config(argparse.Namespace(), {var: value})
         assert str(info.value).startswith(text), str(info.value)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        # Regression: a NaN RTP timeout was accepted (it only checked < 0).
+        ("SIP_RTP_TIMEOUT", "nan", "SIP_RTP_TIMEOUT: 'nan' must be 0 (off) or more seconds"),
+        ("SIP_RTP_TIMEOUT", "-1", "SIP_RTP_TIMEOUT: '-1' must be 0 (off) or more seconds"),
+        ("SIP_DRAIN_TIMEOUT", "99999", "SIP_DRAIN_TIMEOUT: '99999' must be 0 (off) to 86400"),
+        ("SIP_KEEPALIVE_INTERVAL", "x", "SIP_KEEPALIVE_INTERVAL: 'x' is not a number of seconds"),
+    ],
+)
+def test_durations_stop_start_up_with_one_line(variable, value, message):
+    import argparse
+
+    from pipecat_sip.runner import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(argparse.Namespace(), {variable: value})
