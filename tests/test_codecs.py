@@ -370,6 +370,24 @@ def test_g722_needs_whole_sample_pairs(size):
         G722.for_stream().encode(bytes(size))
 
 
+def test_a_g722_stream_starts_without_searching_for_an_optional_module(monkeypatch):
+    """Regression: the ``g722`` package's default looks for ``G722_numpy`` on
+    every codec state it makes; that failed import searched the whole module
+    path (~130 us) for each call's stream, twice per call on the setup path."""
+    looked_for: list[str] = []
+
+    class Recorder:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            looked_for.append(name)
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Recorder(), *sys.meta_path])
+    stream = G722.for_stream()
+    assert len(stream.decode(stream.encode(bytes(640)))) == 640
+    assert looked_for == []
+
+
 def test_g722_for_stream_gives_independent_state():
     x = tone16(440, 0.2).tobytes()
     a, b = G722.for_stream(), G722.for_stream()

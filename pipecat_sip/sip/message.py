@@ -90,11 +90,21 @@ _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 
 def _key(name: str) -> str:
     """The lookup key of a header name: its canonical spelling in lower case."""
+    key = _EXACT_KEYS.get(name)  # the spellings code and peers use: no lower()
+    if key is not None:
+        return key
     lowered = name.lower()
     return _KEYS.get(lowered, lowered)
 
 
 _KEYS = LOOKUP_KEYS
+# Known names as spelled canonically, in lower case and compact (a fixed set:
+# what arrives with another spelling takes the lower() path above).
+_EXACT_KEYS = {
+    spelling: key
+    for lowered, key in LOOKUP_KEYS.items()
+    for spelling in (lowered, canonical_name(lowered))
+}
 
 
 class Headers:
@@ -113,6 +123,15 @@ class Headers:
         self._items: list[tuple[str, str]] = [(canonical_name(n), str(v)) for n, v in items]
         self.version = 0
         self._reindex()
+
+    @classmethod
+    def _parsed(cls, items: list[tuple[str, str]], index: dict[str, list[int]]) -> Headers:
+        """Headers from lines already in canonical form and their index (the parser's)."""
+        h = cls.__new__(cls)
+        h._items = items
+        h._index = index
+        h.version = 1
+        return h
 
     def _reindex(self) -> None:
         index: dict[str, list[int]] = {}
@@ -508,7 +527,9 @@ class _BadURI(SIPRequest):
 def _parse_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
     """Headers that could be read, and the first error (bad lines are skipped)."""
     items: list[tuple[str, str]] = []
+    index: dict[str, list[int]] = {}
     error: str | None = None
+    token = TOKEN_RE.match
     for raw in lines:
         if not raw:
             continue
@@ -521,11 +542,17 @@ def _parse_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
             continue
         name, colon, value = raw.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not TOKEN_RE.match(name):
+        if not colon or not token(name):
             error = error or f"invalid header line {raw[:80]!r}"
             continue
-        items.append((name, value.strip()))
-    return Headers(items), error
+        key = _key(name)
+        positions = index.get(key)
+        if positions is None:
+            index[key] = [len(items)]
+        else:
+            positions.append(len(items))
+        items.append((_CANONICAL_BY_KEY.get(key, name), value.strip()))
+    return Headers._parsed(items, index), error
 
 
 def _frame_body(headers: Headers, body: bytes) -> bytes:
@@ -542,6 +569,9 @@ def _frame_body(headers: Headers, body: bytes) -> bytes:
 
 
 _OTHER_LIST_HEADERS = LIST_HEADERS - {"via", "contact", "route", "record-route"}
+_MANDATORY = tuple((_key(name), name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+# Lookup key -> canonical spelling, for the names we know (others keep theirs).
+_CANONICAL_BY_KEY = {key: canonical_name(key) for key in LOOKUP_KEYS.values()}
 
 
 def _validate(msg: SIPRequest | SIPResponse) -> None:
@@ -551,12 +581,13 @@ def _validate(msg: SIPRequest | SIPResponse) -> None:
         raise SIPParseError("unsupported SIP version", 505)
     if isinstance(msg, _BadURI):
         raise SIPParseError(f"unsupported Request-URI scheme in {msg.uri}", 416)
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if msg.headers.get(name) is None:
+    index = msg.headers._index
+    for key, name in _MANDATORY:
+        if key not in index:
             raise SIPParseError(f"missing {name}")
-    for name in SINGLE_HEADERS:
-        if msg.headers.count(name) > 1:
-            raise SIPParseError(f"more than one {canonical_name(name)} header")
+    for key, positions in index.items():
+        if len(positions) > 1 and key in SINGLE_HEADERS:
+            raise SIPParseError(f"more than one {canonical_name(key)} header")
     msg.vias  # noqa: B018 - parse to validate
     msg.from_  # noqa: B018
     msg.to  # noqa: B018
@@ -567,9 +598,8 @@ def _validate(msg: SIPRequest | SIPResponse) -> None:
     msg.max_forwards  # noqa: B018
     if not msg.call_id or any(c in msg.call_id for c in " \t"):
         raise SIPParseError(f"invalid Call-ID {msg.call_id!r}")
-    for name in _OTHER_LIST_HEADERS:  # the typed ones above are parsed already
-        if name in msg.headers:
-            msg.headers.get_list(name)
+    for key in _OTHER_LIST_HEADERS.intersection(index):  # the typed ones are parsed above
+        msg.headers.get_list(key)
     if isinstance(msg, SIPRequest) and cseq.method != msg.method:
         raise SIPParseError(f"CSeq method {cseq.method!r} does not match {msg.method!r}")
 
