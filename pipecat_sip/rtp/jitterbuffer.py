@@ -432,7 +432,17 @@ class JitterBuffer:
         if seq is None:
             return out
         if self._synced:
-            self._follow_clock(now)
+            excess = now - self._play_ts / self._rate - self._h
+            if 0.0 <= excess < self._catchup:  # _follow_clock's common case, inline
+                if excess < self._blk_min:
+                    self._blk_min = excess
+                self._blk_n += 1
+                if self._blk_n >= _TICK_BLOCK:
+                    self._h += self._blk_min
+                    self._blk_min = math.inf
+                    self._blk_n = 0
+            else:
+                self._follow_clock(now)
             # The common cases, inline: the next packet is due now and is played as is,
             # either with nothing to adapt or (speech, not stuck) with a wish to shrink
             # that must wait for a silence. What _play would do, without its search.
