@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loguru import logger  # noqa: E402
 
 from pipecat_sip.call import SIPCall  # noqa: E402
+from pipecat_sip.host import freeze_startup_objects  # noqa: E402
 from pipecat_sip.media import MediaClock  # noqa: E402
 from pipecat_sip.server import SIPServer  # noqa: E402
 
@@ -116,6 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    freeze_startup_objects()  # as the runner does once started
     clock = MediaClock.for_loop(loop, 20)
     print(json.dumps({"ready": True, "port": server.port, "pid": os.getpid()}), flush=True)
     try:

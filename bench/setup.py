@@ -132,6 +132,7 @@ async def carrier_child(args: argparse.Namespace) -> None:
     """The challenging side of ``--digest``: answer every authenticated call, hold it."""
     from loguru import logger
 
+    from pipecat_sip.host import freeze_startup_objects
     from pipecat_sip.server import SIPServer
 
     logger.remove()
@@ -153,6 +154,7 @@ async def carrier_child(args: argparse.Namespace) -> None:
         auth_users={DIGEST_USER: DIGEST_PASSWORD},
     )
     await server.start()
+    freeze_startup_objects()  # as the runner does once started
     print(json.dumps({"ready": True, "port": server.port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,6 +172,7 @@ async def run_digest(rate: float, args: argparse.Namespace) -> dict:
     """INVITE-to-200 with Digest both ways: our trunk client against our challenging server."""
     from loguru import logger
 
+    from pipecat_sip.host import freeze_startup_objects
     from pipecat_sip.server import SIPServer
     from pipecat_sip.trunk import Trunk
 
@@ -209,6 +212,7 @@ async def run_digest(rate: float, args: argparse.Namespace) -> dict:
         trunks=[trunk],
     )
     await bot.start()
+    freeze_startup_objects()  # as the runner does once started
     loop = asyncio.get_running_loop()
     times: list[float] = []
     failures: list[str] = []

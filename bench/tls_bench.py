@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipecat_sip.host import freeze_startup_objects  # noqa: E402
 from pipecat_sip.sip.framing import Message, StreamFramer  # noqa: E402
 from pipecat_sip.sip.message import SIPResponse, parse_message  # noqa: E402
 
@@ -82,6 +83,7 @@ async def serve(args: argparse.Namespace) -> None:
         send_silence=True,
     )
     await server.start()
+    freeze_startup_objects()  # as the runner does once started
     print(
         json.dumps(
             {"ready": True, "tcp": server.tcp_port, "tls": server.tls_port, "pid": os.getpid()}
