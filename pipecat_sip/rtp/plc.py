@@ -135,16 +135,7 @@ class Concealer:
             self._erased = 0
             frame = np.clip(np.rint(out), -32768, 32767).astype("<i2")
             pcm = frame.tobytes()
-        if type(pcm) is not bytes:
-            pcm = bytes(pcm)
-        if pcm:  # _remember, inline (once a packet time per call)
-            recent = self._recent
-            recent.append(pcm)
-            size = self._recent_size + len(pcm)
-            keep = self._history_bytes
-            while size - len(recent[0]) >= keep:
-                size -= len(recent.popleft())
-            self._recent_size = size
+        self._remember(pcm if type(pcm) is bytes else bytes(pcm))
         return pcm
 
     def conceal(self) -> bytes:
