@@ -19,6 +19,7 @@ Usage: .venv/bin/python bench/echo_server.py --mode pipeline [--port 0] [--uvloo
 
 import argparse
 import asyncio
+import dataclasses
 import inspect
 import json
 import os
@@ -91,6 +92,11 @@ def build_handler(mode: str, counters: dict, lean: bool = False, jitter_buffer: 
             media.enable_jitter_buffer()
         media.on_audio = media.send_audio
         await call.wait_ended()
+        buffer = media.jitter_buffer
+        if buffer is not None:  # what the buffer did, summed over the calls
+            jb = counters.setdefault("jitter_buffer", {})
+            for name, value in dataclasses.asdict(buffer.stats).items():
+                jb[name] = jb.get(name, 0) + value
 
     return on_call_media
 
@@ -130,6 +136,7 @@ async def serve(args: argparse.Namespace) -> None:
         "uvloop": args.uvloop,
         "lean": args.lean,
         "answered": counters["answered"],
+        "jitter_buffer": counters.get("jitter_buffer"),
         "errors": counters["errors"],
         "live_calls": len(server.calls),
         "dropped_rate_limited": getattr(server, "dropped_rate_limited", 0),

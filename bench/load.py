@@ -357,7 +357,7 @@ async def run_step(
     ):
         if key in peer_stats:
             row[key] = peer_stats[key]
-    for key in ("clock_late_ticks", "clock_skipped_deadlines", "errors"):
+    for key in ("clock_late_ticks", "clock_skipped_deadlines", "errors", "jitter_buffer"):
         if key in server_stats:
             row[f"server_{key}"] = server_stats[key]
     row["within_bound"] = bool(

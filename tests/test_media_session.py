@@ -555,6 +555,27 @@ def test_jitter_buffer_losses_are_concealed_by_the_codec_or_with_silence():
         assert got[1].pcm == expected
 
 
+def test_a_late_tick_plays_out_once_per_packet_time_it_sends():
+    """Regression: a tick of a late clock (``sends=2``) popped the jitter buffer
+    once; each such tick left the buffer a frame behind, and after a few it took
+    the lag for missed ticks and dropped the packets of the slots it skipped
+    (11% of packets late under load)."""
+    from pipecat_sip.rtp.jitterbuffer import JitterBuffer
+
+    session = make(jitter_buffer=JitterBuffer(8000, 20))
+    packets = peer_packets(400)
+    late = set(range(40, 400, 10))  # every 10th deadline is missed, made up by the next tick
+    for k, data in enumerate(packets):
+        session.receive_rtp(data, SDP, k / 50)
+        if k in late:
+            continue
+        session.on_tick(k / 50 + 0.01, sends=2 if k - 1 in late else 1)
+    played = [e for e in events(session) if isinstance(e, AudioReceived)]
+    stats = session.jitter_buffer.stats
+    assert (stats.late, stats.missed_ticks, stats.concealed) == (0, 0, 0)
+    assert len(played) >= 398 and not any(e.concealed for e in played)
+
+
 # --- codecs: per-stream state, sample rate vs RTP clock -------------------------------------
 
 

@@ -997,7 +997,12 @@ class MediaSession:
             for _ in range(sends):
                 self._packetizer.hold_tick()
         if self._jitter is not None:
-            self._play_out(now)
+            # One play-out per packet time due, as one packet is sent per packet
+            # time: a late tick popping once left the buffer a frame behind, and
+            # after a few the buffer took the lag for missed ticks and dropped
+            # the packets of the slots it skipped (seen under load: 11% late).
+            for _ in range(sends):
+                self._play_out(now)
         reporter = self._reporter
         if reporter is not None and now >= reporter.next_report:
             report = self._rtcp_report(now)
