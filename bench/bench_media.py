@@ -22,10 +22,16 @@ and the ratios are printed: SRTP's CPU per packet over plain's, and media
 sessions per core (sessions / CPU share of the core) each way. The target
 (issue 12) is SRTP <= 1.3x plain.
 
+With ``--jitter-buffer`` the same for the adaptive jitter buffer (issue 15):
+the played path (one packet received and one tick, the audio echoed back
+as ``echo_server.py --mode media`` does) and the loaded loop, each with the
+buffer off and on, in one run, and their ratios (target: within 10%).
+
 Prints one JSON object per figure, then a short table.
 
 Usage: .venv/bin/python bench/bench_media.py [--iterations 20000] [--sessions 200] [--seconds 3]
        .venv/bin/python bench/bench_media.py --srtp [--rounds 2] [--sessions 200] [--seconds 3]
+       .venv/bin/python bench/bench_media.py --jitter-buffer [--rounds 2] [--sessions 200]
 """
 
 import argparse
@@ -180,7 +186,7 @@ async def bench_session_path(iterations: int, secure: bool = False) -> list[dict
         results.append(
             {
                 "bench": "session",
-                "codec": "PCMU+SRTP" if secure else "PCMU",
+                "codec": _label(secure),
                 "path": path,
                 "us_per_packet": round(per_call_us(fn, iterations), 3),
                 "iterations": iterations * ROUNDS,
@@ -193,8 +199,14 @@ async def bench_session_path(iterations: int, secure: bool = False) -> list[dict
     return results
 
 
-async def bench_sessions(count: int, seconds: float, secure: bool = False) -> dict:
-    """Pairs of sessions talking to each other over loopback on one clock (SRTP if ``secure``)."""
+async def bench_sessions(
+    count: int, seconds: float, secure: bool = False, jitter: bool = False
+) -> dict:
+    """Pairs of sessions talking to each other over loopback on one clock.
+
+    SRTP if ``secure``; received audio played out through each session's
+    adaptive jitter buffer if ``jitter``.
+    """
     socks = []
     for _ in range(count + count % 2):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -219,6 +231,8 @@ async def bench_sessions(count: int, seconds: float, secure: bool = False) -> di
             sock=sock, remote_addr=peer, codec=PCMU, rtp_timeout_s=0, srtp=contexts[i]
         )
         session.on_audio = on_audio
+        if jitter:
+            session.enable_jitter_buffer()
         sessions.append(session)
     for session in sessions:
         await session.start()
@@ -241,7 +255,7 @@ async def bench_sessions(count: int, seconds: float, secure: bool = False) -> di
     )
     result = {
         "bench": "sessions",
-        "codec": "PCMU+SRTP" if secure else "PCMU",
+        "codec": _label(secure, jitter),
         "sessions": len(sessions),
         "seconds": round(wall, 2),
         "packets_sent": sent,
@@ -255,9 +269,93 @@ async def bench_sessions(count: int, seconds: float, secure: bool = False) -> di
         "sessions_per_core": round(len(sessions) * wall / cpu) if cpu else None,
         "srtp_drops": failures,
     }
+    if jitter:
+        result["jitter_buffer_late"] = sum(s.jitter_buffer.stats.late for s in sessions)
+        result["jitter_buffer_concealed"] = sum(s.jitter_buffer.stats.concealed for s in sessions)
     for session in sessions:
         await session.close()
     return result
+
+
+def _label(secure: bool = False, jitter: bool = False) -> str:
+    return "PCMU" + ("+SRTP" if secure else "") + ("+JB" if jitter else "")
+
+
+async def bench_played_path(iterations: int, jitter: bool) -> dict:
+    """Per-packet cost of one packet received and one tick (played, echoed), interleaved.
+
+    The received audio goes back out (``on_audio = send_audio``), as in
+    ``echo_server.py --mode media``; with ``jitter`` it is played out through
+    the adaptive jitter buffer at the ticks, else handed on at once.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    addr = ("127.0.0.1", 40000)
+    session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0)
+    if jitter:
+        session.enable_jitter_buffer()
+    await session.start()
+    MediaClock.for_loop().remove(session)
+    real_sock, session._sock = session._sock, _NullSocket()
+    heard = [0]
+    send_audio = session.send_audio
+
+    def on_audio(pcm: bytes) -> None:
+        heard[0] += 1
+        send_audio(pcm)
+
+    session.on_audio = on_audio
+    sender = RtpSender(0, 8000)
+    payload = PCMU.encode(speech_like_pcm(160))
+    total = iterations * ROUNDS
+    wires = [sender.packet(payload, 160) for _ in range(total + 1)]
+    start = asyncio.get_running_loop().time()
+    clock = [start]
+    session._time = lambda: clock[0]
+    on_datagram, on_tick = session._on_datagram, session._on_tick
+    count = [0]
+
+    def pair():
+        k = count[0]
+        count[0] = k + 1
+        clock[0] = start + k * 0.02  # each packet on time, the tick 10 ms after it
+        on_datagram(wires[k], addr)
+        on_tick(clock[0] + 0.01, 1, 0)
+
+    us = per_call_us(pair, iterations)
+    session._sock = real_sock
+    await session.close()
+    return {
+        "bench": "session",
+        "codec": _label(jitter=jitter),
+        "path": "session played",
+        "us_per_packet": round(us, 3),
+        "iterations": total,
+        "echoed": heard[0],  # packets whose audio was handed to on_audio
+    }
+
+
+def compare_jitter(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
+    """Jitter buffer off against on in one run: the played path, then loaded runs taking turns."""
+    results = [asyncio.run(bench_played_path(iterations, jitter)) for jitter in (False, True)]
+    loaded: dict[bool, list[dict]] = {False: [], True: []}
+    if sessions > 0:
+        for _ in range(rounds):
+            for jitter in (False, True):
+                loaded[jitter].append(asyncio.run(bench_sessions(sessions, seconds, jitter=jitter)))
+        for jitter in (False, True):
+            results.append(min(loaded[jitter], key=lambda r: r["us_per_packet"]))
+    off, on = results[0]["us_per_packet"], results[1]["us_per_packet"]
+    ratio: dict = {"bench": "jitter_buffer_ratio", "session_played": round(on / off, 2)}
+    if sessions > 0:
+        plain, buffered = results[-2], results[-1]
+        ratio["loaded_us_per_packet"] = round(buffered["us_per_packet"] / plain["us_per_packet"], 2)
+        ratio["sessions_per_core_off"] = plain["sessions_per_core"]
+        ratio["sessions_per_core_on"] = buffered["sessions_per_core"]
+        ratio["rounds"] = rounds
+    results.append(ratio)
+    return results
 
 
 def compare_srtp(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
@@ -295,14 +393,22 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=200, help="sessions for the loaded run")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of the loaded run")
     parser.add_argument("--srtp", action="store_true", help="plain against SRTP, same run")
-    parser.add_argument("--rounds", type=int, default=2, help="loaded runs per mode (--srtp)")
+    parser.add_argument(
+        "--jitter-buffer", action="store_true", help="jitter buffer off against on, same run"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="loaded runs per mode (--srtp, --jitter-buffer)"
+    )
     args = parser.parse_args()
     iterations = max(100, min(args.iterations, 1_000_000))
     sessions = min(max(args.sessions, 0), 2000)
     seconds = min(args.seconds, 60)
 
+    rounds = min(max(args.rounds, 1), 5)
     if args.srtp:
-        results = compare_srtp(iterations, sessions, seconds, min(max(args.rounds, 1), 5))
+        results = compare_srtp(iterations, sessions, seconds, rounds)
+    elif args.jitter_buffer:
+        results = compare_jitter(iterations, sessions, seconds, rounds)
     else:
         results = bench_pure(iterations)
         results += asyncio.run(bench_session_path(iterations))
@@ -337,6 +443,15 @@ def main() -> int:
                     f"{r['loaded_us_per_packet']}x, CPU share {r['loaded_cpu_percent']}x; "
                     f"sessions per core {r['sessions_per_core_plain']} plain, "
                     f"{r['sessions_per_core_srtp']} SRTP (target: SRTP <= 1.3x plain)"
+                )
+        if r["bench"] == "jitter_buffer_ratio":
+            print(f"\njitter buffer on / off: played path {r['session_played']}x")
+            if "loaded_us_per_packet" in r:
+                print(
+                    f"loaded ({r['rounds']} rounds each, best): CPU per packet "
+                    f"{r['loaded_us_per_packet']}x; sessions per core "
+                    f"{r['sessions_per_core_off']} off, {r['sessions_per_core_on']} on "
+                    "(issue 15's target: within 10%)"
                 )
     pure = [r["us_per_packet"] for r in results if r["bench"] == "pure"]
     if pure:

@@ -124,6 +124,21 @@ def test_bench_media_srtp_quick():
     assert all(r["srtp_drops"] == 0 and r["packets_received"] > 0 for r in loaded), loaded
 
 
+def test_bench_media_jitter_buffer_quick():
+    rows = run_script(
+        str(BENCH / "bench_media.py"),
+        "--jitter-buffer", "--iterations", "200", "--sessions", "10", "--seconds", "0.5",
+        "--rounds", "1",
+    )  # fmt: skip
+    (ratio,) = [r for r in rows if r["bench"] == "jitter_buffer_ratio"]
+    assert ratio["session_played"] > 0 and ratio["loaded_us_per_packet"] > 0, ratio
+    played = [r for r in rows if r["bench"] == "session"]
+    assert all(r["echoed"] > 0 for r in played), played  # the audio came back out both ways
+    loaded = [r for r in rows if r["bench"] == "sessions"]
+    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+JB"}
+    assert all(r["packets_received"] > 0 for r in loaded), loaded
+
+
 def test_bench_srtp_quick():
     rows = run_script(str(BENCH / "srtp.py"), "--quick")
     assert any(r["figure"] == "loopback_ratio" for r in rows)
