@@ -336,24 +336,39 @@ async def bench_played_path(iterations: int, jitter: bool) -> dict:
     }
 
 
+def loaded_turns(sessions: int, seconds: float, rounds: int, option: str) -> list[dict]:
+    """Loaded runs taking turns without and with ``option`` (``secure`` or ``jitter``).
+
+    Returns:
+        The best run (least CPU per packet) of ``rounds`` each: without, with.
+    """
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            runs[on].append(asyncio.run(bench_sessions(sessions, seconds, **{option: on})))
+    return [min(runs[on], key=lambda r: r["us_per_packet"]) for on in (False, True)]
+
+
+def loaded_ratio(without: dict, with_: dict, rounds: int, names: tuple[str, str]) -> dict:
+    """The loaded runs' ratios (with over without) and sessions per core, named ``names``."""
+    return {
+        "loaded_us_per_packet": round(with_["us_per_packet"] / without["us_per_packet"], 2),
+        "loaded_cpu_percent": round(with_["cpu_percent"] / without["cpu_percent"], 2),
+        f"sessions_per_core_{names[0]}": without["sessions_per_core"],
+        f"sessions_per_core_{names[1]}": with_["sessions_per_core"],
+        "rounds": rounds,
+    }
+
+
 def compare_jitter(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
     """Jitter buffer off against on in one run: the played path, then loaded runs taking turns."""
     results = [asyncio.run(bench_played_path(iterations, jitter)) for jitter in (False, True)]
-    loaded: dict[bool, list[dict]] = {False: [], True: []}
-    if sessions > 0:
-        for _ in range(rounds):
-            for jitter in (False, True):
-                loaded[jitter].append(asyncio.run(bench_sessions(sessions, seconds, jitter=jitter)))
-        for jitter in (False, True):
-            results.append(min(loaded[jitter], key=lambda r: r["us_per_packet"]))
     off, on = results[0]["us_per_packet"], results[1]["us_per_packet"]
     ratio: dict = {"bench": "jitter_buffer_ratio", "session_played": round(on / off, 2)}
     if sessions > 0:
-        plain, buffered = results[-2], results[-1]
-        ratio["loaded_us_per_packet"] = round(buffered["us_per_packet"] / plain["us_per_packet"], 2)
-        ratio["sessions_per_core_off"] = plain["sessions_per_core"]
-        ratio["sessions_per_core_on"] = buffered["sessions_per_core"]
-        ratio["rounds"] = rounds
+        plain, buffered = loaded_turns(sessions, seconds, rounds, "jitter")
+        results += [plain, buffered]
+        ratio |= loaded_ratio(plain, buffered, rounds, ("off", "on"))
     results.append(ratio)
     return results
 
@@ -362,27 +377,17 @@ def compare_srtp(iterations: int, sessions: int, seconds: float, rounds: int) ->
     """Plain against SRTP in one run: the session path, then loaded runs taking turns."""
     results = asyncio.run(bench_session_path(iterations))
     results += asyncio.run(bench_session_path(iterations, secure=True))
-    loaded: dict[bool, list[dict]] = {False: [], True: []}
     if sessions > 0:
-        for _ in range(rounds):
-            for secure in (False, True):
-                loaded[secure].append(asyncio.run(bench_sessions(sessions, seconds, secure)))
-        for secure in (False, True):
-            results.append(min(loaded[secure], key=lambda r: r["us_per_packet"]))
+        results += loaded_turns(sessions, seconds, rounds, "secure")
     path = {(r["codec"], r["path"]): r["us_per_packet"] for r in results if r["bench"] == "session"}
-    ratio = {"bench": "srtp_ratio"}
+    ratio: dict = {"bench": "srtp_ratio"}
     for direction in ("receive", "send"):
         plain = path[("PCMU", f"session {direction}")]
         ratio[f"session_{direction}"] = round(
             path[("PCMU+SRTP", f"session {direction}")] / plain, 2
         )
     if sessions > 0:
-        plain, secure = results[-2], results[-1]
-        ratio["loaded_us_per_packet"] = round(secure["us_per_packet"] / plain["us_per_packet"], 2)
-        ratio["loaded_cpu_percent"] = round(secure["cpu_percent"] / plain["cpu_percent"], 2)
-        ratio["sessions_per_core_plain"] = plain["sessions_per_core"]
-        ratio["sessions_per_core_srtp"] = secure["sessions_per_core"]
-        ratio["rounds"] = rounds
+        ratio |= loaded_ratio(results[-2], results[-1], rounds, ("plain", "srtp"))
     results.append(ratio)
     return results
 
