@@ -11,7 +11,7 @@ import socket
 
 from loguru import logger
 
-__all__ = ["default_public_address", "ensure_fd_limit", "freeze_startup_objects", "unfreeze"]
+__all__ = ["default_public_address", "ensure_fd_limit", "freeze_startup_objects"]
 
 
 def default_public_address(host: str) -> str:
@@ -73,7 +73,7 @@ def freeze_startup_objects() -> int:
     is collected as before. Call it once start-up has imported what it
     needs; the runner does (``python bot.py --transport sip``).
 
-    Garbage among the frozen objects is not freed until :func:`unfreeze`,
+    Garbage among the frozen objects is not freed until ``gc.unfreeze()``,
     which is why this collects first.
 
     Returns:
@@ -82,8 +82,3 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
-
-
-def unfreeze() -> None:
-    """Give the frozen objects back to the collector (the end of a ``serve()`` in-process)."""
-    gc.unfreeze()

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import ipaddress
 import json
@@ -98,7 +99,7 @@ from loguru import logger
 from pipecat.runner.types import RunnerArguments
 
 from pipecat_sip.call import CallFailed, SIPCall
-from pipecat_sip.host import freeze_startup_objects, unfreeze
+from pipecat_sip.host import freeze_startup_objects
 from pipecat_sip.resolver import parse_nameservers
 from pipecat_sip.routes import Accept, Redirect, Reject
 from pipecat_sip.sdes import SRTP_MODES
@@ -1257,7 +1258,7 @@ async def serve(
     try:
         await stop_event.wait()
     finally:
-        unfreeze()
+        gc.unfreeze()  # the objects back to the collector (serve() may run in-process)
         live = len(server.calls)
         if config.drain_timeout_s > 0 and live:
             logger.info(
