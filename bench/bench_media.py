@@ -20,12 +20,19 @@ it protects with its own and checks its peer's) in the same run, the loaded
 runs taking turns (plain, SRTP, plain, SRTP...; best of ``--rounds`` each),
 and the ratios are printed: SRTP's CPU per packet over plain's, and media
 sessions per core (sessions / CPU share of the core) each way. The target
-(issue 12) is SRTP <= 1.3x plain.
+(issue 12) is SRTP <= 1.3x plain. A third variant, ``SRTP floor``, puts
+libsrtp's own calls in the context's place with nothing of ours around them
+(the copy into libsrtp's buffer, the call, the copy out: the least any
+Python caller does), so the ratio shows how much of the cost is libsrtp's.
 
 With ``--jitter-buffer`` the same for the adaptive jitter buffer (issue 15):
 the played path (one packet received and one tick, the audio echoed back
 as ``echo_server.py --mode media`` does) and the loaded loop, each with the
-buffer off and on, in one run, and their ratios (target: within 10%).
+buffer off and on, in one run, and their ratios (target: within 10%). A
+third variant, ``JB floor``, puts the least a reordering buffer does in the
+session's jitter-buffer slot (hold each packet by sequence number, release
+the next one per tick, nothing else: no statistics, no adaptation, no
+concealment bookkeeping), so the ratio shows what the slot itself costs.
 
 Prints one JSON object per figure, then a short table.
 
@@ -61,6 +68,57 @@ def srtp_pair(rng: random.Random) -> tuple[SrtpContext, SrtpContext]:
         SrtpContext(SUITE, local_key=key_a, remote_key=key_b),
         SrtpContext(SUITE, local_key=key_b, remote_key=key_a),
     )
+
+
+class FloorSrtp:
+    """libsrtp's calls alone in an SrtpContext's place (bench only: no checks, no counters).
+
+    ``protect_rtp`` and the others are the context's own libsrtp operations
+    (copy in, call, copy out), bound directly: what is left when everything
+    of ours around them is taken away.
+    """
+
+    def __init__(self, context: SrtpContext):
+        self.stats = context.stats
+        self._context = context  # keeps libsrtp's sessions alive
+        tx, rx = context._tx, context._rx
+        self.protect_rtp, self.protect_rtcp = tx.protect, tx.protect_rtcp
+        self.unprotect_rtp, self.unprotect_rtcp = rx.unprotect, rx.unprotect_rtcp
+
+
+class FloorJitterBuffer:
+    """The least a reordering buffer does in MediaSession's slot (bench only).
+
+    Holds packets by sequence number and releases the next one per tick
+    (``None`` when it is missing); drops late and duplicate packets. No
+    statistics, no adaptive delay, no timing: a lower bound on any buffer.
+    """
+
+    def __init__(self) -> None:
+        self._queue: dict[int, RtpPacket] = {}
+        self._next: int | None = None
+
+    def put(self, packet: RtpPacket, now: float) -> None:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        elif (seq - self._next) & 0xFFFF >= 0x8000 or seq in self._queue:
+            return  # late or a duplicate
+        self._queue[seq] = packet
+
+    def pop(self, now: float) -> list[RtpPacket | None]:
+        seq = self._next
+        if seq is None:
+            return []
+        self._next = (seq + 1) & 0xFFFF
+        return [self._queue.pop(seq, None)]
+
+
+def _add_jitter_buffer(session: RTPSession, jitter: bool | str) -> None:
+    if jitter == "floor":
+        session.set_jitter_buffer(FloorJitterBuffer())
+    elif jitter:
+        session.enable_jitter_buffer()
 
 
 def speech_like_pcm(samples: int) -> bytes:
@@ -139,17 +197,20 @@ class _FakeTime:
         return self.now
 
 
-async def bench_session_path(iterations: int, secure: bool = False) -> list[dict]:
+async def bench_session_path(iterations: int, secure: bool | str = False) -> list[dict]:
     """Per-packet cost of RTPSession's own receive and send work (no syscalls).
 
     With ``secure`` the session has an SRTP context and is fed SRTP packets
-    (protected beforehand, outside the timing).
+    (protected beforehand, outside the timing); ``secure="floor"`` puts
+    :class:`FloorSrtp` (libsrtp's calls alone) in the context's place.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     addr = ("127.0.0.1", 40000)  # the peer sends from its SDP address
     ours, peers = srtp_pair(random.Random(1)) if secure else (None, None)
+    if secure == "floor":
+        ours = FloorSrtp(ours)
     session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0, srtp=ours)
     await session.start()
     MediaClock.for_loop().remove(session)  # ticks are driven by hand here
@@ -200,12 +261,14 @@ async def bench_session_path(iterations: int, secure: bool = False) -> list[dict
 
 
 async def bench_sessions(
-    count: int, seconds: float, secure: bool = False, jitter: bool = False
+    count: int, seconds: float, secure: bool | str = False, jitter: bool | str = False
 ) -> dict:
     """Pairs of sessions talking to each other over loopback on one clock.
 
     SRTP if ``secure``; received audio played out through each session's
-    adaptive jitter buffer if ``jitter``.
+    adaptive jitter buffer if ``jitter``; ``"floor"`` for either puts the
+    bench's lower bound in its place (:class:`FloorSrtp`,
+    :class:`FloorJitterBuffer`).
     """
     socks = []
     for _ in range(count + count % 2):
@@ -225,14 +288,15 @@ async def bench_sessions(
     if secure:
         for i in range(0, len(socks), 2):
             contexts[i], contexts[i + 1] = srtp_pair(rng)
+        if secure == "floor":
+            contexts = [FloorSrtp(context) for context in contexts]
     for i, sock in enumerate(socks):
         peer = socks[i ^ 1].getsockname()
         session = RTPSession(
             sock=sock, remote_addr=peer, codec=PCMU, rtp_timeout_s=0, srtp=contexts[i]
         )
         session.on_audio = on_audio
-        if jitter:
-            session.enable_jitter_buffer()
+        _add_jitter_buffer(session, jitter)
         sessions.append(session)
     for session in sessions:
         await session.start()
@@ -269,7 +333,7 @@ async def bench_sessions(
         "sessions_per_core": round(len(sessions) * wall / cpu) if cpu else None,
         "srtp_drops": failures,
     }
-    if jitter:
+    if jitter is True:
         result["jitter_buffer_late"] = sum(s.jitter_buffer.stats.late for s in sessions)
         result["jitter_buffer_concealed"] = sum(s.jitter_buffer.stats.concealed for s in sessions)
     for session in sessions:
@@ -277,11 +341,14 @@ async def bench_sessions(
     return result
 
 
-def _label(secure: bool = False, jitter: bool = False) -> str:
-    return "PCMU" + ("+SRTP" if secure else "") + ("+JB" if jitter else "")
+def _label(secure: bool | str = False, jitter: bool | str = False) -> str:
+    def part(name: str, value: bool | str) -> str:
+        return f"+{name} floor" if value == "floor" else f"+{name}" if value else ""
+
+    return "PCMU" + part("SRTP", secure) + part("JB", jitter)
 
 
-async def bench_played_path(iterations: int, jitter: bool) -> dict:
+async def bench_played_path(iterations: int, jitter: bool | str) -> dict:
     """Per-packet cost of one packet received and one tick (played, echoed), interleaved.
 
     The received audio goes back out (``on_audio = send_audio``), as in
@@ -293,8 +360,7 @@ async def bench_played_path(iterations: int, jitter: bool) -> dict:
     sock.setblocking(False)
     addr = ("127.0.0.1", 40000)
     session = RTPSession(sock=sock, remote_addr=addr, codec=PCMU, rtp_timeout_s=0)
-    if jitter:
-        session.enable_jitter_buffer()
+    _add_jitter_buffer(session, jitter)
     await session.start()
     MediaClock.for_loop().remove(session)
     real_sock, session._sock = session._sock, _NullSocket()
@@ -337,46 +403,60 @@ async def bench_played_path(iterations: int, jitter: bool) -> dict:
 
 
 def loaded_turns(sessions: int, seconds: float, rounds: int, option: str) -> list[dict]:
-    """Loaded runs taking turns without and with ``option`` (``secure`` or ``jitter``).
+    """Loaded runs taking turns: without ``option`` (``secure``, ``jitter``), with it, its floor.
 
     Returns:
-        The best run (least CPU per packet) of ``rounds`` each: without, with.
+        The best run (least CPU per packet) of ``rounds`` each: without, with, floor.
     """
-    runs: dict[bool, list[dict]] = {False: [], True: []}
+    settings: tuple[bool | str, ...] = (False, True, "floor")
+    runs: dict[bool | str, list[dict]] = {setting: [] for setting in settings}
     for _ in range(rounds):
-        for on in (False, True):
-            runs[on].append(asyncio.run(bench_sessions(sessions, seconds, **{option: on})))
-    return [min(runs[on], key=lambda r: r["us_per_packet"]) for on in (False, True)]
+        for setting in settings:
+            runs[setting].append(
+                asyncio.run(bench_sessions(sessions, seconds, **{option: setting}))
+            )
+    return [min(runs[setting], key=lambda r: r["us_per_packet"]) for setting in settings]
 
 
-def loaded_ratio(without: dict, with_: dict, rounds: int, names: tuple[str, str]) -> dict:
-    """The loaded runs' ratios (with over without) and sessions per core, named ``names``."""
+def loaded_ratio(
+    without: dict, with_: dict, floor: dict, rounds: int, names: tuple[str, str]
+) -> dict:
+    """The loaded runs' ratios (with, and floor, over without) and sessions per core."""
     return {
         "loaded_us_per_packet": round(with_["us_per_packet"] / without["us_per_packet"], 2),
         "loaded_cpu_percent": round(with_["cpu_percent"] / without["cpu_percent"], 2),
+        "floor_loaded_us_per_packet": round(floor["us_per_packet"] / without["us_per_packet"], 2),
         f"sessions_per_core_{names[0]}": without["sessions_per_core"],
         f"sessions_per_core_{names[1]}": with_["sessions_per_core"],
+        "sessions_per_core_floor": floor["sessions_per_core"],
         "rounds": rounds,
     }
 
 
 def compare_jitter(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
-    """Jitter buffer off against on in one run: the played path, then loaded runs taking turns."""
-    results = [asyncio.run(bench_played_path(iterations, jitter)) for jitter in (False, True)]
-    off, on = results[0]["us_per_packet"], results[1]["us_per_packet"]
-    ratio: dict = {"bench": "jitter_buffer_ratio", "session_played": round(on / off, 2)}
+    """Jitter buffer off, on and its floor in one run: the played path, then loaded turns."""
+    results = [
+        asyncio.run(bench_played_path(iterations, jitter)) for jitter in (False, True, "floor")
+    ]
+    off, on, floor = (r["us_per_packet"] for r in results)
+    ratio: dict = {
+        "bench": "jitter_buffer_ratio",
+        "session_played": round(on / off, 2),
+        "floor_session_played": round(floor / off, 2),
+    }
     if sessions > 0:
-        plain, buffered = loaded_turns(sessions, seconds, rounds, "jitter")
-        results += [plain, buffered]
-        ratio |= loaded_ratio(plain, buffered, rounds, ("off", "on"))
+        plain, buffered, least = loaded_turns(sessions, seconds, rounds, "jitter")
+        results += [plain, buffered, least]
+        ratio |= loaded_ratio(plain, buffered, least, rounds, ("off", "on"))
     results.append(ratio)
     return results
 
 
 def compare_srtp(iterations: int, sessions: int, seconds: float, rounds: int) -> list[dict]:
-    """Plain against SRTP in one run: the session path, then loaded runs taking turns."""
+    """Plain, SRTP and its floor in one run: the session path, then loaded runs taking turns."""
     results = asyncio.run(bench_session_path(iterations))
     results += asyncio.run(bench_session_path(iterations, secure=True))
+    results += asyncio.run(bench_session_path(iterations, secure="floor"))
     if sessions > 0:
         results += loaded_turns(sessions, seconds, rounds, "secure")
     path = {(r["codec"], r["path"]): r["us_per_packet"] for r in results if r["bench"] == "session"}
@@ -386,8 +466,11 @@ def compare_srtp(iterations: int, sessions: int, seconds: float, rounds: int) ->
         ratio[f"session_{direction}"] = round(
             path[("PCMU+SRTP", f"session {direction}")] / plain, 2
         )
+        ratio[f"floor_session_{direction}"] = round(
+            path[("PCMU+SRTP floor", f"session {direction}")] / plain, 2
+        )
     if sessions > 0:
-        ratio |= loaded_ratio(results[-2], results[-1], rounds, ("plain", "srtp"))
+        ratio |= loaded_ratio(results[-3], results[-2], results[-1], rounds, ("plain", "srtp"))
     results.append(ratio)
     return results
 
@@ -423,10 +506,10 @@ def main() -> int:
         print(json.dumps(result))
 
     print()
-    print(f"{'codec':<10} {'path':<16} {'us/packet':>10}")
+    print(f"{'codec':<16} {'path':<16} {'us/packet':>10}")
     for r in results:
         if r["bench"] in ("pure", "session"):
-            print(f"{r['codec']:<10} {r['path']:<16} {r['us_per_packet']:>10.2f}")
+            print(f"{r['codec']:<16} {r['path']:<16} {r['us_per_packet']:>10.2f}")
     for r in results:
         if r["bench"] == "sessions":
             print(
@@ -440,23 +523,31 @@ def main() -> int:
         if r["bench"] == "srtp_ratio":
             print(
                 f"\nSRTP / plain: session path receive {r['session_receive']}x, "
-                f"send {r['session_send']}x"
+                f"send {r['session_send']}x (floor: {r['floor_session_receive']}x, "
+                f"{r['floor_session_send']}x)"
             )
             if "loaded_us_per_packet" in r:
                 print(
                     f"loaded ({r['rounds']} rounds each, best): CPU per packet "
                     f"{r['loaded_us_per_packet']}x, CPU share {r['loaded_cpu_percent']}x; "
                     f"sessions per core {r['sessions_per_core_plain']} plain, "
-                    f"{r['sessions_per_core_srtp']} SRTP (target: SRTP <= 1.3x plain)"
+                    f"{r['sessions_per_core_srtp']} SRTP (target: SRTP <= 1.3x plain); "
+                    f"floor (libsrtp's calls alone) {r['floor_loaded_us_per_packet']}x, "
+                    f"{r['sessions_per_core_floor']} sessions per core"
                 )
         if r["bench"] == "jitter_buffer_ratio":
-            print(f"\njitter buffer on / off: played path {r['session_played']}x")
+            print(
+                f"\njitter buffer on / off: played path {r['session_played']}x "
+                f"(floor: {r['floor_session_played']}x)"
+            )
             if "loaded_us_per_packet" in r:
                 print(
                     f"loaded ({r['rounds']} rounds each, best): CPU per packet "
                     f"{r['loaded_us_per_packet']}x; sessions per core "
                     f"{r['sessions_per_core_off']} off, {r['sessions_per_core_on']} on "
-                    "(issue 15's target: within 10%)"
+                    "(issue 15's target: within 10%); floor (a buffer that only reorders) "
+                    f"{r['floor_loaded_us_per_packet']}x, {r['sessions_per_core_floor']} "
+                    "sessions per core"
                 )
     pure = [r["us_per_packet"] for r in results if r["bench"] == "pure"]
     if pure:

@@ -117,10 +117,16 @@ def test_bench_media_srtp_quick():
         "--srtp", "--iterations", "200", "--sessions", "10", "--seconds", "0.5", "--rounds", "1",
     )  # fmt: skip
     (ratio,) = [r for r in rows if r["bench"] == "srtp_ratio"]
-    for key in ("session_receive", "session_send", "loaded_us_per_packet"):
+    for key in (
+        "session_receive",
+        "session_send",
+        "loaded_us_per_packet",
+        "floor_session_receive",
+        "floor_loaded_us_per_packet",
+    ):
         assert ratio[key] > 0, ratio
     loaded = [r for r in rows if r["bench"] == "sessions"]
-    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+SRTP"}
+    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+SRTP", "PCMU+SRTP floor"}
     assert all(r["srtp_drops"] == 0 and r["packets_received"] > 0 for r in loaded), loaded
 
 
@@ -131,11 +137,17 @@ def test_bench_media_jitter_buffer_quick():
         "--rounds", "1",
     )  # fmt: skip
     (ratio,) = [r for r in rows if r["bench"] == "jitter_buffer_ratio"]
-    assert ratio["session_played"] > 0 and ratio["loaded_us_per_packet"] > 0, ratio
+    for key in (
+        "session_played",
+        "loaded_us_per_packet",
+        "floor_session_played",
+        "floor_loaded_us_per_packet",
+    ):
+        assert ratio[key] > 0, ratio
     played = [r for r in rows if r["bench"] == "session"]
     assert all(r["echoed"] > 0 for r in played), played  # the audio came back out both ways
     loaded = [r for r in rows if r["bench"] == "sessions"]
-    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+JB"}
+    assert {r["codec"] for r in loaded} == {"PCMU", "PCMU+JB", "PCMU+JB floor"}
     assert all(r["packets_received"] > 0 for r in loaded), loaded
 
 
