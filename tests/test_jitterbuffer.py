@@ -619,3 +619,22 @@ def test_properties_wait_is_bounded_on_a_fifo_path(extras, lost, skew, phase):
     _, delays = drive(buffer, arrivals, len(extras) + 20, phase=phase)
     assert all(d <= 0.100 + 2 * PTIME + 1e-6 for d in delays.values())
     assert buffer.held <= buffer.max_packets
+
+
+def test_a_timestamp_jump_while_the_buffer_wants_to_shrink_is_followed():
+    # The first packet 60 ms late, the rest on time: the buffer holds a packet time
+    # too much and waits for a silence to shrink. Then the timestamp jumps 10 s ahead
+    # (a new talkspurt, RFC 3550 s.5.1) and the next packet confirms it: the buffer
+    # re-anchors on it. It used to go on with the old wish to shrink over the cleared
+    # statistics and raise IndexError out of pop() (the tick's RTP then went unsent).
+    jump = TS0 + 160 * 40 + 8000 * 10
+    arrivals = [(i * PTIME + (0.061 if i == 0 else 0.001), audio(i)) for i in range(40)]
+    arrivals += [
+        ((40 + j) * PTIME + 0.001, audio(40 + j, jump + STEP * j, marker=j == 0))
+        for j in range(10)
+    ]
+    buffer = JitterBuffer()
+    out, _ = drive(buffer, arrivals, 80)
+    played = [x for tick in frames(out) for x in tick if x != "N"]
+    assert played == list(range(1, 50))  # in order, the jump included (0 came after 1)
+    assert buffer.stats.resyncs == 1

@@ -808,6 +808,7 @@ class JitterBuffer:
                 if not self._sync(now, out):
                     self.stats.quiet_ticks += 1
                     return
+                want = 0  # fresh statistics: nothing to adapt yet (and _mins is empty)
                 continue
             d = entry.ts - self._play_ts
             if d > self._jump or (d < -self._jump and not self._caught_up):
@@ -822,6 +823,7 @@ class JitterBuffer:
                     if not self._sync(now, out):
                         self.stats.quiet_ticks += 1
                         return
+                    want = 0  # as above: the window was cleared
                     continue
                 self._starve(out, 0)
                 return
