@@ -630,8 +630,7 @@ def test_a_timestamp_jump_while_the_buffer_wants_to_shrink_is_followed():
     jump = TS0 + 160 * 40 + 8000 * 10
     arrivals = [(i * PTIME + (0.061 if i == 0 else 0.001), audio(i)) for i in range(40)]
     arrivals += [
-        ((40 + j) * PTIME + 0.001, audio(40 + j, jump + STEP * j, marker=j == 0))
-        for j in range(10)
+        ((40 + j) * PTIME + 0.001, audio(40 + j, jump + STEP * j, marker=j == 0)) for j in range(10)
     ]
     buffer = JitterBuffer()
     out, _ = drive(buffer, arrivals, 80)

@@ -36,6 +36,12 @@ def test_mos_from_r_per_g107_annex_b():
     assert mos_from_r(100.0) == 4.5 and mos_from_r(120.0) == 4.5
 
 
+def test_mos_from_r_stays_on_the_scale_where_the_cubic_dips_under_1():
+    # The Annex B cubic gives 0.989 at R ~ 3 (e.g. 400 ms one way with 35% loss).
+    values = [mos_from_r(r / 10) for r in range(0, 1001)]
+    assert min(values) == 1.0 and max(values) == 4.5
+
+
 def test_delay_impairment():
     assert delay_impairment(0) == 0.0
     assert delay_impairment(100) == pytest.approx(2.4)  # 0.024 * 100

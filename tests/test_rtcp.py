@@ -335,3 +335,20 @@ def test_parse_compound_raises_only_value_error(data):
     except ValueError:
         return
     assert all(0 <= p.packet_type <= 255 for p in packets)
+
+
+def test_a_bye_or_sdes_with_a_count_of_0_is_a_4_byte_packet_of_the_compound():
+    # RFC 3550 s.6.5, s.6.6: a count of 0 is valid, the packet then has no SSRC.
+    # One at the end made the whole compound "cut short" (its RR lost); one in the
+    # middle had the next packet's header read as its SSRC.
+    rr = compound(0xBBBB0002, "peer@example", None, [])
+    empty_bye = struct.pack("!BBH", 0x80, 203, 0)
+    empty_sdes = struct.pack("!BBH", 0x80, 202, 0)
+    bye = struct.pack("!BBHI", 0x81, 203, 1, 0xBBBB0002)
+    packets = parse_compound(rr + empty_bye)
+    assert [(p.packet_type, p.ssrc) for p in packets][-1] == (203, 0)
+    assert packets[0].packet_type == 201 and packets[0].ssrc == 0xBBBB0002
+    packets = parse_compound(rr + empty_sdes + bye)
+    assert [(p.packet_type, p.ssrc) for p in packets][-2:] == [(202, 0), (203, 0xBBBB0002)]
+    with pytest.raises(ValueError):
+        parse_compound(struct.pack("!BBH", 0x80, 201, 0))  # an RR without its SSRC

@@ -141,7 +141,8 @@ def mos_from_r(r: float) -> float:
         return 1.0
     if r >= 100.0:
         return 4.5
-    return 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+    # The cubic dips just under 1 for 0 < R < 6.5 (0.989 at R ~ 3): keep the scale's floor.
+    return max(1.0, 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6)
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,8 @@ class RtcpPacket:
 
     Attributes:
         packet_type: 200 SR, 201 RR, 202 SDES, 203 BYE, or another type.
-        ssrc: The first SSRC of the packet (the sender's for SR/RR).
+        ssrc: The first SSRC of the packet (the sender's for SR/RR; 0 for an
+            SDES or BYE with a count of 0, a 4-byte packet).
         ntp: For an SR, its 64-bit NTP timestamp; else None.
         sender: For an SR, its sender info (NTP and RTP timestamps, packet
             and octet counts); else None.
@@ -377,7 +378,7 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
     while offset < len(data):
         if len(packets) >= MAX_COMPOUND_PACKETS:
             raise ValueError(f"RTCP compound has more than {MAX_COMPOUND_PACKETS} packets")
-        if len(data) - offset < 8:
+        if len(data) - offset < 4:
             raise ValueError(f"RTCP packet cut short at byte {offset}")
         first, packet_type, words = struct.unpack_from("!BBH", data, offset)
         if first >> 6 != 2:
@@ -385,7 +386,12 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
         size = 4 * (words + 1)
         if offset + size > len(data):
             raise ValueError(f"RTCP packet at byte {offset} claims {size} bytes")
-        (ssrc,) = struct.unpack_from("!I", data, offset + 4)
+        if size >= 8:
+            (ssrc,) = struct.unpack_from("!I", data, offset + 4)
+        elif packet_type in (RTCP_SR, RTCP_RR):
+            raise ValueError(f"RTCP SR/RR at byte {offset} has no SSRC")
+        else:  # an SDES or BYE with a count of 0: valid, 4 bytes (RFC 3550 s.6.5, s.6.6)
+            ssrc = 0
         ntp = None
         sender = None
         reports: tuple[ReportBlock, ...] = ()
