@@ -620,3 +620,31 @@ def test_stateful_codec_gets_its_own_stream_object_and_rates_stay_apart():
     assert session._stream_codec.encoded == 5  # silence is encoded afresh (stateful codec)
     data = RtpPacket(9, 1, 0, 7, bytes(160)).serialize()
     assert len(session.receive_rtp(data, SDP, 0.0)) == 640
+
+
+def test_telephone_events_do_not_count_as_jitter():
+    # RFC 4733 s.2.5.1.2: every packet of an event carries the event's start
+    # timestamp. Fed to the RFC 3550 A.8 estimate they looked like 50 ms of transit
+    # change each: a jitter-free path reported ~20 ms of jitter during a digit.
+    peer = ("192.0.2.10", 4000)
+
+    def rtp(pt, seq, ts, payload, marker=False):
+        first = (0x80 if marker else 0) | pt
+        return struct.pack("!BBHII", 0x80, first, seq & 0xFFFF, ts, 0xCAFE) + payload
+
+    session = MediaSession(
+        codec=PCMU, remote_addr=peer, rng=random.Random(1), telephone_event_pt=101, rtcp=True
+    )
+    session.start(0.0)
+    seq, ts, t = 1000, 50000, 0.0
+    for _ in range(50):  # 1 s of audio, exactly on time
+        session.receive_rtp(rtp(0, seq, ts, b"\x55" * 160), peer, t)
+        seq, ts, t = seq + 1, ts + 160, t + 0.02
+    for k in range(8):  # a 400 ms digit, an event packet every 50 ms, then its end x3
+        event = struct.pack("!BBH", 5, 10, (k + 1) * 400)
+        session.receive_rtp(rtp(101, seq, ts, event, marker=k == 0), peer, t)
+        seq, t = seq + 1, t + 0.05
+    for _ in range(3):
+        session.receive_rtp(rtp(101, seq, ts, struct.pack("!BBH", 5, 0x8A, 3200)), peer, t)
+        seq, t = seq + 1, t + 0.02
+    assert session.quality_snapshot(t).jitter_ms == pytest.approx(0.0, abs=0.01)

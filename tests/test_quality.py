@@ -110,6 +110,19 @@ def test_rtt_from_the_peers_report_rfc3550_example():
     assert fresh.rtt is None and fresh.reports == 1
 
 
+def test_no_rtt_from_an_lsr_that_is_none_of_our_srs():
+    # RFC 3550 s.6.4.1: LSR echoes our SR. A forged or stale LSR gave RTTs of hours
+    # (up to 9.1 h) and with them a MOS of 1 on a perfect path.
+    ours = 0xB7052000
+    monitor = QualityMonitor("PCMU", ssrc=OUR_SSRC)
+    forged = peer_report(block_about(OUR_SSRC, lsr=0x00010000, dlsr=0))
+    monitor.on_rtcp(forged, arrival_ntp=0xB7108000 << 16, sent_lsr=[ours])
+    assert monitor.rtt is None and monitor.reports == 1  # the block still counts
+    echoed = peer_report(block_about(OUR_SSRC, lsr=ours, dlsr=0x00054000))
+    monitor.on_rtcp(echoed, arrival_ntp=0xB7108000 << 16, sent_lsr=[ours])
+    assert monitor.rtt == pytest.approx(6.125)
+
+
 def test_snapshot_hand_computed():
     """100 packets expected, 2 lost, RTT 125 ms, no jitter buffer delay.
 

@@ -352,3 +352,19 @@ def test_a_bye_or_sdes_with_a_count_of_0_is_a_4_byte_packet_of_the_compound():
     assert [(p.packet_type, p.ssrc) for p in packets][-2:] == [(202, 0), (203, 0xBBBB0002)]
     with pytest.raises(ValueError):
         parse_compound(struct.pack("!BBH", 0x80, 201, 0))  # an RR without its SSRC
+
+
+def test_an_sr_goes_out_for_one_more_report_after_we_stop_sending():
+    # RFC 3550 s.6.4 and A.7 (we_sent): an SR while RTP went out during the interval
+    # since the last report or the one before; then an RR. It switched a report early.
+    from pipecat_sip.rtp.reports import RtcpReporter
+    from pipecat_sip.rtp.rtcp import ntp_middle
+
+    rtp = RtpSender(0, 8000, rng=random.Random(1))
+    reporter = RtcpReporter(rtp, "me", clock_rate=8000, ts_step=160, rng=random.Random(1))
+    for _ in range(10):
+        rtp.packet(b"\xff" * 160, 160)
+    kinds = [parse_compound(reporter.report(5.0 * k, 1.7e9 + 5 * k))[0] for k in (1, 2, 3)]
+    assert [p.packet_type for p in kinds] == [200, 200, 201]
+    # The SRs' LSR values are kept for the peer's blocks to echo.
+    assert list(reporter.sent_lsr) == [ntp_middle(p.ntp) for p in kinds[:2]]

@@ -33,7 +33,7 @@ setup to override them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,7 +303,11 @@ class QualityMonitor:
         self.codec = self._figures(plc)
 
     def on_rtcp(
-        self, packets: Iterable[RtcpPacket], arrival_ntp: int, now: float | None = None
+        self,
+        packets: Iterable[RtcpPacket],
+        arrival_ntp: int,
+        now: float | None = None,
+        sent_lsr: Container[int] | None = None,
     ) -> None:
         """Read the report blocks about our stream from one received compound packet.
 
@@ -314,6 +318,10 @@ class QualityMonitor:
             arrival_ntp: When the datagram arrived, 64-bit NTP timestamp of the
                 wall clock (:func:`~pipecat_sip.rtp.rtcp.ntp_timestamp`).
             now: The same moment, monotonic seconds (for ``report_age_s``).
+            sent_lsr: The LSR values of the SRs we sent lately
+                (:attr:`~pipecat_sip.rtp.reports.RtcpReporter.sent_lsr`): a
+                block's LSR echoes one of them (RFC 3550 s.6.4.1), so any
+                other gives no round-trip time (None: every LSR is taken).
         """
         for packet in packets:
             if packet.packet_type not in (RTCP_SR, RTCP_RR):
@@ -325,6 +333,8 @@ class QualityMonitor:
                 self.reports += 1
                 if now is not None:
                     self._report_at = now
+                if sent_lsr is not None and block.lsr not in sent_lsr:
+                    continue  # not an SR of ours (forged, or too old): no RTT from it
                 rtt = round_trip_time(block, arrival_ntp)
                 if rtt is not None:
                     self.rtt = rtt

@@ -11,6 +11,7 @@ and, for NTP timestamps, of the wall clock (``wall``), both passed in.
 """
 
 import secrets
+from collections import deque
 from typing import Any
 
 from pipecat_sip.rtp.rtcp import (
@@ -19,15 +20,25 @@ from pipecat_sip.rtp.rtcp import (
     RtcpPacket,
     SenderInfo,
     compound,
+    ntp_middle,
     ntp_timestamp,
     parse_compound,
 )
 from pipecat_sip.rtp.sender import RtpSender
 
-__all__ = ["MAX_RTCP_PACKETS", "MIN_INTERVAL_S", "RtcpReporter", "compound_prefix"]
+__all__ = [
+    "MAX_RTCP_PACKETS",
+    "MIN_INTERVAL_S",
+    "SENT_SR_MEMORY",
+    "RtcpReporter",
+    "compound_prefix",
+]
 
 MIN_INTERVAL_S = 0.05
 """Shortest mean report interval taken, seconds (tests use short ones)."""
+
+SENT_SR_MEMORY = 8
+"""Our last SRs remembered (their LSR values), for round-trip times from the peer's blocks."""
 
 MAX_RTCP_PACKETS = 16
 """Most packets read from one compound RTCP datagram; the rest is ignored.
@@ -88,8 +99,10 @@ class RtcpReporter:
         "reports",
         "truncated",
         "packets",
+        "sent_lsr",
         "_rng",
         "_packets_at_report",
+        "_packets_before",
     )
 
     def __init__(
@@ -115,8 +128,12 @@ class RtcpReporter:
         self.packets: list[RtcpPacket] = []
         """The packets of the last compound datagram :meth:`read` accepted (for
         :class:`~pipecat_sip.rtp.quality.QualityMonitor`: the peer's report blocks)."""
+        self.sent_lsr: deque[int] = deque(maxlen=SENT_SR_MEMORY)
+        """The LSR values (middle 32 bits of the NTP timestamp) of our last SRs:
+        what a peer's report block may echo (RFC 3550 s.6.4.1)."""
         self._rng = rng or secrets.SystemRandom()
-        self._packets_at_report = 0
+        self._packets_at_report = 0  # RTP packets sent when the last report went out
+        self._packets_before = 0  # ... and when the one before it did
 
     def start(self, now: float) -> None:
         """Schedule the first report, a quarter to three quarters of an interval from ``now``."""
@@ -158,8 +175,9 @@ class RtcpReporter:
     def report(self, now: float, wall: float, *, bye: bool = False) -> bytes:
         """Build our compound report and schedule the next one.
 
-        An SR when RTP went out since the last report (its RTP timestamp is
-        that of the packet sent at this tick), else an RR; a report block on
+        An SR when RTP went out since the report before the last one (RFC
+        3550 s.6.4 and A.7's ``we_sent``; its RTP timestamp is that of the
+        packet sent at this tick), else an RR; a report block on
         our source when we have one; SDES CNAME; a BYE when ``bye``
         (leaving the session, RFC 3550 s.6.6).
 
@@ -171,16 +189,18 @@ class RtcpReporter:
         """
         rtp = self.rtp
         sender = None
-        if rtp.packets_sent != self._packets_at_report:
+        sent = rtp.packets_sent
+        if sent != self._packets_before:  # RFC 3550 A.7 we_sent: since the 2nd previous report
             # The packet just sent started at this instant: its timestamp is the
             # stream's current one minus one packet.
             sender = SenderInfo(
                 ntp=ntp_timestamp(wall),
                 rtp_timestamp=(rtp.timestamp - self.ts_step) & 0xFFFFFFFF,
-                packets=rtp.packets_sent,
+                packets=sent,
                 octets=rtp.octets_sent,
             )
-            self._packets_at_report = rtp.packets_sent
+            self.sent_lsr.append(ntp_middle(sender.ntp))
+        self._packets_before, self._packets_at_report = self._packets_at_report, sent
         reception = self.reception
         blocks = [reception.report_block(now)] if reception is not None else []
         self.next_report = now + self.interval_s * self._rng.uniform(0.5, 1.5)

@@ -222,13 +222,17 @@ class ReceptionStats:
         """Interarrival jitter estimate, RTP timestamp units (RFC 3550 A.8)."""
         return self._jitter
 
-    def update(self, seq: int, rtp_timestamp: int, arrival: float) -> None:
+    def update(self, seq: int, rtp_timestamp: int, arrival: float, timed: bool = True) -> None:
         """Count one received RTP packet (RFC 3550 A.1 and A.8).
 
         Args:
             seq: Its sequence number.
             rtp_timestamp: Its RTP timestamp.
             arrival: When it arrived, seconds of a monotonic clock.
+            timed: False for a packet whose timestamp does not follow its
+                sampling time, such as an RFC 4733 telephone-event (every
+                packet of an event carries the event's start, s.2.5.1.2): it
+                counts for loss, not for jitter.
         """
         if not self._started:
             self._started = True
@@ -253,6 +257,8 @@ class ReceptionStats:
                     return
             # else: a duplicate or reordered packet; counted, max unchanged
         self.received += 1
+        if not timed:
+            return
         if self._previous is not None:
             # D(i-1, i): difference of the relative transit times, timestamp units;
             # the RTP timestamp difference is taken modulo 2^32 (it wraps).

@@ -829,7 +829,7 @@ class MediaSession:
             reception = reporter.reception
             if reception is None or reception.ssrc != ssrc:
                 reception = reporter.track(ssrc)
-            reception.update(seq, timestamp, now)
+            reception.update(seq, timestamp, now, audio or pt == self._cn_pt)  # events: not timed
         jitter = self._jitter
         if jitter is not None:
             if packet is None:
@@ -880,7 +880,12 @@ class MediaSession:
         truncated = reporter.truncated
         if reporter.read(data, now):
             # The peer's report blocks about our stream: loss, jitter, RTT (LSR/DLSR).
-            self._monitor.on_rtcp(reporter.packets, ntp_timestamp(now + self.wall_offset), now)
+            self._monitor.on_rtcp(
+                reporter.packets,
+                ntp_timestamp(now + self.wall_offset),
+                now,
+                sent_lsr=reporter.sent_lsr,
+            )
             if not muxed:
                 self._rtcp_source = addr
             if self._confirmed:
