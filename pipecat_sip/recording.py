@@ -9,10 +9,11 @@ transport hands on each chunk of bot audio as it is played and the caller's
 audio arrives as it is heard.
 
 Every second or so (``chunk_s``) the processor hands over the audio of that
-time; the recorder appends it to the WAV file in a worker thread (one thread
-for all recordings of the process, so their writes keep their order), never
-in the event loop, and each write leaves a valid WAV header behind (the
-file is playable even if the process dies). What the disk cannot take is
+time; the recorder appends it to the WAV file in a worker thread of its own
+(a daemon thread, so its writes keep their order and a stalled disk holds
+up only that recording, never the process's exit), never in the event
+loop, and each write leaves a valid WAV header behind (the file is playable
+even if the process dies). What the disk cannot take is
 dropped, not queued without bound: at most ``max_pending_s`` of audio waits
 for the thread. An error opening or writing the file (a full disk, a
 read-only or missing directory) is logged once; the recording stops there,
@@ -36,11 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import queue
 import re
 import threading
 import wave
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,17 +52,51 @@ __all__ = ["CallRecorder", "recording_path"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_ID = 64
-_WRITER: ThreadPoolExecutor | None = None
-_WRITER_LOCK = threading.Lock()
 
 
-def _writer() -> ThreadPoolExecutor:
-    """The one worker thread that writes every recording of the process."""
-    global _WRITER
-    with _WRITER_LOCK:
-        if _WRITER is None:
-            _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sip-recording")
-        return _WRITER
+class _SerialWriter:
+    """One daemon thread that runs a recording's jobs in order; results come back as futures.
+
+    A job that never returns (a hung disk) holds this thread only: other
+    recordings have their own, and the process can still exit.
+    """
+
+    def __init__(self, name: str):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Queue ``fn(*args)``; the future completes on the running event loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the queued jobs are done."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn, args = job
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the loop, raised there
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def recording_path(directory: str | Path, call_id: str, when: dt.datetime | None = None) -> Path:
@@ -105,6 +140,9 @@ class CallRecorder:
             thread; more is dropped (and counted in :attr:`dropped_s`).
         opener: Opens the file for writing, binary, given the path (for
             tests); default: create it, never overwrite.
+        close_timeout_s: Longest :meth:`close` waits for the queued writes
+            and the file's close, seconds; past it (a stalled disk) the
+            recording is abandoned with an error line and ``close`` returns.
 
     Attributes:
         processor: The Pipecat ``AudioBufferProcessor`` to put in the
@@ -126,9 +164,10 @@ class CallRecorder:
         chunk_s: float = 1.0,
         max_pending_s: float = 30.0,
         opener: Callable[[Path], BinaryIO] | None = None,
+        close_timeout_s: float = 10.0,
     ):
-        if chunk_s <= 0 or max_pending_s <= 0:
-            raise ValueError("chunk_s and max_pending_s must be positive")
+        if chunk_s <= 0 or max_pending_s <= 0 or close_timeout_s <= 0:
+            raise ValueError("chunk_s, max_pending_s and close_timeout_s must be positive")
         self.call_id = call_id
         self.path = recording_path(directory, call_id)
         self.error: BaseException | None = None
@@ -144,6 +183,9 @@ class CallRecorder:
         self._futures: set[asyncio.Future] = set()
         self._closed = False
         self._warned_drop = False
+        self._close_timeout_s = close_timeout_s
+        self._write_error: BaseException | None = None  # the writer thread's own record
+        self._writer: _SerialWriter | None = None  # started at the first write
         # buffer_size counts bytes of one (mono, 16-bit) track.
         rate = sample_rate or 16000
         self.processor = AudioBufferProcessor(
@@ -177,8 +219,9 @@ class CallRecorder:
                 )
             return
         self._pending_s += seconds
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_writer(), self._write, audio, sample_rate, num_channels)
+        if self._writer is None:
+            self._writer = _SerialWriter(f"sip-recording {self.call_id[:_MAX_ID]}")
+        future = self._writer.submit(self._write, audio, sample_rate, num_channels)
         self._futures.add(future)
         future.add_done_callback(lambda f, s=seconds: self._written(f, s))
 
@@ -209,10 +252,26 @@ class CallRecorder:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
         self._closed = True
-        while self._futures:
-            await asyncio.gather(*list(self._futures), return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout_s
         try:
-            await asyncio.get_running_loop().run_in_executor(_writer(), self._close_file)
+            while self._futures:
+                await asyncio.wait_for(
+                    asyncio.gather(*list(self._futures), return_exceptions=True),
+                    max(0.0, deadline - loop.time()),
+                )
+            if self._writer is not None:
+                await asyncio.wait_for(
+                    self._writer.submit(self._close_file), max(0.0, deadline - loop.time())
+                )
+        except TimeoutError:  # a stalled disk: the call ends anyway
+            if self._writer is not None:
+                self._writer.submit(self._abandon)  # if the stuck write ever returns
+            logger.error(
+                f"CallRecorder[{self.call_id}]: {self.path} did not finish writing within "
+                f"{self._close_timeout_s:g} s; the recording is abandoned "
+                f"({self.written_s:.1f} s written)"
+            )
         except Exception as error:  # a failed close is logged, not raised
             logger.error(f"CallRecorder[{self.call_id}]: closing {self.path} failed: {error}")
         else:
@@ -220,12 +279,16 @@ class CallRecorder:
                 logger.info(
                     f"CallRecorder[{self.call_id}]: recorded {self.written_s:.1f} s to {self.path}"
                 )
+        finally:
+            if self._writer is not None:
+                self._writer.stop()  # the thread ends after its last job (if that ever returns)
 
     # --- writer thread --------------------------------------------------------------------
 
     def _write(self, audio: bytes, sample_rate: int, num_channels: int) -> None:
-        if self.error is not None:
-            raise self.error
+        # Chunks queued before the loop saw the error must not open the file again.
+        if self._write_error is not None:
+            raise self._write_error
         wav = self._wav
         try:
             if wav is None:
@@ -241,7 +304,8 @@ class CallRecorder:
             # writeframes also rewrites the header's sizes: the file stays a valid WAV.
             wav.writeframes(audio)
             self._file.flush()
-        except BaseException:
+        except BaseException as error:
+            self._write_error = error
             self._abandon()
             raise
 

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import wave
 from pathlib import Path
@@ -148,6 +149,68 @@ async def test_a_full_device_is_logged_once_and_the_call_goes_on(tmp_path):
     assert isinstance(recorder.error, OSError) and recorder.error.errno == 28  # ENOSPC
     assert recorder.written_s == 0 and recorder.dropped_s > 1.0
     assert len([line for line in lines if "recording to" in line]) == 1, lines
+
+
+async def test_chunks_queued_before_a_write_error_do_not_open_the_file_again(tmp_path):
+    # A slow disk that then fills up: the chunks queued behind the failing write used
+    # to open the recording again, a new numbered file each (on the full disk), and
+    # the error line named the last of them.
+    opened = []
+
+    class SlowFullFile(io.BytesIO):
+        def write(self, data):
+            time.sleep(0.2)
+            if len(data) > 64:  # the header's small writes pass, audio does not
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    def opener(path):
+        opened.append(path)
+        return SlowFullFile()
+
+    recorder = CallRecorder(tmp_path, "full@host", sample_rate=RATE, chunk_s=0.2, opener=opener)
+    chunk = bytes(2 * 2 * RATE // 5)  # 0.2 s, stereo
+    for _ in range(3):
+        await recorder._on_audio_data(recorder.processor, chunk, RATE, 2)
+    await recorder.close()
+    assert len(opened) == 1 and recorder.error is not None
+    assert recorder.written_s == 0 and recorder.dropped_s == pytest.approx(0.6)
+
+
+async def test_a_stalled_disk_holds_up_neither_close_nor_another_recording(tmp_path):
+    # A write that never returns (a hung network disk): close() waited forever (the
+    # bot's task never ended), and every recording shared its one writer thread.
+    release = threading.Event()
+
+    class StalledFile(io.BytesIO):
+        def write(self, data):
+            release.wait(30)
+            return super().write(data)
+
+    stalled = CallRecorder(
+        tmp_path,
+        "stalled@host",
+        sample_rate=RATE,
+        chunk_s=0.2,
+        opener=lambda p: StalledFile(),
+        close_timeout_s=0.5,
+    )
+    healthy = CallRecorder(tmp_path, "healthy@host", sample_rate=RATE, chunk_s=0.2)
+    chunk = bytes(2 * 2 * RATE // 5)
+    lines, sink = capture_logs("ERROR")
+    try:
+        await stalled._on_audio_data(stalled.processor, chunk, RATE, 2)
+        await healthy._on_audio_data(healthy.processor, chunk, RATE, 2)
+        started = time.monotonic()
+        await asyncio.wait_for(healthy.close(), 5.0)
+        await asyncio.wait_for(stalled.close(), 5.0)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        logger.remove(sink)
+    assert healthy.written_s == pytest.approx(0.2) and healthy.error is None
+    assert took < 2.0
+    assert any("did not finish writing within 0.5 s" in line for line in lines), lines
 
 
 async def test_a_missing_directory_is_logged_and_not_fatal(tmp_path):
