@@ -648,3 +648,30 @@ def test_telephone_events_do_not_count_as_jitter():
         session.receive_rtp(rtp(101, seq, ts, struct.pack("!BBH", 5, 0x8A, 3200)), peer, t)
         seq, t = seq + 1, t + 0.02
     assert session.quality_snapshot(t).jitter_ms == pytest.approx(0.0, abs=0.01)
+
+
+def test_one_packet_of_another_ssrc_does_not_reset_the_reception_statistics():
+    # RFC 3550 A.1: a new source is followed once its next packet is in sequence.
+    # One stray packet used to start fresh statistics: our next RR said 0 lost
+    # about a stream that had lost 10%.
+    peer = ("192.0.2.10", 4000)
+
+    def rtp(ssrc, seq, ts):
+        return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts, ssrc) + b"\x55" * 160
+
+    session = MediaSession(codec=PCMU, remote_addr=peer, rng=random.Random(1), rtcp=True)
+    session.start(0.0)
+    t = 0.0
+    for i in range(100):
+        if i % 10 != 5:  # 10% lost
+            session.receive_rtp(rtp(0xA, 1000 + i, 160 * i), peer, t)
+        t += 0.02
+    lost = session.quality_snapshot(t).packets_lost
+    assert lost == 10
+    session.receive_rtp(rtp(0xB, 7, 999), peer, t)  # one stray packet
+    session.receive_rtp(rtp(0xA, 1100, 16000), peer, t + 0.02)  # the stream goes on
+    assert session.quality_snapshot(t + 0.02).packets_lost == lost
+    # A source that really takes over (two packets in sequence) is followed.
+    session.receive_rtp(rtp(0xB, 8, 1000), peer, t + 0.04)
+    session.receive_rtp(rtp(0xB, 9, 1160), peer, t + 0.06)
+    assert session._reporter.reception.ssrc == 0xB

@@ -103,6 +103,7 @@ class RtcpReporter:
         "_rng",
         "_packets_at_report",
         "_packets_before",
+        "_candidate",
     )
 
     def __init__(
@@ -134,6 +135,7 @@ class RtcpReporter:
         self._rng = rng or secrets.SystemRandom()
         self._packets_at_report = 0  # RTP packets sent when the last report went out
         self._packets_before = 0  # ... and when the one before it did
+        self._candidate: tuple[int, int] | None = None  # another SSRC, its next sequence number
 
     def start(self, now: float) -> None:
         """Schedule the first report, a quarter to three quarters of an interval from ``now``."""
@@ -142,7 +144,29 @@ class RtcpReporter:
     def track(self, ssrc: int) -> ReceptionStats:
         """Start statistics about a new source (a new SSRC was accepted) and return them."""
         self.reception = ReceptionStats(ssrc, self.clock_rate)
+        self._candidate = None
         return self.reception
+
+    def switch(self, ssrc: int, seq: int) -> ReceptionStats | None:
+        """A packet of another SSRC than the tracked one: follow it once confirmed.
+
+        The statistics move to the new source only when its next packet
+        follows in sequence (RFC 3550 A.1's probation, as the jitter buffer
+        does), so one stray or forged packet cannot reset the loss and
+        jitter figures our reports carry.
+
+        Args:
+            ssrc: The packet's SSRC.
+            seq: Its sequence number.
+
+        Returns:
+            The new source's statistics once confirmed (the confirming
+            packet is counted by the caller), else None.
+        """
+        if self._candidate == (ssrc, seq):
+            return self.track(ssrc)
+        self._candidate = (ssrc, (seq + 1) & 0xFFFF)
+        return None
 
     def sender_report(self, ssrc: int, ntp: int, now: float) -> None:
         """Note an SR from ``ssrc`` (its NTP timestamp, arrival ``now``) if it is our source."""

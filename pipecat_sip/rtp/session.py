@@ -827,9 +827,12 @@ class MediaSession:
         reporter = self._reporter
         if reporter is not None:
             reception = reporter.reception
-            if reception is None or reception.ssrc != ssrc:
+            if reception is None:
                 reception = reporter.track(ssrc)
-            reception.update(seq, timestamp, now, audio or pt == self._cn_pt)  # events: not timed
+            elif reception.ssrc != ssrc:
+                reception = reporter.switch(ssrc, seq)  # None until confirmed
+            if reception is not None:
+                reception.update(seq, timestamp, now, audio or pt == self._cn_pt)  # events: untimed
         jitter = self._jitter
         if jitter is not None:
             if packet is None:
