@@ -825,3 +825,31 @@ def test_codec_and_sdp_modules_are_pure():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
         assert imported <= allowed, f"{path.name} imports {imported - allowed}"
+
+
+def test_opus_packets_are_charged_their_own_length_against_the_input_budget(opus):
+    # RFC 7587 s.4.2: a packet may hold up to 120 ms whatever the ptime. Each Opus
+    # packet was charged one packet time, so 60 ms packets every 20 ms (timestamps
+    # lying at 960 a packet) let 3 s of audio a second into the call.
+    import random
+    import struct
+
+    from pipecat_sip.rtp import MediaSession
+
+    stream = opus.for_stream()
+    long_packet = stream.encode(bytes(2 * 960))  # 60 ms at 16 kHz
+    assert stream.packet_seconds(long_packet) == pytest.approx(0.06)
+    assert stream.packet_seconds(stream.encode(bytes(2 * 320))) == pytest.approx(0.02)
+    assert stream.packet_seconds(bytes([0xFB])) is None  # code 3 without its count byte
+    assert stream.packet_seconds(bytes([0xFB, 0x06])) == pytest.approx(0.12)  # 6 x 20 ms CELT
+    peer = ("192.0.2.10", 4000)
+    session = MediaSession(
+        codec=stream, remote_addr=peer, payload_type=96, rng=random.Random(1), rtcp=False
+    )
+    session.start(0.0)
+    for k in range(250):  # 5 s
+        header = struct.pack("!BBHII", 0x80, 96, k, 960 * k, 0x1111)
+        session.receive_rtp(header + long_packet, peer, k * 0.02)
+    accepted = session.stats.packets_received
+    assert accepted * 0.06 <= 5.0 + 0.3 + 0.06  # real time plus the burst allowance
+    assert session.stats.packets_over_rate == 250 - accepted

@@ -270,6 +270,42 @@ class OpusCodec(Codec):
         return _opus_decoder.decode(self._dec().decoder_state, None, 0, samples, False, channels=1)
 
     @staticmethod
+    def packet_seconds(payload: bytes) -> float | None:
+        """The audio time one Opus packet holds, from its TOC byte (RFC 6716 s.3.1, s.3.2).
+
+        Frame size by configuration (SILK 10-60 ms, hybrid 10/20 ms, CELT
+        2.5-20 ms) times the frame count (code 0: one, 1 and 2: two, 3: the
+        count byte's M). Nothing is decoded.
+
+        Args:
+            payload: An Opus packet.
+
+        Returns:
+            Seconds, or None for a packet too short to say (empty, or code 3
+            without its count byte).
+        """
+        if not payload:
+            return None
+        toc = payload[0]
+        config = toc >> 3
+        if config < 12:
+            frame_ms = (10.0, 20.0, 40.0, 60.0)[config & 0x03]
+        elif config < 16:
+            frame_ms = (10.0, 20.0)[config & 0x01]
+        else:
+            frame_ms = (2.5, 5.0, 10.0, 20.0)[config & 0x03]
+        code = toc & 0x03
+        if code == 0:
+            frames = 1
+        elif code < 3:
+            frames = 2
+        elif len(payload) < 2:
+            return None
+        else:
+            frames = payload[1] & 0x3F
+        return frame_ms * frames / 1000.0
+
+    @staticmethod
     def has_fec(payload: bytes) -> bool:
         """Whether an Opus packet carries in-band FEC (SILK LBRR) for the frame before it.
 

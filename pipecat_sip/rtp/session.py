@@ -450,6 +450,10 @@ class MediaSession:
             # (1275 bytes per 20 ms, RFC 6716 s.3.4).
             self._max_payload = MAX_PACKET_PTIMES * max(ptime_bytes, 1275 * ptime_ms // 20)
             self._seconds_per_byte = 0.0
+        # A variable-bitrate codec may say how long a packet is (Opus: its TOC byte, up
+        # to 120 ms whatever the ptime, RFC 7587 s.4.2): the budget charges that time.
+        seconds = getattr(codec, "packet_seconds", None)
+        self._packet_seconds = None if self._seconds_per_byte or not callable(seconds) else seconds
         self._min_cost = max(MIN_PACKET_COST_S, 0.0 if self._seconds_per_byte else ptime_ms / 1000)
         self._audio_budget = InputBudget(MAX_AHEAD_S)
         self._event_budget = InputBudget(MAX_AHEAD_S)  # telephone-event and comfort noise
@@ -799,6 +803,8 @@ class MediaSession:
             return None
         if audio:
             cost = octets * self._seconds_per_byte
+            if self._packet_seconds is not None:
+                cost = self._packet_seconds(payload) or 0.0
             budget = self._audio_budget
         else:
             cost = MIN_PACKET_COST_S
