@@ -675,3 +675,21 @@ def test_one_packet_of_another_ssrc_does_not_reset_the_reception_statistics():
     session.receive_rtp(rtp(0xB, 8, 1000), peer, t + 0.04)
     session.receive_rtp(rtp(0xB, 9, 1160), peer, t + 0.06)
     assert session._reporter.reception.ssrc == 0xB
+
+
+def test_an_rtcp_flood_is_dropped_unread_past_the_rate_limit():
+    # RFC 3550 s.6.2: a report every few seconds. A flood of worst-case compounds
+    # (16 RRs of 31 blocks each, ~1.2 ms to read) could take the event loop.
+    from pipecat_sip.rtp.session import MAX_RTCP_RATE
+
+    peer = ("192.0.2.10", 4000)
+    session = MediaSession(codec=PCMU, remote_addr=peer, rng=random.Random(1), rtcp=True)
+    session.start(0.0)
+    rr = struct.pack("!BBHI", 0x80, 201, 1, 0xBBBB)  # an RR without blocks
+    rtcp_addr = (peer[0], peer[1] + 1)
+    for _ in range(200):
+        session.receive_rtcp(rr, rtcp_addr, 1.0)
+    assert session.stats.packets_rtcp == MAX_RTCP_RATE
+    assert session.stats.rtcp_over_rate == 200 - MAX_RTCP_RATE
+    session.receive_rtcp(rr, rtcp_addr, 1.5)  # the allowance refills with time
+    assert session.stats.packets_rtcp == MAX_RTCP_RATE + 1

@@ -87,6 +87,11 @@ MAX_PACKET_PTIMES = 6
 """Largest payload accepted, in packet times of the codec (120 ms at 20 ms);
 larger ones are dropped and counted (``packets_too_large``)."""
 
+MAX_RTCP_RATE = 20
+"""Most RTCP datagrams read per second and call (a burst of as many at once); the rest
+are dropped unread and counted (``rtcp_over_rate``). RFC 3550 s.6.2 has a peer
+report every few seconds; this bounds the parsing a flood can cause."""
+
 MIN_PACKET_COST_S = 0.01
 """What any accepted packet costs of the input budget at least, seconds (10 ms,
 the shortest usual ptime): many tiny packets are bounded too."""
@@ -147,6 +152,8 @@ class RtpStats:
         packets_on_probation: Packets of a new source dropped while it
             proved itself (see :mod:`pipecat_sip.rtp.latching`).
         rtcp_truncated: RTCP compounds of which only the first packets were read.
+        rtcp_over_rate: RTCP datagrams dropped unread, over
+            :data:`MAX_RTCP_RATE` a second.
     """
 
     packets_sent: int = 0
@@ -168,6 +175,7 @@ class RtpStats:
     packets_too_large: int = 0
     packets_on_probation: int = 0
     rtcp_truncated: int = 0
+    rtcp_over_rate: int = 0
 
 
 @dataclass(slots=True)  # not frozen: made once a packet time per call, and frozen's
@@ -457,6 +465,7 @@ class MediaSession:
         self._min_cost = max(MIN_PACKET_COST_S, 0.0 if self._seconds_per_byte else ptime_ms / 1000)
         self._audio_budget = InputBudget(MAX_AHEAD_S)
         self._event_budget = InputBudget(MAX_AHEAD_S)  # telephone-event and comfort noise
+        self._rtcp_budget = InputBudget(1.0)  # one token a second, MAX_RTCP_RATE a datagram
         self._over_rate = False  # dropping a flood: noticed once per run
 
         self._sdp_addr = tuple(remote_addr[:2])
@@ -876,6 +885,9 @@ class MediaSession:
         stats = self.stats
         if not self._latch.rtcp_allowed(addr[0]):
             stats.packets_wrong_source += 1
+            return
+        if not self._rtcp_budget.take(1.0 / MAX_RTCP_RATE, now):
+            stats.rtcp_over_rate += 1  # a flood: not even authenticated or parsed
             return
         if self._srtp is not None:  # SRTCP (RFC 3711 s.3.4), after the host check
             data = self._srtp.unprotect_rtcp(data)
