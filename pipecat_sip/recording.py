@@ -220,7 +220,7 @@ class CallRecorder:
             return
         self._pending_s += seconds
         if self._writer is None:
-            self._writer = _SerialWriter(f"sip-recording {self.call_id[:_MAX_ID]}")
+            self._writer = _SerialWriter(f"sip-recording {self.path.name}")  # a safe name
         future = self._writer.submit(self._write, audio, sample_rate, num_channels)
         self._futures.add(future)
         future.add_done_callback(lambda f, s=seconds: self._written(f, s))
